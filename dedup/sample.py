@@ -1,0 +1,63 @@
+"""The one record that flows between stages, and the closed list of rejection reasons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image-caption pair as read from a corpus.
+
+    key: unique across the corpus (readers reject repeats as ``duplicate_key``).
+    caption: decoded, validated text.
+    image: the encoded bytes exactly as stored (never re-encoded, so kept samples stay bit-identical).
+    source: the shard or folder the sample came from.
+    meta: the sample's JSON sidecar (img2dataset writes url, width, ...), plus reader extras.
+    """
+
+    key: str
+    caption: str
+    image: bytes
+    source: str
+    image_ext: str = "jpg"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Reason(StrEnum):
+    """Why an input unit was rejected. Closed list: every rejection carries one of these."""
+
+    TRUNCATED = "truncated"  # image bytes end early
+    UNDECODABLE = "undecodable"  # not an image Pillow can decode, zero bytes
+    FORMAT_NOT_ALLOWED = "format_not_allowed"  # decodes, but not an allow-listed format
+    TOO_LARGE = "too_large"  # pixel count above the limit (checked before decoding)
+    TOO_SMALL = "too_small"
+    ANIMATED = "animated"  # more than one frame: which frame is "the" image is ambiguous
+    BAD_MODE = "bad_mode"  # a pixel mode we cannot convert to RGB faithfully
+    EMPTY_CAPTION = "empty_caption"
+    CAPTION_NOT_UTF8 = "caption_not_utf8"
+    CAPTION_CONTROL_CHARS = "caption_control_chars"  # NUL and other C0 controls
+    CAPTION_TOO_LONG = "caption_too_long"
+    DUPLICATE_KEY = "duplicate_key"
+    INCOMPLETE_SAMPLE = "incomplete_sample"  # image or caption member missing
+    BAD_KEY = "bad_key"  # path traversal, empty, too long
+    BAD_META = "bad_meta"  # the .json sidecar is not a JSON object
+    NOT_REGULAR_FILE = "not_regular_file"  # symlink, hardlink, device member in a tar
+    UNSAFE_MEMBER = "unsafe_member"  # .pyd/.pth/.pkl and friends: pickles are never loaded
+    UNKNOWN_MEMBER = "unknown_member"  # a member with no extension we read
+    SHARD_TRUNCATED = "shard_truncated"  # tar ends mid-header or mid-member; rows carry the offset
+    SHARD_UNREADABLE = "shard_unreadable"  # not a tar at all / cannot be opened
+    NON_FINITE_EMBEDDING = "non_finite_embedding"  # an embedder returned NaN/Inf
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One input unit that did not become a Sample. ``key`` may be empty when none could be read."""
+
+    key: str
+    source: str
+    reason: Reason
+    detail: str = ""
+    offset: int = -1  # byte offset in the shard, for units that are not whole samples
