@@ -27,7 +27,7 @@ from dedup.sample import Sample
 from dedup.validate import decode_image
 from dedup.writer import ShardWriter
 
-CORPUS_VERSION = 1  # bump when the build changes what it writes
+CORPUS_VERSION = 4  # bump when the build changes what it writes
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,32 @@ def _png(rgb: np.ndarray) -> bytes:
     return out.getvalue()
 
 
+NATURAL_L2 = 0.05  # originals closer than this RMS pixel distance (Carlini's ℓ2) are natural duplicates
+
+
+def _natural_groups(codes: list[str], images: list[np.ndarray]) -> list[str]:
+    """Natural near-duplicates of the emoji set itself: skin-tone and gendered variants, and emoji that
+    Twemoji draws (nearly) alike — several family, flag and face emoji share one picture. The pixel test
+    is Carlini's ℓ2 (RMS over [0, 1] pixels) between originals, independent of any dedup embedder."""
+    parent = {g: g for g in (natural_group(c) for c in codes)}
+
+    def find(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    flat = np.stack([im.reshape(-1) for im in images]).astype(np.float32) / 255.0
+    sq = (flat**2).sum(axis=1)
+    for lo in range(0, len(flat), 512):
+        d2 = (sq[lo : lo + 512, None] + sq[None, :] - 2.0 * flat[lo : lo + 512] @ flat.T) / flat.shape[1]
+        for i, j in zip(*np.nonzero(d2 <= NATURAL_L2**2), strict=True):
+            a, b = find(natural_group(codes[lo + i])), find(natural_group(codes[j]))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return [find(natural_group(c)) for c in codes]
+
+
 def _load(root: Path) -> BuiltCorpus:
     info = json.loads((root / "corpus.json").read_text())
     return BuiltCorpus(root, root / "train", root / "heldout", root / "ground_truth.parquet", info)
@@ -104,12 +130,14 @@ def build_twemoji(config: TwemojiConfig, cache_dir: str | Path) -> BuiltCorpus:
     dup_idx = rng.choice(train_idx, size=n_dup, replace=False) if n_dup else np.array([], dtype=int)
     counts = dict(zip(dup_idx.tolist(), draw_counts(n_dup, config.injection, rng).tolist(), strict=True))
 
+    rendered = {i: render(files[i], config.resolution) for i in range(len(files))}
+    groups = _natural_groups([f.stem for f in files], [rendered[i] for i in range(len(files))])
     entries: list[dict[str, object]] = []  # one per sample of the train corpus, before shuffling
     for i in sorted(train_idx.tolist()):
         code = files[i].stem
-        rgb = render(files[i], config.resolution)
+        rgb = rendered[i]
         caption = emoji_name(code)
-        base = {"origin": code, "natural_group": natural_group(code), "occurrences": counts.get(i, 1)}
+        base = {"origin": code, "natural_group": groups[i], "occurrences": counts.get(i, 1)}
         entries.append({**base, "image": _png(rgb), "ext": "png", "caption": caption,
                         "copy_index": 0, "transform": "{}"})
         for c in range(1, counts.get(i, 1)):
@@ -134,8 +162,8 @@ def build_twemoji(config: TwemojiConfig, cache_dir: str | Path) -> BuiltCorpus:
         for n, i in enumerate(sorted(heldout_idx.tolist())):
             code = files[i].stem
             key = f"ho{n:06d}"
-            writer.write(Sample(key, emoji_name(code), _png(render(files[i], config.resolution)), "twemoji", "png"))
-            for name, value in (("key", key), ("origin", code), ("natural_group", natural_group(code)),
+            writer.write(Sample(key, emoji_name(code), _png(rendered[i]), "twemoji", "png"))
+            for name, value in (("key", key), ("origin", code), ("natural_group", groups[i]),
                                 ("copy_index", 0), ("occurrences", 1), ("transform", "{}"),
                                 ("caption", emoji_name(code)), ("split", "heldout")):
                 truth[name].append(value)

@@ -65,6 +65,29 @@ def emoji_name(code: str) -> str:
     return f"{words} {', '.join(tones)}".strip()
 
 
+GENDER_SIGNS = {"2640", "2642"}
+# In ZWJ sequences man/woman/person and boy/girl/child are gendered variants of one design.
+GENDERED = {"1f468": "1f9d1", "1f469": "1f9d1", "1f466": "1f9d2", "1f467": "1f9d2"}
+
+# Unicode's single-codepoint couples are the same designs as their ZWJ spellings with skin tones.
+COUPLES = {
+    "1f46b": "1f9d1-200d-1f91d-200d-1f9d1",
+    "1f46c": "1f9d1-200d-1f91d-200d-1f9d1",
+    "1f46d": "1f9d1-200d-1f91d-200d-1f9d1",
+    "1f491": "1f9d1-200d-2764-200d-1f9d1",
+    "1f48f": "1f9d1-200d-2764-200d-1f48b-200d-1f9d1",
+}
+
+
 def natural_group(code: str) -> str:
-    """The emoji with skin-tone modifiers removed: skin-tone variants share a natural group."""
-    return "-".join(p for p in _strip_vs(code).split("-") if p not in SKIN_TONES)
+    """The emoji without skin-tone modifiers and gender: its skin-tone and gendered variants
+    (near-identical glyphs by design, "man cook" / "woman cook" / "cook") share a natural group."""
+    parts = [p for p in _strip_vs(code).split("-") if p not in SKIN_TONES and p not in GENDER_SIGNS]
+    if "200d" in parts:
+        parts = [GENDERED.get(p, p) for p in parts]
+    if parts and parts[0] in ("1f9d1", "1f468", "1f469") and "2764" in parts:  # couple with heart, kiss
+        parts = ["1f9d1" if p in ("1f468", "1f469") else p for p in parts]
+    while parts and parts[-1] == "200d":
+        parts.pop()
+    joined = "-".join(parts)
+    return COUPLES.get(joined, joined)

@@ -1,0 +1,33 @@
+"""``python -m dedup``: prepare a cleaner dataset. Hydra stops here; everything below takes plain types."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dedup.cache import StepCache
+from dedup.config import corpus_spec, dedup_params, limits
+from dedup.corpus import open_corpus
+from dedup.pipeline import run_dedup
+from dedup.report import console_summary
+
+os.environ.setdefault("WDS_SECURE", "1")  # webdataset must never unpickle members
+log = logging.getLogger("dedup")
+
+
+@hydra.main(config_path="../configs", config_name="dedup", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    cache_dir = Path(values["cache_dir"])
+    corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
+    result = run_dedup(corpus, dedup_params(values["dedup"]), values["output"], StepCache(cache_dir / "steps"))
+    print(console_summary(result.stats, result.out_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Which corpus to read: webdataset shards, an image folder, or the built-in Twemoji corpus."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dedup.builtin import TwemojiConfig, build_twemoji
+from dedup.cache import fingerprint
+from dedup.readers import Item, expand_urls, read_folder, read_shards
+from dedup.validate import Limits
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """kind: ``shards`` (path = folder, file or brace pattern), ``folder`` or ``twemoji``.
+
+    ground_truth: optional parquet of injected copies (key, origin, natural_group), for evaluation only.
+    heldout: optional shards never trained on (membership inference).
+    """
+
+    kind: Literal["shards", "folder", "twemoji"] = "twemoji"
+    path: str | None = None
+    ground_truth: str | None = None
+    heldout: str | None = None
+    twemoji: TwemojiConfig = field(default_factory=TwemojiConfig)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """An opened corpus: a re-iterable reader plus what identifies its content."""
+
+    kind: str
+    location: str
+    fingerprint: str
+    ground_truth: Path | None
+    heldout: str | None
+    info: dict[str, object]
+    limits: Limits
+
+    def items(self) -> Iterator[Item]:
+        if self.kind == "folder":
+            return read_folder(self.location, self.limits)
+        return read_shards(self.location, self.limits)
+
+
+def _stat_fingerprint(paths: list[Path]) -> str:
+    # Size + mtime, as make does: cheap for terabyte corpora, and a changed shard changes its stat.
+    return fingerprint([(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths])
+
+
+def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Limits | None = None) -> Corpus:
+    limits = limits or Limits()
+    if spec.kind == "twemoji":
+        built = build_twemoji(spec.twemoji, Path(cache_dir) / "corpus")
+        return Corpus("shards", str(built.train), f"twemoji-{spec.twemoji.fingerprint()}",
+                      built.ground_truth, str(built.heldout), built.info, limits)
+    if not spec.path:
+        raise ValueError(f"corpus kind {spec.kind!r} needs a path")
+    gt = Path(spec.ground_truth) if spec.ground_truth else None
+    if spec.kind == "folder":
+        root = Path(spec.path)
+        if not root.is_dir():
+            raise NotADirectoryError(f"image folder not found: {root}")
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        return Corpus("folder", str(root), _stat_fingerprint(files), gt, spec.heldout, {}, limits)
+    if spec.kind == "shards":
+        urls = [Path(u) for u in expand_urls(spec.path)]
+        missing = [str(u) for u in urls if not u.exists()]
+        if not urls or missing:
+            raise FileNotFoundError(f"shards not found for {spec.path!r}: {missing[:5] or 'none matched'}")
+        return Corpus("shards", spec.path, _stat_fingerprint(urls), gt, spec.heldout, {}, limits)
+    raise ValueError(f"unknown corpus kind {spec.kind!r} (shards, folder, twemoji)")

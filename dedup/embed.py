@@ -1,0 +1,207 @@
+"""Image embedders behind one small interface; every embedding is L2-normalised (cosine = dot product).
+
+- ``pixels``: the offline default — a downsampled copy of the image, mean-centred, plus its mean colour.
+- ``phash``: imagehash's perceptual hash as ±1 bits (cosine = 1 − 2·Hamming/bits).
+- ``clip`` / ``dino``: a transformers model from a local folder (``CLIPModel`` / ``AutoModel``).
+- ``sscd``: a TorchScript file (the format the SSCD authors publish).
+Model preprocessing is PIL + numpy (no torchvision: it would drag a CUDA build of torch in).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class Embedder(Protocol):
+    name: str
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 arrays (H, W, 3) → float32 (N, dim), rows of unit norm (or non-finite on failure)."""
+        ...
+
+
+@dataclass(frozen=True)
+class EmbedderParams:
+    """kind: pixels | phash | clip | dino | sscd. weights: local folder/file for the model kinds."""
+
+    kind: str = "pixels"
+    size: int = 8
+    weights: str | None = None
+    image_size: int = 224
+    batch_size: int = 64
+    device: str = "auto"
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (x / norms).astype(np.float32)
+
+
+class PixelEmbedder:
+    """Downsampled pixels, mean-centred and unit-scaled, plus the mean colour so that flat images of
+    different colours stay apart. A mid-grey flat image (zero vector) maps to a fixed unit vector."""
+
+    name = "pixels"
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        rows = []
+        for rgb in images:
+            small = Image.fromarray(rgb).resize((self.size, self.size), Image.Resampling.BOX)
+            x = np.asarray(small, dtype=np.float32).reshape(-1) / 255.0
+            centred = x - x.mean()
+            norm = float(np.linalg.norm(centred))
+            texture = centred / norm if norm > 1e-6 else np.zeros_like(centred)
+            colour = x.reshape(-1, 3).mean(axis=0) - 0.5
+            vec = np.concatenate([texture, colour])
+            if not np.any(vec):
+                vec[-1] = 1.0
+            rows.append(vec)
+        return l2_normalise(np.stack(rows)) if rows else np.zeros((0, 3 * self.size**2 + 3), np.float32)
+
+
+class PHashEmbedder:
+    name = "phash"
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        bits = [imagehash.phash(Image.fromarray(rgb), hash_size=self.size).hash.reshape(-1) for rgb in images]
+        if not bits:
+            return np.zeros((0, self.size**2), np.float32)
+        signs = np.where(np.stack(bits), 1.0, -1.0).astype(np.float32)
+        return signs / np.sqrt(signs.shape[1])
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def preprocess(images: Sequence[np.ndarray], size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Resize the short side to ``size`` (bicubic), centre-crop, scale to [0,1], normalise → NCHW float32."""
+    out = np.empty((len(images), 3, size, size), dtype=np.float32)
+    for i, rgb in enumerate(images):
+        im = Image.fromarray(rgb)
+        scale = size / min(im.size)
+        w, h = max(size, round(im.size[0] * scale)), max(size, round(im.size[1] * scale))
+        im = im.resize((w, h), Image.Resampling.BICUBIC)
+        left, top = (w - size) // 2, (h - size) // 2
+        arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+        out[i] = ((arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+    return out
+
+
+class TorchEmbedder(ABC):
+    """Shared batching for the model embedders; subclasses load ``self.model`` and define ``forward``."""
+
+    name = "torch"
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+
+    def __init__(self, params: EmbedderParams) -> None:
+        if not params.weights:
+            raise ValueError(f"embedder {params.kind!r} needs weights: a local path (nothing is downloaded)")
+        if not Path(params.weights).exists():
+            raise FileNotFoundError(f"embedder weights not found: {params.weights}")
+        self.params = params
+        self.device = _pick_device(params.device)
+        self.image_size = params.image_size
+
+    @abstractmethod
+    def forward(self, batch):  # type: ignore[no-untyped-def]
+        """A batch of normalised NCHW pixels → features (N, dim)."""
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
+        chunks = []
+        with torch.inference_mode():
+            for lo in range(0, len(images), self.params.batch_size):
+                pixels = preprocess(images[lo : lo + self.params.batch_size], self.image_size, self.mean, self.std)
+                feats = self.forward(torch.from_numpy(pixels).to(self.device))
+                chunks.append(feats.float().cpu().numpy())
+        return l2_normalise(np.concatenate(chunks)) if chunks else np.zeros((0, 1), np.float32)
+
+
+class ClipEmbedder(TorchEmbedder):
+    name = "clip"
+    mean, std = CLIP_MEAN, CLIP_STD
+
+    def __init__(self, params: EmbedderParams) -> None:
+        super().__init__(params)
+        from transformers import CLIPModel
+
+        self.model = CLIPModel.from_pretrained(params.weights, local_files_only=True).eval().to(self.device)
+        self.image_size = self.model.config.vision_config.image_size
+        config = Path(params.weights) / "preprocessor_config.json"
+        if config.exists():
+            pre = json.loads(config.read_text())
+            self.mean, self.std = pre.get("image_mean", CLIP_MEAN), pre.get("image_std", CLIP_STD)
+
+    def forward(self, batch):  # type: ignore[no-untyped-def]
+        out = self.model.get_image_features(pixel_values=batch)
+        return out if not hasattr(out, "pooler_output") else out.pooler_output
+
+
+class DinoEmbedder(TorchEmbedder):
+    """A DINO/DINOv2 ViT (transformers ``AutoModel``); the embedding is the CLS token."""
+
+    name = "dino"
+
+    def __init__(self, params: EmbedderParams) -> None:
+        super().__init__(params)
+        from transformers import AutoModel
+
+        self.model = AutoModel.from_pretrained(params.weights, local_files_only=True).eval().to(self.device)
+        self.image_size = getattr(self.model.config, "image_size", params.image_size)
+
+    def forward(self, batch):  # type: ignore[no-untyped-def]
+        return self.model(pixel_values=batch).last_hidden_state[:, 0]
+
+
+class SscdEmbedder(TorchEmbedder):
+    """SSCD copy-detection descriptor from its TorchScript file (e.g. sscd_disc_mixup.torchscript.pt)."""
+
+    name = "sscd"
+
+    def __init__(self, params: EmbedderParams) -> None:
+        super().__init__(params)
+        import torch
+
+        self.model = torch.jit.load(params.weights, map_location=self.device).eval()
+
+    def forward(self, batch):  # type: ignore[no-untyped-def]
+        return self.model(batch)
+
+
+def make_embedder(params: EmbedderParams) -> Embedder:
+    if params.kind == "pixels":
+        return PixelEmbedder(params.size)
+    if params.kind == "phash":
+        return PHashEmbedder(params.size if params.size <= 16 else 8)
+    models = {"clip": ClipEmbedder, "dino": DinoEmbedder, "sscd": SscdEmbedder}
+    if params.kind in models:
+        return models[params.kind](params)
+    raise ValueError(f"unknown embedder {params.kind!r}: pixels, phash, clip, dino, sscd")

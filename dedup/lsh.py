@@ -1,0 +1,93 @@
+"""LSH banding over MinHash signatures, by sorting band keys instead of inserting into hash tables.
+
+datasketch's ``MinHashLSH`` inserts one key at a time into per-band dicts; for millions of signatures
+the same buckets come out of one ``argsort`` per band. Band/row counts come from datasketch's own
+optimiser so the false-positive/false-negative trade-off is the one datasketch documents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from datasketch.lsh import _optimal_param
+
+_ROW_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass(frozen=True)
+class LshParams:
+    """threshold: estimated Jaccard a candidate must reach to be kept; bands/rows derived from it unless
+    given. It is the floor of the cached step: the cluster rule's caption threshold (≥ it) is applied later.
+
+    max_bucket: buckets larger than this emit a chain (each member paired with the next) instead of all
+    pairs — enough for connected components, linear instead of quadratic in the bucket size.
+    """
+
+    threshold: float = 0.5
+    bands: int | None = None
+    rows: int | None = None
+    max_bucket: int = 64
+
+
+def bands_rows(params: LshParams, num_perm: int) -> tuple[int, int]:
+    if params.bands and params.rows:
+        if params.bands * params.rows > num_perm:
+            raise ValueError(f"bands*rows = {params.bands * params.rows} > num_perm = {num_perm}")
+        return params.bands, params.rows
+    bands, rows = _optimal_param(params.threshold, num_perm, 0.5, 0.5)
+    return int(bands), int(rows)
+
+
+def _band_keys(block: np.ndarray) -> np.ndarray:
+    """One 64-bit key per row of a (N, rows) uint32 block (collisions only add candidates to verify)."""
+    key = np.zeros(len(block), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for col in range(block.shape[1]):
+            key = (key ^ block[:, col].astype(np.uint64)) * _ROW_MIX
+    return key
+
+
+def candidate_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParams) -> np.ndarray:
+    """Pairs (i, j), i < j, that share at least one band; rows with ``usable`` False never pair."""
+    bands, rows = bands_rows(params, signatures.shape[1])
+    index = np.flatnonzero(usable)
+    found: list[np.ndarray] = []
+    for band in range(bands):
+        keys = _band_keys(signatures[index, band * rows : (band + 1) * rows])
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        boundaries = np.flatnonzero(np.diff(sorted_keys)) + 1
+        starts = np.concatenate([[0], boundaries])
+        sizes = np.diff(np.concatenate([starts, [len(keys)]]))
+        # Adjacent members of every bucket (a chain): covers buckets of any size linearly.
+        same_next = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+        found.append(np.stack([order[same_next], order[same_next + 1]], axis=1))
+        # Small buckets: all remaining pairs, so verification sees each candidate pair directly.
+        for size in np.unique(sizes[(sizes > 2) & (sizes <= params.max_bucket)]):
+            bucket_starts = starts[sizes == size]
+            first, second = np.triu_indices(int(size), k=2)
+            members = order[bucket_starts[:, None] + np.arange(size)[None, :]]
+            found.append(np.stack([members[:, first].ravel(), members[:, second].ravel()], axis=1))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = index[np.concatenate(found)]
+    pairs = np.sort(pairs, axis=1)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+
+
+def estimated_jaccard(signatures: np.ndarray, pairs: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Share of equal MinHash values per pair (datasketch's ``MinHash.jaccard``)."""
+    out = np.empty(len(pairs), dtype=np.float32)
+    for lo in range(0, len(pairs), chunk):
+        p = pairs[lo : lo + chunk]
+        out[lo : lo + chunk] = (signatures[p[:, 0]] == signatures[p[:, 1]]).mean(axis=1)
+    return out
+
+
+def caption_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParams) -> tuple[np.ndarray, np.ndarray]:
+    """LSH candidates verified by estimated Jaccard ≥ threshold: (pairs [M, 2], jaccard [M])."""
+    pairs = candidate_pairs(signatures, usable, params)
+    jaccard = estimated_jaccard(signatures, pairs)
+    keep = jaccard >= params.threshold
+    return pairs[keep], jaccard[keep]

@@ -1,0 +1,87 @@
+"""Nearest neighbours of image embeddings with faiss → candidate duplicate pairs with cosine similarity.
+
+Exact (``IndexFlatIP``) for small corpora, IVF or HNSW above ``exact_below`` vectors; on the GPU when
+faiss sees one. Embeddings must be finite: faiss silently ignores NaN rows on add, so callers reject
+them first (``finite_rows``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """kind: auto | flat | ivf | hnsw. ``k`` neighbours per vector; pairs below ``min_sim`` are dropped
+    (the floor: cluster thresholds at or above it reuse the cached search)."""
+
+    kind: str = "auto"
+    k: int = 16
+    min_sim: float = 0.75
+    exact_below: int = 50_000
+    nlist: int | None = None
+    nprobe: int = 16
+    hnsw_m: int = 32
+    ef_search: int = 128
+    use_gpu: bool = True
+
+
+def finite_rows(embeddings: np.ndarray) -> np.ndarray:
+    return np.isfinite(embeddings).all(axis=1)
+
+
+def build_index(embeddings: np.ndarray, params: IndexParams) -> faiss.Index:
+    """An inner-product index over unit vectors (inner product = cosine)."""
+    n, dim = embeddings.shape
+    kind = params.kind
+    if kind == "auto":
+        kind = "flat" if n < params.exact_below else "ivf"
+    if kind == "flat":
+        index: faiss.Index = faiss.IndexFlatIP(dim)
+    elif kind == "ivf":
+        nlist = params.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
+        quantizer = faiss.IndexFlatIP(dim)
+        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(embeddings)
+        ivf.nprobe = min(params.nprobe, nlist)
+        index = ivf
+    elif kind == "hnsw":
+        hnsw = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efSearch = params.ef_search
+        index = hnsw
+    else:
+        raise ValueError(f"unknown index kind {params.kind!r}: auto, flat, ivf, hnsw")
+    if params.use_gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0 and kind != "hnsw":
+        index = faiss.index_cpu_to_all_gpus(index)  # pragma: no cover - needs faiss-gpu and a GPU
+    index.add(embeddings)
+    return index
+
+
+def knn(embeddings: np.ndarray, params: IndexParams, queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices), each (Nq, k); -1 where fewer than k neighbours exist."""
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if not finite_rows(embeddings).all():
+        raise ValueError("embeddings contain NaN/Inf rows: reject them before indexing")
+    index = build_index(embeddings, params)
+    q = embeddings if queries is None else np.ascontiguousarray(queries, dtype=np.float32)
+    k = min(params.k + (1 if queries is None else 0), len(embeddings))
+    return index.search(q, k)
+
+
+def neighbor_pairs(embeddings: np.ndarray, params: IndexParams) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j), i < j, among each vector's k nearest with cosine ≥ min_sim, and their cosine."""
+    if len(embeddings) < 2:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+    sims, idx = knn(embeddings, params)
+    rows = np.repeat(np.arange(len(embeddings)), idx.shape[1])
+    cols, vals = idx.ravel(), sims.ravel()
+    keep = (cols >= 0) & (cols != rows) & (vals >= params.min_sim)
+    pairs = np.sort(np.stack([rows[keep], cols[keep]], axis=1), axis=1)
+    vals = vals[keep]
+    if not len(pairs):
+        return pairs.astype(np.int64), vals.astype(np.float32)
+    pairs, first = np.unique(pairs, axis=0, return_index=True)
+    return pairs.astype(np.int64), vals[first].astype(np.float32)

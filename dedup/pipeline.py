@@ -1,0 +1,174 @@
+"""The dedup stage: cached steps (ingest → signatures → caption pairs → embeddings → image pairs), then
+clustering and a policy, then the outputs: cleaned shards, manifest.parquet, clusters.parquet,
+stats.json and a contact sheet. Callable without Hydra: ``run_dedup(corpus, DedupParams(), out, cache)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dedup.atomic import write_json
+from dedup.cache import StepCache, fingerprint
+from dedup.cluster import ClusterRule, PairScorer, cluster, merge_candidates
+from dedup.corpus import Corpus
+from dedup.embed import EmbedderParams
+from dedup.evaluate import evaluate
+from dedup.ingest import ingest, read_units
+from dedup.lsh import LshParams
+from dedup.minhash import MinHashParams
+from dedup.neighbors import IndexParams, finite_rows
+from dedup.outputs import Decision, write_outputs
+from dedup.semdedup import SemDedupParams, semdedup
+from dedup.steps import compute_caption_pairs, compute_embeddings, compute_image_pairs, compute_signatures
+from dedup.timing import StepTimer
+
+log = logging.getLogger(__name__)
+POLICIES = ("remove", "reweight", "keep", "semdedup")
+STEP_VERSION = 1  # bump when a cached step's output format changes
+
+
+@dataclass(frozen=True)
+class DedupParams:
+    """Everything the dedup stage needs besides the corpus. policy: remove | reweight | keep | semdedup."""
+
+    minhash: MinHashParams = field(default_factory=MinHashParams)
+    lsh: LshParams = field(default_factory=LshParams)
+    embedder: EmbedderParams = field(default_factory=EmbedderParams)
+    index: IndexParams = field(default_factory=IndexParams)
+    rule: ClusterRule = field(default_factory=ClusterRule)
+    policy: str = "remove"
+    semdedup: SemDedupParams = field(default_factory=SemDedupParams)
+    shard_size: int = 10_000
+    write_shards: bool = True
+    sheet_clusters: int = 12
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.rule.caption_threshold < self.lsh.threshold:
+            raise ValueError(f"caption threshold {self.rule.caption_threshold} < lsh.threshold {self.lsh.threshold}: "
+                             "candidates below the LSH floor were never kept")
+        if self.rule.image_threshold < self.index.min_sim or self.rule.loose_image_threshold < self.index.min_sim:
+            # Pairs below index.min_sim were never searched for; a lower threshold would silently find fewer.
+            raise ValueError(
+                f"image thresholds ({self.rule.image_threshold}, {self.rule.loose_image_threshold}) must be "
+                f">= index.min_sim ({self.index.min_sim})")
+
+
+@dataclass
+class DedupResult:
+    out_dir: Path
+    shards: Path | None
+    manifest: Path
+    stats: dict[str, object]
+
+
+def _cached(cache: StepCache, timer: StepTimer, step: str, key: str, compute: Callable[[Path], None]) -> Path:
+    with timer.step(step) as record:
+        hits = len(cache.hits)
+        folder = cache.get(step, key, compute)
+        record["cached"] = len(cache.hits) > hits
+    return folder
+
+
+def _save(folder: Path, **arrays: np.ndarray) -> None:
+    for name, value in arrays.items():
+        np.save(folder / f"{name}.npy", value, allow_pickle=False)
+
+
+def _load(folder: Path, *names: str) -> list[np.ndarray]:
+    return [np.load(folder / f"{name}.npy", allow_pickle=False) for name in names]
+
+
+def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: StepCache) -> DedupResult:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timer = StepTimer()
+
+    k_ingest = fingerprint("ingest", STEP_VERSION, corpus.fingerprint, asdict(corpus.limits))
+    ingest_dir = _cached(cache, timer, "ingest", k_ingest, lambda d: ingest(corpus, d))
+    units = read_units(ingest_dir)
+    sample_index = np.asarray(units.column("sample_index").to_pylist(), dtype=np.int64)
+    valid_rows = np.flatnonzero(sample_index >= 0)
+    captions = [units.column("caption_norm")[int(r)].as_py() for r in valid_rows]
+    n = len(valid_rows)
+
+    k_sig = fingerprint("signatures", STEP_VERSION, k_ingest, params.minhash)
+    sig_dir = _cached(cache, timer, "signatures", k_sig,
+                      lambda d: _save(d, **dict(zip(("signatures", "usable"),
+                                                    compute_signatures(captions, params.minhash), strict=True))))
+    signatures, usable = _load(sig_dir, "signatures", "usable")
+
+    k_cap = fingerprint("caption_pairs", STEP_VERSION, k_sig, params.lsh)
+    cap_dir = _cached(cache, timer, "caption_pairs", k_cap,
+                      lambda d: _save(d, **dict(zip(("pairs", "jaccard"),
+                                                    compute_caption_pairs(signatures, usable, params.lsh),
+                                                    strict=True))))
+    cap_pairs, cap_jaccard = _load(cap_dir, "pairs", "jaccard")
+
+    k_emb = fingerprint("embeddings", STEP_VERSION, k_ingest, params.embedder)
+    emb_dir = _cached(cache, timer, "embeddings", k_emb,
+                      lambda d: _save(d, embeddings=compute_embeddings(corpus, units, params.embedder)))
+    (embeddings,) = _load(emb_dir, "embeddings")
+
+    k_nn = fingerprint("image_neighbors", STEP_VERSION, k_emb, params.index)
+    nn_dir = _cached(cache, timer, "image_neighbors", k_nn,
+                     lambda d: _save(d, **dict(zip(("pairs", "sims"), compute_image_pairs(embeddings, params.index),
+                                                   strict=True))))
+    img_pairs, img_sims = _load(nn_dir, "pairs", "sims")
+
+    with timer.step("cluster"):
+        finite = finite_rows(embeddings) if n else np.zeros(0, bool)
+        safe_emb = np.where(finite[:, None], embeddings, 0.0).astype(np.float32) if n else embeddings
+        hashes = [units.column("pixel_hash")[int(r)].as_py() for r in valid_rows]
+        _, exact_groups = np.unique(np.asarray(hashes, dtype=object), return_inverse=True) if n else (None, np.zeros(0))
+        exact_groups = np.where(finite, exact_groups, -1 - np.arange(n))  # non-finite rows never pair
+        keys = [units.column("key")[int(r)].as_py() for r in valid_rows]
+        area = np.array([units.column("width")[int(r)].as_py() * units.column("height")[int(r)].as_py()
+                         for r in valid_rows], dtype=np.int64)
+        order = np.lexsort((np.asarray(keys, dtype=object).astype(str), -area)) if n else np.zeros(0, np.int64)
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        if params.policy == "semdedup":
+            decision = _semdedup_decision(safe_emb, finite, params.semdedup)
+        else:
+            cap_ok = finite[cap_pairs[:, 0]] & finite[cap_pairs[:, 1]] if len(cap_pairs) else np.zeros(0, bool)
+            edges = merge_candidates(n, safe_emb, img_pairs, img_sims, cap_pairs[cap_ok], cap_jaccard[cap_ok],
+                                     exact_groups)
+            scorer = PairScorer(safe_emb, signatures, usable, exact_groups)
+            found = cluster(n, edges, params.rule, rank, scorer)
+            decision = Decision(found.labels, found.keeper, found.size, found.signal, finite)
+
+    with timer.step("apply"):
+        stats = write_outputs(corpus, units, valid_rows, decision, signatures, usable, safe_emb, params.policy,
+                              out_dir, params.shard_size if params.write_shards else 0, params.sheet_clusters)
+    if corpus.ground_truth is not None and corpus.ground_truth.exists():
+        finite_idx = np.flatnonzero(decision.finite)
+        stats["evaluation"] = evaluate([keys[i] for i in finite_idx], decision.labels[finite_idx],
+                                       corpus.ground_truth)
+    stats["corpus"] = {"kind": corpus.kind, "location": corpus.location, "fingerprint": corpus.fingerprint,
+                       **({"info": corpus.info} if corpus.info else {})}
+    stats["steps"] = timer.steps
+    stats["cache"] = {"hits": list(cache.hits), "misses": list(cache.misses)}
+    stats["params"] = asdict(params)
+    write_json(out_dir / "stats.json", stats)
+    return DedupResult(out_dir, out_dir / "shards" if params.write_shards else None, out_dir / "manifest.parquet",
+                       stats)
+
+
+def _semdedup_decision(embeddings: np.ndarray, finite: np.ndarray, params: SemDedupParams) -> Decision:
+    rows = np.flatnonzero(finite)
+    dup_local, _ = semdedup(embeddings[rows], params)
+    keeper = np.arange(len(embeddings))
+    keeper[rows] = np.where(dup_local >= 0, rows[np.maximum(dup_local, 0)], rows)
+    _, labels = np.unique(keeper, return_inverse=True)
+    size = np.bincount(labels)[labels]
+    signal = np.where(keeper != np.arange(len(keeper)), "semdedup", "")
+    signal = np.where(size > 1, "semdedup", signal).astype(object)
+    return Decision(labels, keeper, size, signal, finite)
+

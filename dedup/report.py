@@ -1,0 +1,34 @@
+"""The short console summary of a dedup run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def console_summary(stats: dict[str, Any], out_dir: Path) -> str:
+    status = stats.get("status", {})
+    info = stats.get("corpus", {}).get("info", {})
+    lines = [
+        f"dedup: {stats['input_units']} input units, {stats['valid_samples']} valid samples"
+        + (f" ({info['injected_copies']} injected copies)" if "injected_copies" in info else ""),
+        f"  kept {status.get('kept', 0)}, duplicate {status.get('duplicate', 0)}, rejected {status.get('rejected', 0)}"
+        f" (policy {stats['policy']})",
+    ]
+    if stats.get("rejected_by_reason"):
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats["rejected_by_reason"].items()))
+        lines.append(f"  rejected by reason: {reasons}")
+    if stats.get("duplicates_by_signal"):
+        lines.append("  duplicates by signal: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(stats["duplicates_by_signal"].items())))
+    lines.append(f"  clusters with duplicates: {stats['clusters_with_duplicates']}, largest {stats['largest_cluster']}")
+    if "evaluation" in stats:
+        inj = stats["evaluation"]["injected"]
+        lines.append(f"  vs ground truth (injected copies): precision {inj['precision']:.3f}, recall {inj['recall']:.3f},"
+                     f" F1 {inj['f1']:.3f}; cluster purity {stats['evaluation']['cluster_purity']:.3f}")
+    cached = [k for k, v in stats.get("steps", {}).items() if v.get("cached")]
+    if cached:
+        lines.append(f"  reused from cache: {', '.join(cached)}")
+    seconds = sum(float(v.get("seconds", 0)) for v in stats.get("steps", {}).values())
+    lines.append(f"  {seconds:.1f} s; outputs in {out_dir} (manifest.parquet, stats.json, contact_sheet.png, shards/)")
+    return "\n".join(lines)
