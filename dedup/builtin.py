@@ -124,9 +124,9 @@ def build_twemoji(config: TwemojiConfig, cache_dir: str | Path) -> BuiltCorpus:
             raise ValueError(f"subset must be in [1, {len(files)}], got {config.subset}")
         files = [files[i] for i in sorted(rng.choice(len(files), config.subset, replace=False))]
     order = rng.permutation(len(files))
-    n_heldout = int(round(config.heldout_fraction * len(files)))
+    n_heldout = round(config.heldout_fraction * len(files))
     heldout_idx, train_idx = order[:n_heldout], order[n_heldout:]
-    n_dup = int(round(config.injection.fraction * len(train_idx)))
+    n_dup = round(config.injection.fraction * len(train_idx))
     dup_idx = rng.choice(train_idx, size=n_dup, replace=False) if n_dup else np.array([], dtype=int)
     counts = dict(zip(dup_idx.tolist(), draw_counts(n_dup, config.injection, rng).tolist(), strict=True))
 
@@ -138,34 +138,58 @@ def build_twemoji(config: TwemojiConfig, cache_dir: str | Path) -> BuiltCorpus:
         rgb = rendered[i]
         caption = emoji_name(code)
         base = {"origin": code, "natural_group": groups[i], "occurrences": counts.get(i, 1)}
-        entries.append({**base, "image": _png(rgb), "ext": "png", "caption": caption,
-                        "copy_index": 0, "transform": "{}"})
+        entries.append(
+            {**base, "image": _png(rgb), "ext": "png", "caption": caption, "copy_index": 0, "transform": "{}"}
+        )
         for c in range(1, counts.get(i, 1)):
             data, ext, cap, applied = make_copy(rgb, caption, config.injection, rng)
-            entries.append({**base, "image": data, "ext": ext, "caption": cap, "copy_index": c,
-                            "transform": json.dumps(applied, sort_keys=True)})
+            entries.append(
+                {
+                    **base,
+                    "image": data,
+                    "ext": ext,
+                    "caption": cap,
+                    "copy_index": c,
+                    "transform": json.dumps(applied, sort_keys=True),
+                }
+            )
     shuffle = rng.permutation(len(entries))
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    truth: dict[str, list[object]] = {k: [] for k in (
-        "key", "origin", "natural_group", "copy_index", "occurrences", "transform", "caption", "split")}
+    truth: dict[str, list[object]] = {
+        k: [] for k in ("key", "origin", "natural_group", "copy_index", "occurrences", "transform", "caption", "split")
+    }
     with ShardWriter(tmp / "train", config.shard_size) as writer:
         for new_index, j in enumerate(shuffle.tolist()):
             e = entries[j]
             key = f"tw{new_index:06d}"
-            writer.write(Sample(key, str(e["caption"]), e["image"], "twemoji", str(e["ext"])))  # type: ignore[arg-type]
-            for name, value in (("key", key), ("origin", e["origin"]), ("natural_group", e["natural_group"]),
-                                ("copy_index", e["copy_index"]), ("occurrences", e["occurrences"]),
-                                ("transform", e["transform"]), ("caption", e["caption"]), ("split", "train")):
+            writer.write(Sample(key, str(e["caption"]), e["image"], "twemoji", str(e["ext"])))
+            for name, value in (
+                ("key", key),
+                ("origin", e["origin"]),
+                ("natural_group", e["natural_group"]),
+                ("copy_index", e["copy_index"]),
+                ("occurrences", e["occurrences"]),
+                ("transform", e["transform"]),
+                ("caption", e["caption"]),
+                ("split", "train"),
+            ):
                 truth[name].append(value)
     with ShardWriter(tmp / "heldout", config.shard_size) as writer:
         for n, i in enumerate(sorted(heldout_idx.tolist())):
             code = files[i].stem
             key = f"ho{n:06d}"
             writer.write(Sample(key, emoji_name(code), _png(rendered[i]), "twemoji", "png"))
-            for name, value in (("key", key), ("origin", code), ("natural_group", groups[i]),
-                                ("copy_index", 0), ("occurrences", 1), ("transform", "{}"),
-                                ("caption", emoji_name(code)), ("split", "heldout")):
+            for name, value in (
+                ("key", key),
+                ("origin", code),
+                ("natural_group", groups[i]),
+                ("copy_index", 0),
+                ("occurrences", 1),
+                ("transform", "{}"),
+                ("caption", emoji_name(code)),
+                ("split", "heldout"),
+            ):
                 truth[name].append(value)
     write_table(tmp / "ground_truth.parquet", pa.table(truth))
     info = {

@@ -64,7 +64,9 @@ def merge_candidates(
     same = np.flatnonzero(exact_groups[order][1:] == exact_groups[order][:-1])
     if len(same):
         exact_pairs.append(np.sort(np.stack([order[same], order[same + 1]], axis=1), axis=1))
-    all_pairs = np.concatenate([image_pairs.reshape(-1, 2), caption_pairs.reshape(-1, 2), *exact_pairs]).astype(np.int64)
+    all_pairs = np.concatenate([image_pairs.reshape(-1, 2), caption_pairs.reshape(-1, 2), *exact_pairs]).astype(
+        np.int64
+    )
     if not len(all_pairs):
         empty = np.zeros(0, np.float32)
         return Edges(np.zeros((0, 2), np.int64), empty, empty, np.zeros(0, bool))
@@ -128,8 +130,9 @@ def cluster(n: int, edges: Edges, rule: ClusterRule, rank: np.ndarray, scorer: P
     its best-ranked member (callers rank by largest resolution, then smallest key).
     """
     accepted = _accept(edges.exact, edges.image_sim, edges.caption_jaccard, rule) >= 0
-    kept = Edges(edges.pairs[accepted], edges.image_sim[accepted], edges.caption_jaccard[accepted],
-                 edges.exact[accepted])
+    kept = Edges(
+        edges.pairs[accepted], edges.image_sim[accepted], edges.caption_jaccard[accepted], edges.exact[accepted]
+    )
     graph = coo_matrix((np.ones(len(kept.pairs)), (kept.pairs[:, 0], kept.pairs[:, 1])), shape=(n, n))
     _, components = connected_components(graph, directed=False)
     centre = np.arange(n)

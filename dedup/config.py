@@ -56,16 +56,27 @@ def dedup_params(values: dict[str, Any]) -> DedupParams:
     v = dict(values)
     caption = dict(v.pop("caption"))
     image = dict(v.pop("image"))
-    minhash = MinHashParams(num_perm=caption.pop("num_perm"), seed=caption.pop("seed"),
-                            ngram=caption.pop("ngram"), char_ngrams=caption.pop("char_ngrams"))
-    lsh = LshParams(threshold=caption.pop("lsh_threshold"), bands=caption.pop("bands", None),
-                    rows=caption.pop("rows", None), max_bucket=caption.pop("max_bucket", 64))
-    rule = ClusterRule(image_threshold=image.pop("threshold"), caption_threshold=caption.pop("threshold"),
-                       loose_image_threshold=image.pop("loose_threshold"), use_exact=v.pop("exact"))
+    minhash = MinHashParams(
+        num_perm=caption.pop("num_perm"),
+        seed=caption.pop("seed"),
+        ngram=caption.pop("ngram"),
+        char_ngrams=caption.pop("char_ngrams"),
+    )
+    lsh = LshParams(
+        threshold=caption.pop("lsh_threshold"),
+        bands=caption.pop("bands", None),
+        rows=caption.pop("rows", None),
+        max_bucket=caption.pop("max_bucket", 64),
+    )
+    rule = ClusterRule(
+        image_threshold=image.pop("threshold"),
+        caption_threshold=caption.pop("threshold"),
+        loose_image_threshold=image.pop("loose_threshold"),
+        use_exact=v.pop("exact"),
+    )
     index = build(IndexParams, image.pop("index"))
     embedder = build(EmbedderParams, image)
     if caption:
         raise ValueError(f"unknown dedup.caption option(s): {sorted(caption)}")
     semdedup = build(SemDedupParams, v.pop("semdedup", None))
-    return DedupParams(minhash=minhash, lsh=lsh, embedder=embedder, index=index, rule=rule,
-                       semdedup=semdedup, **v)
+    return DedupParams(minhash=minhash, lsh=lsh, embedder=embedder, index=index, rule=rule, semdedup=semdedup, **v)

@@ -56,8 +56,15 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
     limits = limits or Limits()
     if spec.kind == "twemoji":
         built = build_twemoji(spec.twemoji, Path(cache_dir) / "corpus")
-        return Corpus("shards", str(built.train), f"twemoji-{spec.twemoji.fingerprint()}",
-                      built.ground_truth, str(built.heldout), built.info, limits)
+        return Corpus(
+            "shards",
+            str(built.train),
+            f"twemoji-{spec.twemoji.fingerprint()}",
+            built.ground_truth,
+            str(built.heldout),
+            built.info,
+            limits,
+        )
     if not spec.path:
         raise ValueError(f"corpus kind {spec.kind!r} needs a path")
     gt = Path(spec.ground_truth) if spec.ground_truth else None

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import imagehash
 import numpy as np
@@ -125,12 +125,13 @@ class TorchEmbedder(ABC):
             raise ValueError(f"embedder {params.kind!r} needs weights: a local path (nothing is downloaded)")
         if not Path(params.weights).exists():
             raise FileNotFoundError(f"embedder weights not found: {params.weights}")
+        self.weights: str = params.weights
         self.params = params
         self.device = _pick_device(params.device)
         self.image_size = params.image_size
 
     @abstractmethod
-    def forward(self, batch):  # type: ignore[no-untyped-def]
+    def forward(self, batch: Any) -> Any:
         """A batch of normalised NCHW pixels → features (N, dim)."""
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -153,14 +154,14 @@ class ClipEmbedder(TorchEmbedder):
         super().__init__(params)
         from transformers import CLIPModel
 
-        self.model = CLIPModel.from_pretrained(params.weights, local_files_only=True).eval().to(self.device)
+        self.model = CLIPModel.from_pretrained(self.weights, local_files_only=True).eval().to(self.device)
         self.image_size = self.model.config.vision_config.image_size
-        config = Path(params.weights) / "preprocessor_config.json"
+        config = Path(self.weights) / "preprocessor_config.json"
         if config.exists():
             pre = json.loads(config.read_text())
             self.mean, self.std = pre.get("image_mean", CLIP_MEAN), pre.get("image_std", CLIP_STD)
 
-    def forward(self, batch):  # type: ignore[no-untyped-def]
+    def forward(self, batch: Any) -> Any:
         out = self.model.get_image_features(pixel_values=batch)
         return out if not hasattr(out, "pooler_output") else out.pooler_output
 
@@ -174,10 +175,10 @@ class DinoEmbedder(TorchEmbedder):
         super().__init__(params)
         from transformers import AutoModel
 
-        self.model = AutoModel.from_pretrained(params.weights, local_files_only=True).eval().to(self.device)
+        self.model = AutoModel.from_pretrained(self.weights, local_files_only=True).eval().to(self.device)
         self.image_size = getattr(self.model.config, "image_size", params.image_size)
 
-    def forward(self, batch):  # type: ignore[no-untyped-def]
+    def forward(self, batch: Any) -> Any:
         return self.model(pixel_values=batch).last_hidden_state[:, 0]
 
 
@@ -190,9 +191,9 @@ class SscdEmbedder(TorchEmbedder):
         super().__init__(params)
         import torch
 
-        self.model = torch.jit.load(params.weights, map_location=self.device).eval()
+        self.model = torch.jit.load(self.weights, map_location=self.device).eval()
 
-    def forward(self, batch):  # type: ignore[no-untyped-def]
+    def forward(self, batch: Any) -> Any:
         return self.model(batch)
 
 
@@ -201,7 +202,11 @@ def make_embedder(params: EmbedderParams) -> Embedder:
         return PixelEmbedder(params.size)
     if params.kind == "phash":
         return PHashEmbedder(params.size if params.size <= 16 else 8)
-    models = {"clip": ClipEmbedder, "dino": DinoEmbedder, "sscd": SscdEmbedder}
+    models: dict[str, type[ClipEmbedder | DinoEmbedder | SscdEmbedder]] = {
+        "clip": ClipEmbedder,
+        "dino": DinoEmbedder,
+        "sscd": SscdEmbedder,
+    }
     if params.kind in models:
         return models[params.kind](params)
     raise ValueError(f"unknown embedder {params.kind!r}: pixels, phash, clip, dino, sscd")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 DEFINITIONS = __doc__
 
 
-def _pair_count(counts: Counter[str] | dict[object, int]) -> int:
+def _pair_count(counts: Counter[Any]) -> int:
     return sum(c * (c - 1) // 2 for c in counts.values())
 
 
@@ -56,8 +57,14 @@ def evaluate(keys: list[str], cluster_ids: np.ndarray, ground_truth: Path) -> di
     in_big = sum(len(m) for m in big)
     purity = sum(Counter(m).most_common(1)[0][1] for m in big) / in_big if in_big else 1.0
     return {
-        "injected": {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-                     "true_pairs": true_pairs, "found_pairs": tp, "false_pairs": fp},
+        "injected": {
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(f1, 4),
+            "true_pairs": true_pairs,
+            "found_pairs": tp,
+            "false_pairs": fp,
+        },
         "natural_groups": {"pairs": natural_true, "found_pairs": neutral, "recall": round(natural_recall, 4)},
         "cluster_purity": round(purity, 4),
         "samples_evaluated": len(known),

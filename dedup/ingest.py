@@ -32,9 +32,25 @@ def pixel_hash(rgb: np.ndarray) -> str:
 
 
 def ingest(corpus: Corpus, folder: Path) -> None:
-    columns: dict[str, list[object]] = {k: [] for k in (
-        "unit", "key", "source", "offset", "status", "reason", "detail", "caption", "caption_norm",
-        "image_ext", "width", "height", "pixel_hash", "sample_index")}
+    columns: dict[str, list[object]] = {
+        k: []
+        for k in (
+            "unit",
+            "key",
+            "source",
+            "offset",
+            "status",
+            "reason",
+            "detail",
+            "caption",
+            "caption_norm",
+            "image_ext",
+            "width",
+            "height",
+            "pixel_hash",
+            "sample_index",
+        )
+    }
     n_valid = 0
 
     def add(**row: object) -> None:
@@ -43,18 +59,48 @@ def ingest(corpus: Corpus, folder: Path) -> None:
 
     for unit, item in enumerate(tqdm(corpus.items(), desc="ingest", unit="unit", mininterval=1.0)):
         if isinstance(item, Rejection):
-            add(unit=unit, key=item.key, source=item.source, offset=item.offset, status="rejected",
-                reason=str(item.reason), detail=item.detail[:500], sample_index=-1)
+            add(
+                unit=unit,
+                key=item.key,
+                source=item.source,
+                offset=item.offset,
+                status="rejected",
+                reason=str(item.reason),
+                detail=item.detail[:500],
+                sample_index=-1,
+            )
             continue
         try:
             rgb = decode_image(item.image, corpus.limits)
         except Invalid as err:
-            add(unit=unit, key=item.key, source=item.source, offset=-1, status="rejected",
-                reason=str(err.reason), detail=err.detail[:500], caption=item.caption, sample_index=-1)
+            add(
+                unit=unit,
+                key=item.key,
+                source=item.source,
+                offset=-1,
+                status="rejected",
+                reason=str(err.reason),
+                detail=err.detail[:500],
+                caption=item.caption,
+                sample_index=-1,
+            )
             continue
-        add(unit=unit, key=item.key, source=item.source, offset=-1, status="valid", reason="", detail="",
-            caption=item.caption, caption_norm=normalize_caption(item.caption), image_ext=item.image_ext,
-            width=rgb.shape[1], height=rgb.shape[0], pixel_hash=pixel_hash(rgb), sample_index=n_valid)
+        add(
+            unit=unit,
+            key=item.key,
+            source=item.source,
+            offset=-1,
+            status="valid",
+            reason="",
+            detail="",
+            caption=item.caption,
+            caption_norm=normalize_caption(item.caption),
+            image_ext=item.image_ext,
+            width=rgb.shape[1],
+            height=rgb.shape[0],
+            pixel_hash=pixel_hash(rgb),
+            sample_index=n_valid,
+        )
         n_valid += 1
     write_table(folder / UNITS_FILE, pa.table(columns))
 

@@ -33,7 +33,7 @@ class InjectionConfig:
     p_crop: float = 0.5
     p_brightness: float = 0.5
     p_caption: float = 0.5
-    max_crop: int = 2
+    max_crop_fraction: float = 0.05  # of the image side: 2 px at 32 px, 1 px at 16 px (at least 1)
     max_brightness: float = 0.04
     jpeg_quality: tuple[int, int] = (75, 95)
 
@@ -68,7 +68,8 @@ def make_copy(
     applied: dict[str, object] = {}
     if rng.random() < config.p_crop:
         width, height = image.size
-        left, top, right, bottom = (int(v) for v in rng.integers(0, config.max_crop + 1, size=4))
+        max_crop = max(1, round(config.max_crop_fraction * min(width, height)))
+        left, top, right, bottom = (int(v) for v in rng.integers(0, max_crop + 1, size=4))
         if left + top + right + bottom > 0:
             image = image.crop((left, top, width - right, height - bottom)).resize(
                 (width, height), Image.Resampling.BICUBIC

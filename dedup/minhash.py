@@ -28,9 +28,19 @@ EMPTY = np.uint32(0xFFFFFFFF)
 _U64 = np.uint64
 _P = _U64(0x100000001B3)  # odd, so invertible modulo 2^64
 _P_INV = _U64(pow(0x100000001B3, -1, 1 << 64))
-_POSITION = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
-                      0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x94D049BB133111EB],
-                     dtype=np.uint64)
+_POSITION = np.array(
+    [
+        0x9E3779B97F4A7C15,
+        0xC2B2AE3D27D4EB4F,
+        0x165667B19E3779F9,
+        0xD6E8FEB86659FD93,
+        0xFF51AFD7ED558CCD,
+        0xC4CEB9FE1A85EC53,
+        0x27D4EB2F165667C5,
+        0x94D049BB133111EB,
+    ],
+    dtype=np.uint64,
+)
 _FMIX = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
 _MASK64 = (1 << 64) - 1
 
@@ -186,7 +196,7 @@ class MinHasher:
         # Group captions by shingle count: each group is a dense (rows, count) block, and the min over
         # the block's middle axis is one vectorised reduction (much faster than np.minimum.reduceat).
         # numpy releases the GIL inside ufuncs, so blocks run in parallel threads.
-        jobs = []
+        jobs: list[tuple[np.ndarray, int]] = []
         for count in np.unique(counts[counts > 0]):
             rows = np.flatnonzero(counts == count)
             step = max(1, self._chunk_rows // int(count))
@@ -204,5 +214,10 @@ class MinHasher:
 
     def to_datasketch(self, signature: np.ndarray) -> MinHash:
         """Wrap one signature as a datasketch MinHash (scheme passed explicitly, as 2.0 requires)."""
-        return MinHash(num_perm=self.params.num_perm, seed=self.params.seed, hashvalues=signature,
-                       hashfunc=shingle_hash32, scheme=SCHEME)
+        return MinHash(
+            num_perm=self.params.num_perm,
+            seed=self.params.seed,
+            hashvalues=signature,
+            hashfunc=shingle_hash32,
+            scheme=SCHEME,
+        )

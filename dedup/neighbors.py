@@ -60,7 +60,9 @@ def build_index(embeddings: np.ndarray, params: IndexParams) -> faiss.Index:
     return index
 
 
-def knn(embeddings: np.ndarray, params: IndexParams, queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn(
+    embeddings: np.ndarray, params: IndexParams, queries: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, indices), each (Nq, k); -1 where fewer than k neighbours exist."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     if not finite_rows(embeddings).all():

@@ -18,8 +18,21 @@ from dedup.sample import Reason
 from dedup.validate import decode_image
 from dedup.writer import ShardWriter
 
-MANIFEST_COLUMNS = ("key", "source", "offset", "status", "reason", "detail", "cluster_id", "cluster_size",
-                    "duplicate_of", "signal", "caption_jaccard", "image_sim", "weight")
+MANIFEST_COLUMNS = (
+    "key",
+    "source",
+    "offset",
+    "status",
+    "reason",
+    "detail",
+    "cluster_id",
+    "cluster_size",
+    "duplicate_of",
+    "signal",
+    "caption_jaccard",
+    "image_sim",
+    "weight",
+)
 
 
 @dataclass(frozen=True)
@@ -45,9 +58,19 @@ def size_histogram(sizes: list[int]) -> dict[str, int]:
     return dict(sorted(hist.items(), key=lambda kv: int(kv[0].split("-")[0])))
 
 
-def write_outputs(corpus: Corpus, units: pa.Table, valid_rows: np.ndarray, decision: Decision,
-                  signatures: np.ndarray, usable: np.ndarray, embeddings: np.ndarray, policy: str,
-                  out_dir: Path, shard_size: int, sheet_clusters: int) -> dict[str, object]:
+def write_outputs(
+    corpus: Corpus,
+    units: pa.Table,
+    valid_rows: np.ndarray,
+    decision: Decision,
+    signatures: np.ndarray,
+    usable: np.ndarray,
+    embeddings: np.ndarray,
+    policy: str,
+    out_dir: Path,
+    shard_size: int,
+    sheet_clusters: int,
+) -> dict[str, object]:
     n = len(valid_rows)
     col = {name: units.column(name).to_pylist() for name in ("key", "source", "offset", "status", "reason", "detail")}
     keys = [col["key"][int(r)] for r in valid_rows]
@@ -65,9 +88,19 @@ def write_outputs(corpus: Corpus, units: pa.Table, valid_rows: np.ndarray, decis
         base = {"key": col["key"][unit], "source": col["source"][unit], "offset": col["offset"][unit]}
         if i is None or not decision.finite[i]:
             reason = col["reason"][unit] if i is None else str(Reason.NON_FINITE_EMBEDDING)
-            row = {**base, "status": "rejected", "reason": reason, "detail": col["detail"][unit] if i is None else "",
-                   "cluster_id": -1, "cluster_size": 0, "duplicate_of": "", "signal": "",
-                   "caption_jaccard": float("nan"), "image_sim": float("nan"), "weight": 0.0}
+            row = {
+                **base,
+                "status": "rejected",
+                "reason": reason,
+                "detail": col["detail"][unit] if i is None else "",
+                "cluster_id": -1,
+                "cluster_size": 0,
+                "duplicate_of": "",
+                "signal": "",
+                "caption_jaccard": float("nan"),
+                "image_sim": float("nan"),
+                "weight": 0.0,
+            }
         else:
             dup = bool(is_dup[i])
             size = int(decision.size[i])
@@ -77,11 +110,19 @@ def write_outputs(corpus: Corpus, units: pa.Table, valid_rows: np.ndarray, decis
                 status, weight = "kept", 1.0
             else:
                 status, weight = ("duplicate", 0.0) if dup else ("kept", 1.0)
-            row = {**base, "status": status, "reason": "", "detail": "", "cluster_id": int(decision.labels[i]),
-                   "cluster_size": size, "duplicate_of": keys[kp[i]] if dup else "",
-                   "signal": str(decision.signal[i]) if size > 1 else "",
-                   "caption_jaccard": float(jaccard[i]) if size > 1 else float("nan"),
-                   "image_sim": float(image_sim[i]) if size > 1 else float("nan"), "weight": weight}
+            row = {
+                **base,
+                "status": status,
+                "reason": "",
+                "detail": "",
+                "cluster_id": int(decision.labels[i]),
+                "cluster_size": size,
+                "duplicate_of": keys[kp[i]] if dup else "",
+                "signal": str(decision.signal[i]) if size > 1 else "",
+                "caption_jaccard": float(jaccard[i]) if size > 1 else float("nan"),
+                "image_sim": float(image_sim[i]) if size > 1 else float("nan"),
+                "weight": weight,
+            }
         for c in MANIFEST_COLUMNS:
             rows[c].append(row[c])
     manifest = pa.table(rows)
@@ -92,47 +133,65 @@ def write_outputs(corpus: Corpus, units: pa.Table, valid_rows: np.ndarray, decis
         if decision.finite[i] and decision.size[i] > 1:
             members.setdefault(int(decision.labels[i]), []).append(i)
     ranked = sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    write_table(out_dir / "clusters.parquet", pa.table({
-        "cluster_id": [c for c, _ in ranked],
-        "size": [len(m) for _, m in ranked],
-        "keeper": [keys[int(kp[m[0]])] for _, m in ranked],
-        "members": [[keys[i] for i in m] for _, m in ranked],
-        "signals": [sorted({str(decision.signal[i]) for i in m} - {"", "keeper"}) for _, m in ranked],
-    }, schema=pa.schema([("cluster_id", pa.int64()), ("size", pa.int64()), ("keeper", pa.string()),
-                         ("members", pa.list_(pa.string())), ("signals", pa.list_(pa.string()))])))
+    write_table(
+        out_dir / "clusters.parquet",
+        pa.table(
+            {
+                "cluster_id": [c for c, _ in ranked],
+                "size": [len(m) for _, m in ranked],
+                "keeper": [keys[int(kp[m[0]])] for _, m in ranked],
+                "members": [[keys[i] for i in m] for _, m in ranked],
+                "signals": [sorted({str(decision.signal[i]) for i in m} - {"", "keeper"}) for _, m in ranked],
+            },
+            schema=pa.schema(
+                [
+                    ("cluster_id", pa.int64()),
+                    ("size", pa.int64()),
+                    ("keeper", pa.string()),
+                    ("members", pa.list_(pa.string())),
+                    ("signals", pa.list_(pa.string())),
+                ]
+            ),
+        ),
+    )
 
     sheet_members = {i for _, m in ranked[:sheet_clusters] for i in m[:12]}
     thumbs: dict[int, np.ndarray] = {}
     shards_written = 0
+    decision_weights = 1.0 / decision.size
     kept_status = np.array([rows["status"][int(r)] == "kept" for r in valid_rows], dtype=bool)
     if shard_size or sheet_members:
         writer = ShardWriter(out_dir / "shards", shard_size) if shard_size else None
         try:
             for i, sample in valid_samples(corpus, units):
                 if writer is not None and kept_status[i]:
-                    weight = float(rows["weight"][int(valid_rows[i])]) if policy == "reweight" else None
-                    writer.write(sample, weight)
+                    sample_weight = float(decision_weights[i]) if policy == "reweight" else None
+                    writer.write(sample, sample_weight)
                 if i in sheet_members:
                     thumbs[i] = decode_image(sample.image, corpus.limits)
         finally:
             if writer is not None:
                 writer.close()
                 shards_written = len(writer.shards)
-    sheet_rows = [[(thumbs[i], bool(kp[i] == i)) for i in sorted(m[:12], key=lambda i: kp[i] != i)]
-                  for _, m in ranked[:sheet_clusters]]
+    sheet_rows = [
+        [(thumbs[i], bool(kp[i] == i)) for i in sorted(m[:12], key=lambda i: kp[i] != i)]
+        for _, m in ranked[:sheet_clusters]
+    ]
     contact_sheet(sheet_rows, out_dir / "contact_sheet.png")
     write_table(out_dir / "manifest.parquet", manifest)
 
-    status = Counter(rows["status"])
+    status_counts = Counter(rows["status"])
     cluster_sizes = [int(decision.size[i]) for i in range(n) if decision.finite[i] and kp[i] == i]
     return {
         "input_units": units.num_rows,
         "valid_samples": n,
-        "status": dict(status),
-        "rejected_by_reason": dict(Counter(r for r, s in zip(rows["reason"], rows["status"], strict=True)
-                                           if s == "rejected")),
-        "duplicates_by_signal": dict(Counter(s for s, st in zip(rows["signal"], rows["status"], strict=True)
-                                             if st == "duplicate")),
+        "status": dict(status_counts),
+        "rejected_by_reason": dict(
+            Counter(r for r, s in zip(rows["reason"], rows["status"], strict=True) if s == "rejected")
+        ),
+        "duplicates_by_signal": dict(
+            Counter(s for s, st in zip(rows["signal"], rows["status"], strict=True) if st == "duplicate")
+        ),
         "clusters": len(cluster_sizes),
         "clusters_with_duplicates": len(ranked),
         "cluster_size_histogram": size_histogram(cluster_sizes),

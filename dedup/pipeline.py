@@ -19,12 +19,12 @@ from dedup.corpus import Corpus
 from dedup.embed import EmbedderParams
 from dedup.evaluate import evaluate
 from dedup.ingest import ingest, read_units
-from dedup.lsh import LshParams
+from dedup.lsh import LshParams, caption_pairs
 from dedup.minhash import MinHashParams
 from dedup.neighbors import IndexParams, finite_rows
 from dedup.outputs import Decision, write_outputs
 from dedup.semdedup import SemDedupParams, semdedup
-from dedup.steps import compute_caption_pairs, compute_embeddings, compute_image_pairs, compute_signatures
+from dedup.steps import compute_embeddings, compute_image_pairs, compute_signatures
 from dedup.timing import StepTimer
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,16 @@ class DedupParams:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.rule.caption_threshold < self.lsh.threshold:
-            raise ValueError(f"caption threshold {self.rule.caption_threshold} < lsh.threshold {self.lsh.threshold}: "
-                             "candidates below the LSH floor were never kept")
+            raise ValueError(
+                f"caption threshold {self.rule.caption_threshold} < lsh.threshold {self.lsh.threshold}: "
+                "candidates below the LSH floor were never kept"
+            )
         if self.rule.image_threshold < self.index.min_sim or self.rule.loose_image_threshold < self.index.min_sim:
             # Pairs below index.min_sim were never searched for; a lower threshold would silently find fewer.
             raise ValueError(
                 f"image thresholds ({self.rule.image_threshold}, {self.rule.loose_image_threshold}) must be "
-                f">= index.min_sim ({self.index.min_sim})")
+                f">= index.min_sim ({self.index.min_sim})"
+            )
 
 
 @dataclass
@@ -99,27 +102,47 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
     n = len(valid_rows)
 
     k_sig = fingerprint("signatures", STEP_VERSION, k_ingest, params.minhash)
-    sig_dir = _cached(cache, timer, "signatures", k_sig,
-                      lambda d: _save(d, **dict(zip(("signatures", "usable"),
-                                                    compute_signatures(captions, params.minhash), strict=True))))
+    sig_dir = _cached(
+        cache,
+        timer,
+        "signatures",
+        k_sig,
+        lambda d: _save(
+            d, **dict(zip(("signatures", "usable"), compute_signatures(captions, params.minhash), strict=True))
+        ),
+    )
     signatures, usable = _load(sig_dir, "signatures", "usable")
 
     k_cap = fingerprint("caption_pairs", STEP_VERSION, k_sig, params.lsh)
-    cap_dir = _cached(cache, timer, "caption_pairs", k_cap,
-                      lambda d: _save(d, **dict(zip(("pairs", "jaccard"),
-                                                    compute_caption_pairs(signatures, usable, params.lsh),
-                                                    strict=True))))
+    cap_dir = _cached(
+        cache,
+        timer,
+        "caption_pairs",
+        k_cap,
+        lambda d: _save(
+            d, **dict(zip(("pairs", "jaccard"), caption_pairs(signatures, usable, params.lsh), strict=True))
+        ),
+    )
     cap_pairs, cap_jaccard = _load(cap_dir, "pairs", "jaccard")
 
     k_emb = fingerprint("embeddings", STEP_VERSION, k_ingest, params.embedder)
-    emb_dir = _cached(cache, timer, "embeddings", k_emb,
-                      lambda d: _save(d, embeddings=compute_embeddings(corpus, units, params.embedder)))
+    emb_dir = _cached(
+        cache,
+        timer,
+        "embeddings",
+        k_emb,
+        lambda d: _save(d, embeddings=compute_embeddings(corpus, units, params.embedder)),
+    )
     (embeddings,) = _load(emb_dir, "embeddings")
 
     k_nn = fingerprint("image_neighbors", STEP_VERSION, k_emb, params.index)
-    nn_dir = _cached(cache, timer, "image_neighbors", k_nn,
-                     lambda d: _save(d, **dict(zip(("pairs", "sims"), compute_image_pairs(embeddings, params.index),
-                                                   strict=True))))
+    nn_dir = _cached(
+        cache,
+        timer,
+        "image_neighbors",
+        k_nn,
+        lambda d: _save(d, **dict(zip(("pairs", "sims"), compute_image_pairs(embeddings, params.index), strict=True))),
+    )
     img_pairs, img_sims = _load(nn_dir, "pairs", "sims")
 
     with timer.step("cluster"):
@@ -129,8 +152,10 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
         _, exact_groups = np.unique(np.asarray(hashes, dtype=object), return_inverse=True) if n else (None, np.zeros(0))
         exact_groups = np.where(finite, exact_groups, -1 - np.arange(n))  # non-finite rows never pair
         keys = [units.column("key")[int(r)].as_py() for r in valid_rows]
-        area = np.array([units.column("width")[int(r)].as_py() * units.column("height")[int(r)].as_py()
-                         for r in valid_rows], dtype=np.int64)
+        area = np.array(
+            [units.column("width")[int(r)].as_py() * units.column("height")[int(r)].as_py() for r in valid_rows],
+            dtype=np.int64,
+        )
         order = np.lexsort((np.asarray(keys, dtype=object).astype(str), -area)) if n else np.zeros(0, np.int64)
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
@@ -138,27 +163,43 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
             decision = _semdedup_decision(safe_emb, finite, params.semdedup)
         else:
             cap_ok = finite[cap_pairs[:, 0]] & finite[cap_pairs[:, 1]] if len(cap_pairs) else np.zeros(0, bool)
-            edges = merge_candidates(n, safe_emb, img_pairs, img_sims, cap_pairs[cap_ok], cap_jaccard[cap_ok],
-                                     exact_groups)
+            edges = merge_candidates(
+                n, safe_emb, img_pairs, img_sims, cap_pairs[cap_ok], cap_jaccard[cap_ok], exact_groups
+            )
             scorer = PairScorer(safe_emb, signatures, usable, exact_groups)
             found = cluster(n, edges, params.rule, rank, scorer)
             decision = Decision(found.labels, found.keeper, found.size, found.signal, finite)
 
     with timer.step("apply"):
-        stats = write_outputs(corpus, units, valid_rows, decision, signatures, usable, safe_emb, params.policy,
-                              out_dir, params.shard_size if params.write_shards else 0, params.sheet_clusters)
+        stats = write_outputs(
+            corpus,
+            units,
+            valid_rows,
+            decision,
+            signatures,
+            usable,
+            safe_emb,
+            params.policy,
+            out_dir,
+            params.shard_size if params.write_shards else 0,
+            params.sheet_clusters,
+        )
     if corpus.ground_truth is not None and corpus.ground_truth.exists():
         finite_idx = np.flatnonzero(decision.finite)
-        stats["evaluation"] = evaluate([keys[i] for i in finite_idx], decision.labels[finite_idx],
-                                       corpus.ground_truth)
-    stats["corpus"] = {"kind": corpus.kind, "location": corpus.location, "fingerprint": corpus.fingerprint,
-                       **({"info": corpus.info} if corpus.info else {})}
+        stats["evaluation"] = evaluate([keys[i] for i in finite_idx], decision.labels[finite_idx], corpus.ground_truth)
+    stats["corpus"] = {
+        "kind": corpus.kind,
+        "location": corpus.location,
+        "fingerprint": corpus.fingerprint,
+        **({"info": corpus.info} if corpus.info else {}),
+    }
     stats["steps"] = timer.steps
     stats["cache"] = {"hits": list(cache.hits), "misses": list(cache.misses)}
     stats["params"] = asdict(params)
     write_json(out_dir / "stats.json", stats)
-    return DedupResult(out_dir, out_dir / "shards" if params.write_shards else None, out_dir / "manifest.parquet",
-                       stats)
+    return DedupResult(
+        out_dir, out_dir / "shards" if params.write_shards else None, out_dir / "manifest.parquet", stats
+    )
 
 
 def _semdedup_decision(embeddings: np.ndarray, finite: np.ndarray, params: SemDedupParams) -> Decision:
@@ -171,4 +212,3 @@ def _semdedup_decision(embeddings: np.ndarray, finite: np.ndarray, params: SemDe
     signal = np.where(keeper != np.arange(len(keeper)), "semdedup", "")
     signal = np.where(size > 1, "semdedup", signal).astype(object)
     return Decision(labels, keeper, size, signal, finite)
-

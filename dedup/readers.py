@@ -116,7 +116,7 @@ def read_tar(path: str, limits: Limits | None = None) -> Iterator[Item]:
     """Stream one webdataset shard; yields one item per sample and one per unusable member."""
     limits = limits or Limits()
     try:
-        tar = tarfile.open(path, mode="r|*")
+        tar = tarfile.open(path, mode="r|*")  # noqa: SIM115 - closed by the with-block below
     except (OSError, tarfile.TarError) as err:
         yield Rejection("", path, Reason.SHARD_UNREADABLE, str(err), 0)
         return
@@ -169,6 +169,23 @@ def read_tar(path: str, limits: Limits | None = None) -> Iterator[Item]:
             group.members[ext] = data
         if group is not None:
             yield _group_to_item(group, path, limits)
+        end = _missing_end_marker(path, tar.offset)
+        if end is not None:
+            yield Rejection("", path, Reason.SHARD_TRUNCATED, end, tar.offset)
+
+
+def _missing_end_marker(path: str, offset: int) -> str | None:
+    """tarfile reads a header cut short, or no end marker, as a normal end of archive: check ourselves
+    that an uncompressed shard ends with a zero block where the last member ends."""
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+        if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00":
+            return None  # compressed: the decompressor itself raises on a truncated stream
+        fh.seek(offset)
+        tail = fh.read(512)
+    if len(tail) < 512 or tail.count(0) != 512:
+        return f"no end-of-archive block at byte {offset} ({len(tail)} bytes follow)"
+    return None
 
 
 def read_shards(spec: str | Iterable[str], limits: Limits | None = None) -> Iterator[Item]:

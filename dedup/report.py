@@ -19,13 +19,16 @@ def console_summary(stats: dict[str, Any], out_dir: Path) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats["rejected_by_reason"].items()))
         lines.append(f"  rejected by reason: {reasons}")
     if stats.get("duplicates_by_signal"):
-        lines.append("  duplicates by signal: " + ", ".join(
-            f"{k} {v}" for k, v in sorted(stats["duplicates_by_signal"].items())))
+        lines.append(
+            "  duplicates by signal: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["duplicates_by_signal"].items()))
+        )
     lines.append(f"  clusters with duplicates: {stats['clusters_with_duplicates']}, largest {stats['largest_cluster']}")
     if "evaluation" in stats:
         inj = stats["evaluation"]["injected"]
-        lines.append(f"  vs ground truth (injected copies): precision {inj['precision']:.3f}, recall {inj['recall']:.3f},"
-                     f" F1 {inj['f1']:.3f}; cluster purity {stats['evaluation']['cluster_purity']:.3f}")
+        lines.append(
+            f"  vs ground truth (injected copies): precision {inj['precision']:.3f}, recall {inj['recall']:.3f},"
+            f" F1 {inj['f1']:.3f}; cluster purity {stats['evaluation']['cluster_purity']:.3f}"
+        )
     cached = [k for k, v in stats.get("steps", {}).items() if v.get("cached")]
     if cached:
         lines.append(f"  reused from cache: {', '.join(cached)}")

@@ -29,6 +29,7 @@ def semdedup(embeddings: np.ndarray, params: SemDedupParams) -> tuple[np.ndarray
     k = max(1, min(params.clusters, n // 2))
     kmeans = faiss.Kmeans(dim, k, niter=params.iterations, spherical=True, seed=params.seed, verbose=False)
     kmeans.train(np.ascontiguousarray(embeddings))
+    assert kmeans.index is not None and kmeans.centroids is not None
     _, assign = kmeans.index.search(np.ascontiguousarray(embeddings), 1)
     assign = assign.ravel()
     for c in range(k):

@@ -9,7 +9,6 @@ from tqdm import tqdm
 from dedup.corpus import Corpus
 from dedup.embed import EmbedderParams, make_embedder
 from dedup.ingest import valid_samples
-from dedup.lsh import LshParams, caption_pairs
 from dedup.minhash import MinHasher, MinHashParams
 from dedup.neighbors import IndexParams, finite_rows, neighbor_pairs
 from dedup.validate import decode_image
@@ -24,18 +23,15 @@ def compute_signatures(captions: list[str], params: MinHashParams) -> tuple[np.n
     return signatures, ~empty & long_enough
 
 
-def compute_caption_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParams) -> tuple[np.ndarray, np.ndarray]:
-    return caption_pairs(signatures, usable, params)
-
-
 def compute_embeddings(corpus: Corpus, units: pa.Table, params: EmbedderParams) -> np.ndarray:
     """Embeddings in sample_index order; decoding is the same as ingest's, so the rows line up."""
     embedder = make_embedder(params)
     n = int(count_valid(units))
     rows: list[np.ndarray] = []
     batch: list[np.ndarray] = []
-    for _, sample in tqdm(valid_samples(corpus, units), total=n, desc=f"embed ({params.kind})", unit="img",
-                          mininterval=1.0):
+    for _, sample in tqdm(
+        valid_samples(corpus, units), total=n, desc=f"embed ({params.kind})", unit="img", mininterval=1.0
+    ):
         batch.append(decode_image(sample.image, corpus.limits))
         if len(batch) >= params.batch_size:
             rows.append(embedder.embed(batch))

@@ -95,11 +95,12 @@ def decode_image(data: bytes, limits: Limits | None = None) -> np.ndarray:
                 raise Invalid(Reason.TOO_LARGE, f"{width}x{height} > {limits.max_pixels} pixels")
             if min(width, height) < limits.min_side:
                 raise Invalid(Reason.TOO_SMALL, f"{width}x{height}")
-            if getattr(im, "n_frames", 1) > 1:
-                raise Invalid(Reason.ANIMATED, f"{im.n_frames} frames")
+            frames = int(getattr(im, "n_frames", 1))
+            if frames > 1:
+                raise Invalid(Reason.ANIMATED, f"{frames} frames")
             im.load()
-            im = ImageOps.exif_transpose(im) or im
-            rgb = _to_rgb(im)
+            oriented: Image.Image = ImageOps.exif_transpose(im) or im
+            rgb = _to_rgb(oriented)
     except Invalid:
         raise
     except Image.DecompressionBombError as err:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import pyarrow as pa
 import webdataset as wds
@@ -49,29 +51,36 @@ class ShardWriter:
         self._index = 0
         self._keys: list[str] = []
         self._captions: list[str] = []
-        self._ctx: object | None = None
+        self._ctx: AbstractContextManager[Path] | None = None
         self._tmp: Path | None = None
         self._tar: wds.TarWriter | None = None
+        self._file: BinaryIO | None = None
 
     def _open(self) -> None:
         final = self.folder / f"{self.prefix}-{self._index:06d}.tar"
         self._ctx = atomic_path(final)
-        self._tmp = self._ctx.__enter__()  # type: ignore[attr-defined]
-        # PAX headers carry unicode and long keys; encoder=False: members are bytes we prepared.
-        self._tar = wds.TarWriter(str(self._tmp), encoder=False, mtime=FIXED_MTIME, format="PAX_FORMAT")
+        self._tmp = self._ctx.__enter__()
+        # We open the file (WDS_SECURE forbids webdataset's gopen on local paths); PAX headers carry unicode
+        # and long keys; encoder=False: the members are bytes we prepared.
+        self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in _close
+        self._tar = wds.TarWriter(self._file, encoder=False, mtime=FIXED_MTIME, format="PAX_FORMAT")
 
     def _close(self, failed: bool = False) -> None:
         if self._tar is None:
             return
         self._tar.close()
         self._tar = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         final = self.folder / f"{self.prefix}-{self._index:06d}.tar"
         ctx = self._ctx
         self._ctx = None
+        assert ctx is not None
         if failed:
-            ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)  # type: ignore[attr-defined]
+            ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
             return
-        ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
+        ctx.__exit__(None, None, None)
         keys_table = pa.table({"key": self._keys, "caption": self._captions})
         write_table(final.with_suffix(".keys.parquet"), keys_table)
         self.shards.append(final)
@@ -94,6 +103,7 @@ class ShardWriter:
     def __enter__(self) -> ShardWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._close(failed=exc_type is not None)

@@ -1,0 +1,100 @@
+"""Shared fixtures: a tiny built-in corpus and helpers that write raw tar shards member by member."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dedup.builtin import TwemojiConfig
+from dedup.inject import InjectionConfig
+
+os.environ.setdefault("WDS_SECURE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **kw)
+    return out.getvalue()
+
+
+def random_rgb(seed: int, size: int = 32) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def raw_members(path: Path) -> tuple[list[tuple[str, bytes]], bool]:
+    """(name, type flag) of each member by walking raw 512-byte headers — independent of tarfile and
+    of our reader — and whether the archive ends properly (complete data and a zero end block)."""
+    data = path.read_bytes()
+    pos, members, long_name = 0, [], None
+    while pos + 512 <= len(data):
+        header = data[pos : pos + 512]
+        if header == b"\0" * 512:
+            return members, True
+        size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
+        kind = header[156:157]
+        body_end = pos + 512 + size
+        if body_end > len(data):
+            return members, False
+        if kind == b"x":  # PAX header: "len path=NAME\n" records name the next member
+            for record in data[pos + 512 : body_end].decode().splitlines():
+                if " path=" in record:
+                    long_name = record.split(" path=", 1)[1]
+        else:
+            name = long_name or header[:100].rstrip(b"\0").decode()
+            prefix = header[345:500].rstrip(b"\0").decode()
+            if prefix and not long_name:
+                name = f"{prefix}/{name}"
+            members.append((name, kind))
+            long_name = None
+        pos += 512 + (size + 511) // 512 * 512
+    return members, False
+
+
+def count_units(path: Path, unsafe: frozenset[str] = frozenset({"pyd", "pth"})) -> int:
+    """Input units as the manifest must count them: runs of adjacent members sharing a key (the name up
+    to the first dot of its file name) are one sample; each unusable member is one; a cut tail is one."""
+    members, complete = raw_members(path)
+    units, previous = 0, None
+    for name, kind in members:
+        base = name.rsplit("/", 1)[-1]
+        if kind not in (b"0", b"\0") or "." not in base or base.split(".", 1)[1].lower() in unsafe:
+            units, previous = units + 1, None
+            continue
+        key = name[: len(name) - len(base)] + base.split(".", 1)[0]
+        ext = base.split(".", 1)[1]
+        if previous is None or previous[0] != key or ext in previous[1]:
+            units, previous = units + 1, (key, {ext})
+        else:
+            previous[1].add(ext)
+    return units + (0 if complete else 1)
+
+
+TINY_TWEMOJI = TwemojiConfig(
+    resolution=16,
+    subset=120,
+    heldout_fraction=0.1,
+    seed=3,
+    shard_size=50,
+    injection=InjectionConfig(fraction=0.1, min_count=2, max_count=16),
+)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")

@@ -1,0 +1,62 @@
+"""The built-in corpus: real Twemoji images, names as captions, injected copies matching the ground truth."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from dedup.builtin import build_twemoji, emoji_files, render
+from dedup.emoji_names import emoji_name, natural_group
+from dedup.readers import read_shards
+from dedup.sample import Sample
+from dedup.validate import decode_image
+from tests.conftest import TINY_TWEMOJI
+
+
+def test_names_and_natural_groups() -> None:
+    assert emoji_name("1f44b-1f3fd") == "waving hand sign medium skin tone"
+    assert natural_group("1f44b-1f3fd") == natural_group("1f44b") == "1f44b"
+    assert natural_group("1f468-200d-1f373") == natural_group("1f469-200d-1f373")  # man cook ~ woman cook
+    assert len(emoji_files()) > 3900
+
+
+def test_ground_truth_matches_shards(cache_dir: Path) -> None:
+    built = build_twemoji(TINY_TWEMOJI, cache_dir / "corpus")
+    samples = [s for s in read_shards(str(built.train)) if isinstance(s, Sample)]
+    truth = pq.read_table(built.ground_truth).to_pylist()
+    train_truth = {t["key"]: t for t in truth if t["split"] == "train"}
+    assert [s.key for s in samples] == sorted(train_truth) == sorted(s.key for s in samples)
+    by_origin = Counter(t["origin"] for t in train_truth.values())
+    for t in train_truth.values():
+        assert by_origin[t["origin"]] == t["occurrences"]  # the stated count is the count in the shards
+    assert built.info["injected_copies"] == sum(1 for t in train_truth.values() if t["copy_index"] > 0)
+    assert built.info["duplicated_images"] == sum(1 for c in by_origin.values() if c > 1) > 0
+    # Each copy is a near-exact variant of its original: close in pixels, with the recorded transform.
+    originals = {t["origin"]: s for s in samples for t in [train_truth[s.key]] if t["copy_index"] == 0}
+    for s in samples:
+        t = train_truth[s.key]
+        if t["copy_index"]:
+            a = decode_image(s.image).astype(float) / 255
+            b = decode_image(originals[t["origin"]].image).astype(float) / 255
+            assert np.sqrt(((a - b) ** 2).mean()) < 0.25, (t, s.caption)
+            transform = json.loads(t["transform"])
+            assert s.image_ext == ("jpg" if "jpeg" in transform else "png")
+    heldout = [s for s in read_shards(str(built.heldout)) if isinstance(s, Sample)]
+    assert len(heldout) == built.info["heldout_samples"] > 0
+    assert not {t["origin"] for t in truth if t["split"] == "heldout"} & set(by_origin)
+
+
+def test_built_once(cache_dir: Path) -> None:
+    first = build_twemoji(TINY_TWEMOJI, cache_dir / "corpus")
+    stamp = (first.root / "corpus.json").stat().st_mtime_ns
+    again = build_twemoji(TINY_TWEMOJI, cache_dir / "corpus")
+    assert again.root == first.root and (again.root / "corpus.json").stat().st_mtime_ns == stamp
+
+
+def test_render_composites_on_white() -> None:
+    rgb = render(emoji_files()[0], 24)
+    assert rgb.shape == (24, 24, 3) and rgb[0, 0].tolist() == [255, 255, 255]

@@ -1,0 +1,112 @@
+"""Embedders: the offline ones, and the real loading code of CLIP / DINO / SSCD on tiny random models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dedup.embed import EmbedderParams, PHashEmbedder, PixelEmbedder, make_embedder
+from dedup.neighbors import IndexParams, knn, neighbor_pairs
+from tests.conftest import random_rgb
+
+
+def _images() -> list[np.ndarray]:
+    base = np.asarray(random_rgb(0, 32))
+    brighter = np.clip(base.astype(int) + 6, 0, 255).astype(np.uint8)
+    return [base, brighter, np.asarray(random_rgb(1, 32)), np.zeros((32, 32, 3), np.uint8)]
+
+
+@pytest.mark.parametrize("embedder", [PixelEmbedder(8), PHashEmbedder(8)])
+def test_offline_embedders_unit_norm_and_match_near_copies(embedder) -> None:  # type: ignore[no-untyped-def]
+    emb = embedder.embed(_images())
+    assert np.isfinite(emb).all()
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert emb[0] @ emb[1] > 0.95 > emb[0] @ emb[2]
+
+
+def test_flat_images_of_different_colours_stay_apart() -> None:
+    flat = [np.full((16, 16, 3), v, np.uint8) for v in (0, 128, 255)]
+    emb = PixelEmbedder(8).embed(flat)
+    assert np.isfinite(emb).all() and emb[0] @ emb[2] < 0
+
+
+def test_clip_loads_from_local_folder(tmp_path: Path) -> None:
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "vocab_size": 99,
+            "max_position_embeddings": 16,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "image_size": 30,
+            "patch_size": 6,
+        },
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(tmp_path / "clip")
+    embedder = make_embedder(EmbedderParams(kind="clip", weights=str(tmp_path / "clip"), batch_size=2, device="cpu"))
+    emb = embedder.embed(_images())
+    assert emb.shape == (4, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_dino_loads_from_local_folder(tmp_path: Path) -> None:
+    from transformers import ViTConfig, ViTModel
+
+    ViTModel(
+        ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            image_size=32,
+            patch_size=8,
+        )
+    ).save_pretrained(tmp_path / "dino")
+    emb = make_embedder(EmbedderParams(kind="dino", weights=str(tmp_path / "dino"), device="cpu")).embed(_images())
+    assert emb.shape == (4, 32) and np.isfinite(emb).all()
+
+
+def test_sscd_torchscript(tmp_path: Path) -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    torch.jit.script(net).save(str(tmp_path / "sscd.pt"))
+    params = EmbedderParams(kind="sscd", weights=str(tmp_path / "sscd.pt"), image_size=64, device="cpu")
+    emb = make_embedder(params).embed(_images())
+    assert emb.shape == (4, 8) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_model_embedders_refuse_missing_weights() -> None:
+    with pytest.raises(ValueError, match="local path"):
+        make_embedder(EmbedderParams(kind="clip"))
+    with pytest.raises(FileNotFoundError):
+        make_embedder(EmbedderParams(kind="sscd", weights="/nonexistent/sscd.pt"))
+
+
+def test_faiss_refuses_nan_and_index_kinds_agree() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 16))
+    x = (centres[rng.integers(0, 50, 3000)] + 0.05 * rng.normal(size=(3000, 16))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    bad = x.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        knn(bad, IndexParams())
+    exact = knn(x, IndexParams(kind="flat", k=10))[1]
+    for kind in ("ivf", "hnsw"):
+        approx = knn(x, IndexParams(kind=kind, k=10, nprobe=8))[1]
+        recall = np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(exact, approx, strict=True)])
+        assert recall > 0.9, kind
+    pairs, sims = neighbor_pairs(x, IndexParams(kind="flat", k=5, min_sim=0.9))
+    assert (pairs[:, 0] < pairs[:, 1]).all() and (sims >= 0.9).all()

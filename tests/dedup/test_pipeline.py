@@ -1,0 +1,173 @@
+"""The dedup stage end to end: invariants of the manifest, outputs, cache reuse, policies, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from dedup.builtin import TwemojiConfig
+from dedup.cache import StepCache
+from dedup.cluster import ClusterRule
+from dedup.corpus import CorpusSpec, open_corpus
+from dedup.embed import PixelEmbedder
+from dedup.pipeline import DedupParams, run_dedup
+from dedup.readers import read_shards
+from dedup.sample import Reason, Sample
+from tests.conftest import TINY_TWEMOJI, count_units, encode, random_rgb
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    corpus = open_corpus(CorpusSpec(twemoji=TINY_TWEMOJI), cache_dir)
+    out = tmp_path_factory.mktemp("dedup")
+    result = run_dedup(corpus, DedupParams(shard_size=40), out, StepCache(cache_dir / "steps"))
+    return corpus, result
+
+
+def test_manifest_accounts_for_every_unit(tiny) -> None:  # type: ignore[no-untyped-def]
+    corpus, result = tiny
+    rows = pq.read_table(result.manifest).to_pylist()
+    independent = sum(count_units(p) for p in sorted(Path(corpus.location).glob("*.tar")))
+    assert len(rows) == independent == result.stats["input_units"]
+    status = result.stats["status"]
+    assert sum(status.values()) == independent
+    kept = {r["key"] for r in rows if r["status"] == "kept"}
+    for r in rows:
+        if r["status"] == "duplicate":
+            assert r["duplicate_of"] in kept and r["signal"] and r["weight"] == 0  # no chains
+    assert result.stats["duplicates_by_signal"]
+
+
+def test_output_shards_hold_exactly_the_kept_samples(tiny) -> None:  # type: ignore[no-untyped-def]
+    _, result = tiny
+    rows = pq.read_table(result.manifest).to_pylist()
+    kept = [r["key"] for r in rows if r["status"] == "kept"]
+    items = list(read_shards(str(result.shards)))
+    assert all(isinstance(i, Sample) for i in items)
+    assert [i.key for i in items] == kept
+    strict = wds.WebDataset(
+        sorted(str(p) for p in result.shards.glob("*.tar")), shardshuffle=False, handler=wds.reraise_exception
+    )
+    assert sum(1 for _ in strict) == len(kept)
+    clusters = pq.read_table(result.out_dir / "clusters.parquet").to_pylist()
+    assert clusters and all(c["size"] == len(c["members"]) >= 2 and c["keeper"] in kept for c in clusters)
+    assert (result.out_dir / "contact_sheet.png").stat().st_size > 0
+    stats = json.loads((result.out_dir / "stats.json").read_text())
+    assert {"ingest", "signatures", "embeddings", "image_neighbors", "cluster", "apply"} <= set(stats["steps"])
+    assert "precision" in stats["evaluation"]["injected"] and stats["evaluation"]["definitions"]
+
+
+def test_threshold_sweep_reuses_cached_steps(tiny, cache_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    corpus, _ = tiny
+    cache = StepCache(cache_dir / "steps")
+    params = DedupParams(rule=ClusterRule(image_threshold=0.99, caption_threshold=0.9), write_shards=False)
+    result = run_dedup(corpus, params, tmp_path, cache)
+    assert cache.misses == []
+    assert {"ingest", "signatures", "caption_pairs", "embeddings", "image_neighbors"} <= set(cache.hits)
+    assert all(result.stats["steps"][s]["cached"] for s in ("signatures", "embeddings", "image_neighbors"))
+
+
+def test_reweight_and_keep_policies(tiny, cache_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    corpus, _ = tiny
+    result = run_dedup(corpus, DedupParams(policy="reweight"), tmp_path / "rw", StepCache(cache_dir / "steps"))
+    rows = [r for r in pq.read_table(result.manifest).to_pylist() if r["status"] != "rejected"]
+    assert {r["status"] for r in rows} == {"kept"}
+    per_cluster: dict[int, float] = {}
+    for r in rows:
+        per_cluster[r["cluster_id"]] = per_cluster.get(r["cluster_id"], 0.0) + r["weight"]
+    assert np.allclose(list(per_cluster.values()), 1.0)
+    weights = [s.meta["sampling_weight"] for s in read_shards(str(result.shards)) if isinstance(s, Sample)]
+    assert len(weights) == len(rows) and min(weights) < 1.0
+    keep = run_dedup(
+        corpus, DedupParams(policy="keep", write_shards=False), tmp_path / "k", StepCache(cache_dir / "steps")
+    )
+    assert keep.stats["status"] == {"kept": len(rows)}
+    sem = run_dedup(
+        corpus, DedupParams(policy="semdedup", write_shards=False), tmp_path / "s", StepCache(cache_dir / "steps")
+    )
+    assert sem.stats["status"]["duplicate"] > 0
+
+
+def test_non_finite_embedding_is_a_rejection(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    corpus, _ = tiny
+    original = PixelEmbedder.embed
+
+    def faulty(self: PixelEmbedder, images):  # type: ignore[no-untyped-def]
+        out = original(self, images)
+        out[0] = np.nan  # fault injection: one embedding per batch comes back NaN
+        return out
+
+    monkeypatch.setattr(PixelEmbedder, "embed", faulty)
+    result = run_dedup(corpus, DedupParams(write_shards=False), tmp_path, StepCache(tmp_path / "cache"))
+    rows = pq.read_table(result.manifest).to_pylist()
+    nan_rows = [r for r in rows if r["reason"] == str(Reason.NON_FINITE_EMBEDDING)]
+    assert len(nan_rows) >= 1 and len(rows) == result.stats["input_units"]
+
+
+def test_invalid_thresholds_are_refused() -> None:
+    with pytest.raises(ValueError, match="min_sim"):
+        DedupParams(rule=ClusterRule(image_threshold=0.5))
+    with pytest.raises(ValueError, match="policy"):
+        DedupParams(policy="delete")
+
+
+def test_default_config_meets_precision_and_recall(cache_dir: Path, tmp_path: Path) -> None:
+    """Acceptance: the built-in corpus with its default injection, the default dedup config."""
+    corpus = open_corpus(CorpusSpec(twemoji=TwemojiConfig()), cache_dir)
+    result = run_dedup(corpus, DedupParams(write_shards=False), tmp_path, StepCache(cache_dir / "steps"))
+    injected = result.stats["evaluation"]["injected"]
+    assert injected["precision"] >= 0.98 and injected["recall"] >= 0.95, injected
+
+
+def test_cli_on_foreign_webdataset_shards(tmp_path: Path) -> None:
+    shards = tmp_path / "laion"
+    shards.mkdir()
+    with wds.ShardWriter(str(shards / "part-%05d.tar"), maxcount=5) as sink:
+        for i in range(8):
+            sink.write(
+                {
+                    "__key__": f"{i:09d}",
+                    "jpg": encode(random_rgb(i % 5), "JPEG"),
+                    "txt": f"photo {i % 5}",
+                    "json": json.dumps({"url": f"http://x/{i}"}).encode(),
+                }
+            )
+        sink.write({"__key__": "000000099", "jpg": b"broken", "txt": "broken image"})
+    out = tmp_path / "clean"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dedup",
+            "corpus=shards",
+            f"corpus.path={shards}",
+            f"output={out}",
+            f"cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "9 input units" in proc.stdout and "rejected 1" in proc.stdout and "duplicate 3" in proc.stdout
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert [r["reason"] for r in rows if r["status"] == "rejected"] == [str(Reason.UNDECODABLE)]
+
+
+def test_corpus_spec_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        open_corpus(CorpusSpec(kind="shards", path=str(tmp_path / "none-{0..3}.tar")), tmp_path)
+    with pytest.raises(ValueError):
+        open_corpus(replace(CorpusSpec(), kind="shards"), tmp_path)
