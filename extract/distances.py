@@ -1,0 +1,84 @@
+"""Carlini et al.'s image distances, batched and chunked (on the GPU when present).
+
+- ``l2``: root-mean-square pixel difference over [0, 1] pixels, ``sqrt(mean((a - b)²))``;
+- ``normalized_l2``: ℓ2 to the nearest training image divided by α × the mean ℓ2 to the n nearest
+  (α = 0.5, n = 50): ≈ 1.2–2 for a normal generation, ≈ 0.1–0.3 for a memorized one;
+- ``tiled_l2``: split both images into a g×g grid of tiles, ℓ2 per tile, the max over tiles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _flat(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).reshape(len(images), -1).float() / 255.0
+
+
+def pairwise_l2(a: np.ndarray, b: np.ndarray, chunk: int = 1024, device: str | None = None) -> np.ndarray:
+    """ℓ2 between every image of ``a`` and every image of ``b`` (uint8 NHWC, same shape): (len(a), len(b))."""
+    dev = _device(device)
+    bt = _flat(b, dev)
+    b_sq = (bt**2).sum(1)
+    dim = bt.shape[1]
+    out = np.empty((len(a), len(b)), dtype=np.float32)
+    for lo in range(0, len(a), chunk):
+        at = _flat(a[lo : lo + chunk], dev)
+        d2 = ((at**2).sum(1, keepdim=True) + b_sq[None, :] - 2.0 * at @ bt.T).clamp_min(0) / dim
+        out[lo : lo + chunk] = d2.sqrt().cpu().numpy()
+    return out
+
+
+def l2(a: np.ndarray, b: np.ndarray) -> float:
+    """ℓ2 of two single images (uint8 HWC)."""
+    x, y = a.astype(np.float64) / 255.0, b.astype(np.float64) / 255.0
+    return float(np.sqrt(((x - y) ** 2).mean()))
+
+
+def normalized_l2(
+    generated: np.ndarray,
+    training: np.ndarray,
+    alpha: float = 0.5,
+    n: int = 50,
+    chunk: int = 512,
+    device: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(score, nearest training index, ℓ2 to it) per generation; score = ℓ2_min / (α · mean of n smallest)."""
+    k = min(n, len(training))
+    scores = np.empty(len(generated), np.float32)
+    nearest = np.empty(len(generated), np.int64)
+    dmin = np.empty(len(generated), np.float32)
+    for lo in range(0, len(generated), chunk):
+        d = torch.from_numpy(pairwise_l2(generated[lo : lo + chunk], training, device=device))
+        small, idx = d.topk(k, dim=1, largest=False)
+        dmin[lo : lo + chunk] = small[:, 0].numpy()
+        nearest[lo : lo + chunk] = idx[:, 0].numpy()
+        scores[lo : lo + chunk] = (small[:, 0] / (alpha * small.mean(1)).clamp_min(1e-12)).numpy()
+    return scores, nearest, dmin
+
+
+def tiles(images: np.ndarray, grid: int) -> np.ndarray:
+    """(N, H, W, C) → (N, grid·grid, H/grid · W/grid · C), row-major tiles."""
+    n, h, w, c = images.shape
+    if h % grid or w % grid:
+        raise ValueError(f"image size {h}x{w} is not divisible into a {grid}x{grid} grid")
+    t = images.reshape(n, grid, h // grid, grid, w // grid, c).transpose(0, 1, 3, 2, 4, 5)
+    return t.reshape(n, grid * grid, -1)
+
+
+def tiled_l2(a: np.ndarray, b: np.ndarray, grid: int = 4) -> np.ndarray:
+    """Max over tiles of the per-tile ℓ2, between every image of ``a`` and of ``b``: (len(a), len(b))."""
+    ta, tb = tiles(a, grid).astype(np.float32) / 255.0, tiles(b, grid).astype(np.float32) / 255.0
+    worst = np.zeros((len(a), len(b)), np.float32)
+    for j in range(ta.shape[1]):
+        x, y = ta[:, j], tb[:, j]
+        d2 = ((x**2).sum(1)[:, None] + (y**2).sum(1)[None, :] - 2.0 * x @ y.T).clip(min=0) / x.shape[1]
+        worst = np.maximum(worst, np.sqrt(d2))
+    return worst

@@ -1,0 +1,26 @@
+"""Stratification by how often an image was duplicated in the raw corpus (Carlini et al., Fig. 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BUCKETS = ((1, 1, "1"), (2, 3, "2-3"), (4, 7, "4-7"), (8, 15, "8-15"), (16, 10**9, "16+"))
+
+
+def bucket_of(count: int) -> str:
+    for lo, hi, name in BUCKETS:
+        if lo <= count <= hi:
+            return name
+    return "1"
+
+
+def extraction_by_bucket(dup_counts: np.ndarray, extracted: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per bucket: reference images, distinct images extracted, and the rate."""
+    out: dict[str, dict[str, float]] = {}
+    names = np.array([bucket_of(int(c)) for c in dup_counts])
+    for _, _, name in BUCKETS:
+        mask = names == name
+        total = int(mask.sum())
+        hits = int((extracted & mask).sum())
+        out[name] = {"images": total, "extracted": hits, "rate": round(hits / total, 4) if total else 0.0}
+    return out

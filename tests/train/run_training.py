@@ -1,0 +1,73 @@
+"""Subprocess used by the kill/resume test: trains a tiny model, logging each batch's sample indices.
+
+``--die-in-save N`` kills the process with SIGKILL inside the N-th checkpoint save, after the tensor file
+is written and before the checkpoint is marked complete (fault injection for the test only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+from pathlib import Path
+
+import torch
+
+import train.checkpoint as checkpoint
+import train.loop as loop
+from train.data import EpochSampler, load_image_set
+from train.loop import TrainConfig, train_model
+from train.models import ModelConfig, build_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shards", required=True)
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--die-in-save", type=int, default=0)
+    parser.add_argument("--keep", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    order_log = open(out.parent / f"{out.name}.order.jsonl", "a")  # noqa: SIM115
+
+    original_batch = EpochSampler.batch
+
+    def logged(self: EpochSampler, number: int, batch_size: int):  # type: ignore[no-untyped-def]
+        index = original_batch(self, number, batch_size)
+        order_log.write(json.dumps([number, index.tolist()]) + "\n")
+        order_log.flush()
+        return index
+
+    EpochSampler.batch = logged  # type: ignore[method-assign]
+    if args.die_in_save:
+        saves = {"n": 0}
+        original_save = checkpoint.save_file
+
+        def dying_save(tensors, filename):  # type: ignore[no-untyped-def]
+            original_save(tensors, filename)
+            saves["n"] += 1
+            if saves["n"] == args.die_in_save:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        checkpoint.save_file = dying_save
+    data = load_image_set(args.shards, 16, args.cache)
+    model = build_model(ModelConfig(kind="unet_uncond", resolution=16, channels=(16, 32)))
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=4,
+        checkpoint_every=4,
+        keep_checkpoints=args.keep,
+        log_every=4,
+    )
+    assert loop.train_model is train_model
+    train_model(model, data, cfg, out)
+
+
+if __name__ == "__main__":
+    main()

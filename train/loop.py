@@ -1,0 +1,271 @@
+"""The training loop: one readable function (edm / nanoGPT style) under accelerate.
+
+Exact resume: the sample order is a pure function of (seed, batch number) and every random draw comes
+from one seeded generator whose state is checkpointed, so a run killed at any step — even inside a
+checkpoint save — and resumed ends with bit-identical weights on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from PIL import Image
+from tqdm import tqdm
+
+from dedup.atomic import atomic_path, write_json
+from train.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from train.data import EpochSampler, ImageSet
+from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, vocabulary, wen_keep_mask
+from train.models import DiffusionModel, save_model, trainable_parameters
+from train.sampling import ema_weights, generate, grid
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many steps with a non-finite loss."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """steps: optimizer steps; batch_size: samples per step over all devices (split into grad_accum
+    micro-batches). lr warms up linearly over warmup_steps. caption_dropout: share of captions replaced by
+    the null condition (classifier-free guidance). mixed_precision: no | bf16 | fp16 (GPU)."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    mixed_precision: str = "no"
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    sample_every: int = 0
+    sample_count: int = 32
+    sample_steps: int = 25
+    log_every: int = 50
+    max_bad_steps: int = 20
+    channels_last: bool = False
+    compile: bool = False
+    fused_adam: bool = False
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    steps: int
+    seconds: float
+    images_per_second: float
+    skipped_steps: int
+    final_loss: float
+    resumed_from: int
+
+
+def _flat_state(
+    unet: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {f"model.{k}": v for k, v in unet.state_dict().items()}
+    tensors.update({f"ema.{i}": p for i, p in enumerate(ema.shadow_params)})
+    opt_tensors, opt_meta = optimizer_to_flat(optimizer)
+    tensors.update(opt_tensors)
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    ema_meta = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
+    return tensors, {"optimizer": opt_meta, "ema": ema_meta}
+
+
+def _restore(
+    folder: Path, unet: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> dict[str, Any]:
+    tensors, state = load_checkpoint(folder)
+    unet.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    shadow = [tensors[f"ema.{i}"] for i in range(len(ema.shadow_params))]
+    ema.load_state_dict({**state["ema"], "shadow_params": shadow})
+    optimizer_from_flat(optimizer, tensors, state["optimizer"])
+    generator.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return state
+
+
+def train_model(
+    model: DiffusionModel,
+    data: ImageSet,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    mitigation: MitigationConfig | None = None,
+) -> TrainResult:
+    out_dir = Path(out_dir)
+    mitigation = mitigation or MitigationConfig()
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with="tensorboard", project_dir=str(out_dir))
+    device = accelerator.device
+    torch.manual_seed(cfg.seed)
+    unet = model.unet.to(device)
+    if cfg.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    if model.vae is not None:
+        model.vae.to(device)
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=cfg.lr,
+        betas=cfg.adam_betas,
+        weight_decay=cfg.weight_decay,
+        fused=cfg.fused_adam and device.type == "cuda",
+    )
+    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sampler = EpochSampler(data.weights, cfg.seed)
+    vocab = vocabulary(data.captions)
+    ckpt_root = out_dir / "checkpoints"
+
+    start_step = 0
+    latest = latest_checkpoint(ckpt_root)
+    if latest is not None:
+        start_step = int(_restore(latest, model.unet, ema, optimizer, generator)["step"])
+        log.info("resuming from %s (step %d)", latest, start_step)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    forward = torch.compile(unet) if cfg.compile else unet
+    accelerator.init_trackers("train", config={k: str(v) for k, v in asdict(cfg).items()})
+    micro = cfg.batch_size // cfg.grad_accum
+    if micro * cfg.grad_accum != cfg.batch_size or micro % accelerator.num_processes:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} must split into {cfg.grad_accum} micro-batches "
+            f"divisible by {accelerator.num_processes} processes"
+        )
+
+    skipped, last_loss, images, timer = 0, math.nan, 0, time.perf_counter()
+    bar = tqdm(
+        range(start_step, cfg.steps),
+        initial=start_step,
+        total=cfg.steps,
+        desc="train",
+        unit="step",
+        disable=not accelerator.is_main_process,
+        mininterval=1.0,
+    )
+    for step in bar:
+        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = torch.zeros((), device=device)
+        for m in range(cfg.grad_accum):
+            index = sampler.batch(step * cfg.grad_accum + m, micro)
+            # Every process draws the whole micro-batch's randomness, then keeps its slice: the draws
+            # (and so the result) do not depend on the number of processes.
+            noise = torch.randn((micro, *model.latent_shape), generator=generator)
+            t = torch.randint(0, model.scheduler.config.num_train_timesteps, (micro,), generator=generator)
+            drop = torch.rand(micro, generator=generator) < cfg.caption_dropout
+            caption_rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=generator)))
+            mine = slice(accelerator.process_index, None, accelerator.num_processes)
+            index, noise, t, drop = index[mine], noise[mine].to(device), t[mine].to(device), drop[mine].to(device)
+            x0 = model.to_latents(torch.from_numpy(data.pixels(index)).to(device))
+            x_t = model.scheduler.add_noise(x0, noise, t)
+            cond = None
+            keep = torch.ones(len(index), dtype=torch.bool, device=device)
+            if model.conditional:
+                captions = [
+                    transform_caption(data.captions[i], data.alt_captions[i], mitigation, caption_rng, vocab)
+                    for i in index
+                ]
+                cond = gaussian_noise_injection(model.encode_captions(captions, device), mitigation, generator)
+                null = model.null_condition(len(index), device)
+                if "wen" in mitigation.kinds:
+                    with torch.no_grad():
+                        both = model.eps(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]), forward)
+                    keep = wen_keep_mask(*both.chunk(2), mitigation.wen_tau)
+                cond = torch.where(drop.view(-1, 1, 1), null, cond)
+            with accelerator.autocast():
+                eps = model.eps(x_t, t, cond, forward)
+                per_sample = ((eps.float() - noise.float()) ** 2).flatten(1).mean(1)
+                loss = (per_sample * keep).sum() / max(1, len(index)) / cfg.grad_accum
+            with accelerator.no_sync(unet) if m < cfg.grad_accum - 1 else nullcontext():
+                accelerator.backward(loss)
+            step_loss += loss.detach()
+            images += len(index) * accelerator.num_processes
+        finite = bool(torch.isfinite(step_loss)) and all(
+            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params
+        )
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            skipped += 1
+            log.warning("non-finite loss at step %d (%d skipped so far)", step, skipped)
+            if skipped > cfg.max_bad_steps:
+                raise TrainingDiverged(f"{skipped} steps with a non-finite loss (limit {cfg.max_bad_steps})")
+            continue
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(params)
+        last_loss = float(step_loss)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            rate = images / max(1e-9, time.perf_counter() - timer)
+            accelerator.log(
+                {"loss": last_loss, "lr": lr, "grad_norm": float(grad_norm), "images_per_s": rate}, step=done
+            )
+            bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.0f}")
+        if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps) and accelerator.is_main_process:
+            _sample_grid(model, accelerator.unwrap_model(unet), ema, data, cfg, out_dir / "samples" / f"{done:08d}.png")
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            if accelerator.is_main_process:
+                tensors, state = _flat_state(accelerator.unwrap_model(unet), ema, optimizer, generator)
+                save_checkpoint(ckpt_root, done, tensors, state, cfg.keep_checkpoints)
+            accelerator.wait_for_everyone()
+    seconds = time.perf_counter() - timer
+    accelerator.end_training()
+    model_dir = out_dir / "model"
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(unet)
+        with ema_weights(final, ema):
+            save_model(model, model_dir, final)
+        ema.copy_to(final.parameters())  # the model object carries the EMA weights from here on
+        write_json(
+            out_dir / "train_result.json",
+            {
+                "steps": cfg.steps,
+                "resumed_from": start_step,
+                "seconds": round(seconds, 2),
+                "images_per_second": round(images / max(seconds, 1e-9), 1),
+                "skipped_steps": skipped,
+                "final_loss": last_loss,
+                "config": asdict(cfg),
+            },
+        )
+    model.unet = accelerator.unwrap_model(unet)
+    return TrainResult(model_dir, cfg.steps, seconds, images / max(seconds, 1e-9), skipped, last_loss, start_step)
+
+
+def _sample_grid(
+    model: DiffusionModel, unet: torch.nn.Module, ema: EMAModel, data: ImageSet, cfg: TrainConfig, path: Path
+) -> None:
+    captions = [data.captions[i] for i in range(min(cfg.sample_count, len(data)))] if model.conditional else None
+    with ema_weights(unet, ema):
+        images = generate(
+            model,
+            list(range(cfg.sample_count)),
+            cfg.seed,
+            cfg.sample_steps,
+            captions,
+            guidance=3.0 if captions else 1.0,
+            device=next(unet.parameters()).device,
+            progress=False,
+            unet=unet,
+        )
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid(images)).save(tmp, format="PNG")

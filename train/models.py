@@ -1,0 +1,264 @@
+"""Model builders from typed arguments: ``unet_uncond``, ``unet_text`` (MiniLM-conditioned), ``sd_finetune``.
+
+A ``DiffusionModel`` bundles what training, sampling and the attacks need: the trainable UNet, the noise
+scheduler, and (when present) the VAE and the caption encoder. It round-trips to a folder:
+``unet_uncond`` saves as a diffusers ``DDPMPipeline`` folder, ``sd_finetune`` as a
+``StableDiffusionPipeline`` folder, and every kind adds ``memguard.json`` so ``load_model`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
+
+from dedup.config import build
+from train.text import CaptionEncoder
+
+KINDS = ("unet_uncond", "unet_text", "sd_finetune")
+CONFIG_FILE = "memguard.json"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """kind: unet_uncond | unet_text | sd_finetune.
+
+    channels/layers_per_block/attention shape the from-scratch UNets (attention: self-attention in the
+    lowest-resolution block). pretrained: a local Stable Diffusion folder (sd_finetune). lora_rank: 0 trains
+    the full UNet, > 0 trains LoRA adapters (peft) of that rank. text_encoder: MiniLM folder (None: packaged).
+    """
+
+    kind: str = "unet_uncond"
+    resolution: int = 16
+    channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    attention: bool = False
+    attention_head_dim: int = 8
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
+    pretrained: str | None = None
+    lora_rank: int = 0
+    text_encoder: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"model kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "sd_finetune" and not self.pretrained:
+            raise ValueError("sd_finetune needs pretrained: a local Stable Diffusion folder (nothing is downloaded)")
+        if self.resolution % (2 ** (len(self.channels) - 1)):
+            raise ValueError(f"resolution {self.resolution} must be divisible by 2^{len(self.channels) - 1}")
+
+
+@dataclass
+class DiffusionModel:
+    config: ModelConfig
+    unet: torch.nn.Module
+    scheduler: DDPMScheduler
+    vae: Any = None
+    text: Any = None  # CaptionEncoder for unet_text; (tokenizer, CLIPTextModel) for sd_finetune
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.kind != "unet_uncond"
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        if self.vae is None:
+            return (3, self.config.resolution, self.config.resolution)
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return (self.vae.config.latent_channels, self.config.resolution // factor, self.config.resolution // factor)
+
+    def to_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] → the space the UNet denoises (identity without a VAE)."""
+        if self.vae is None:
+            return pixels
+        with torch.no_grad():
+            latents = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mean
+        return latents * self.vae.config.scaling_factor
+
+    def to_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return latents
+        with torch.no_grad():
+            return self.vae.decode(latents / self.vae.config.scaling_factor).sample
+
+    def encode_captions(self, captions: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        if self.config.kind == "unet_text":
+            return self.text.encode(list(captions)).to(device)
+        tokenizer, encoder = self.text
+        ids = tokenizer(
+            list(captions),
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)
+        with torch.no_grad():
+            return encoder(ids)[0]
+
+    def null_condition(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        if self.config.kind == "unet_text":
+            return self.text.null(batch).to(device)
+        return self.encode_captions([""] * batch, device)
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, unet: Any = None) -> torch.Tensor:
+        net = unet if unet is not None else self.unet
+        if cond is None:
+            return net(x_t, t).sample
+        return net(x_t, t, encoder_hidden_states=cond.to(x_t.dtype)).sample
+
+
+def _scheduler(config: ModelConfig) -> DDPMScheduler:
+    return DDPMScheduler(
+        num_train_timesteps=config.num_train_timesteps,
+        beta_schedule=config.beta_schedule,
+        prediction_type=config.prediction_type,
+        clip_sample=True,
+    )
+
+
+def _blocks(n: int, attention: bool, cross: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if cross:  # cross-attention below the top resolution: conditioning where the layout is decided
+        down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+        up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+        return down, up
+    down = ("DownBlock2D",) * (n - 1) + (("AttnDownBlock2D",) if attention else ("DownBlock2D",))
+    up = (("AttnUpBlock2D",) if attention else ("UpBlock2D",)) + ("UpBlock2D",) * (n - 1)
+    return down, up
+
+
+def build_model(config: ModelConfig, device: str = "cpu", seed: int = 0) -> DiffusionModel:
+    """A fresh model (``unet_uncond``, ``unet_text``) or one loaded from a local SD folder (``sd_finetune``).
+    Initial weights (and LoRA adapters) depend only on ``seed``, not on the process's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build(config, device)
+
+
+def _build(config: ModelConfig, device: str) -> DiffusionModel:
+    n = len(config.channels)
+    if config.kind == "unet_uncond":
+        down, up = _blocks(n, config.attention, cross=False)
+        unet = UNet2DModel(
+            sample_size=config.resolution,
+            in_channels=3,
+            out_channels=3,
+            layers_per_block=config.layers_per_block,
+            block_out_channels=config.channels,
+            down_block_types=down,
+            up_block_types=up,
+            attention_head_dim=config.attention_head_dim,
+            norm_num_groups=min(32, config.channels[0]),
+        )
+        return DiffusionModel(config, unet, _scheduler(config))
+    if config.kind == "unet_text":
+        down, up = _blocks(n, config.attention, cross=True)
+        text = CaptionEncoder(config.text_encoder, device)
+        unet = UNet2DConditionModel(
+            sample_size=config.resolution,
+            in_channels=3,
+            out_channels=3,
+            layers_per_block=config.layers_per_block,
+            block_out_channels=config.channels,
+            down_block_types=down,
+            up_block_types=up,
+            cross_attention_dim=text.dim,
+            attention_head_dim=config.attention_head_dim,
+            norm_num_groups=min(32, config.channels[0]),
+        )
+        return DiffusionModel(config, unet, _scheduler(config), text=text)
+    return _load_stable_diffusion(config)
+
+
+def _load_stable_diffusion(config: ModelConfig, unet_folder: Path | None = None) -> DiffusionModel:
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    root = Path(str(config.pretrained))
+    if not (root / "unet").is_dir():
+        raise FileNotFoundError(f"not a Stable Diffusion folder (no unet/): {root}")
+    unet = UNet2DConditionModel.from_pretrained(unet_folder or root / "unet", local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(root / "vae", local_files_only=True).requires_grad_(False)
+    tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
+    encoder = CLIPTextModel.from_pretrained(root / "text_encoder", local_files_only=True).requires_grad_(False)
+    scheduler = DDPMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
+    model = DiffusionModel(config, unet, scheduler, vae=vae, text=(tokenizer, encoder))
+    if config.lora_rank > 0:
+        from peft import LoraConfig
+
+        unet.requires_grad_(False)
+        unet.add_adapter(
+            LoraConfig(
+                r=config.lora_rank,
+                lora_alpha=config.lora_rank,
+                init_lora_weights="gaussian",
+                target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            )
+        )
+    return model
+
+
+def trainable_parameters(model: DiffusionModel) -> list[torch.nn.Parameter]:
+    return [p for p in model.unet.parameters() if p.requires_grad]
+
+
+def save_model(model: DiffusionModel, folder: str | Path, unet: torch.nn.Module | None = None) -> Path:
+    """Write the model (``unet`` overrides the weights, e.g. the EMA copy) as safetensors + memguard.json."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    net = unet if unet is not None else model.unet
+    kind = model.config.kind
+    if kind == "unet_uncond":
+        from diffusers import DDPMPipeline
+
+        DDPMPipeline(unet=net, scheduler=model.scheduler).save_pretrained(folder, safe_serialization=True)
+    elif kind == "unet_text":
+        net.save_pretrained(folder / "unet", safe_serialization=True)
+        model.scheduler.save_pretrained(folder / "scheduler")
+    else:
+        if model.config.lora_rank > 0:
+            from peft.utils import get_peft_model_state_dict
+            from safetensors.torch import save_file
+
+            (folder / "unet_lora").mkdir(exist_ok=True)
+            save_file(
+                {k: v.contiguous() for k, v in get_peft_model_state_dict(net).items()},
+                str(folder / "unet_lora" / "adapter.safetensors"),
+            )
+        else:
+            net.save_pretrained(folder / "unet", safe_serialization=True)
+        model.scheduler.save_pretrained(folder / "scheduler")
+    (folder / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=2))
+    return folder
+
+
+def load_model(folder: str | Path, device: str = "cpu") -> DiffusionModel:
+    """Rebuild a saved model (weights from safetensors only)."""
+    folder = Path(folder)
+    config = build(ModelConfig, json.loads((folder / CONFIG_FILE).read_text()))
+    scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+    if config.kind == "unet_uncond":
+        unet = UNet2DModel.from_pretrained(folder / "unet", local_files_only=True)
+        return DiffusionModel(config, unet.eval(), scheduler)
+    if config.kind == "unet_text":
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
+        return DiffusionModel(config, unet.eval(), scheduler, text=CaptionEncoder(config.text_encoder, device))
+    if config.lora_rank > 0:
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        model = _load_stable_diffusion(config)
+        set_peft_model_state_dict(model.unet, load_file(str(folder / "unet_lora" / "adapter.safetensors")))
+        return model
+    return _load_stable_diffusion(config, unet_folder=folder / "unet")

