@@ -260,7 +260,7 @@ def membership(
     lm = denoising_losses(model, to_pixels(members[pick]), cfg.mia_timesteps, cfg.seed, caps, device=device)
     ln = denoising_losses(model, to_pixels(nonmembers), cfg.mia_timesteps, cfg.seed, nonmember_captions, device=device)
     result = loss_attack(lm, ln, list(cfg.mia_timesteps))
-    j = list(cfg.mia_timesteps).index(result["best_timestep"])
+    j = list(cfg.mia_timesteps).index(int(result["best_timestep"]))  # type: ignore[call-overload]
     buckets = np.array([bucket_of(int(c)) for c in member_counts[pick]])
     result["auc_by_duplicate_count"] = {
         b: round(roc_auc(-lm[buckets == b, j], -ln[:, j]), 4) for b in sorted(set(buckets.tolist()))

@@ -33,6 +33,7 @@ def wen_scores(
         x = noise_for(range(p * generations, (p + 1) * generations), model.latent_shape, seed).to(device)
         cond = model.encode_captions([prompt] * generations, device)
         null = model.null_condition(generations, device)
+        assert cond is not None and null is not None
         total = 0.0
         for t in scheduler.timesteps[:first_steps]:
             tt = torch.full((generations,), int(t), device=device, dtype=torch.long)

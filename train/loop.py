@@ -47,10 +47,11 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-3
     warmup_steps: int = 100
+    lr_schedule: str = "cosine"  # constant | cosine (to zero at the last step: a quiet end sharpens samples)
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
     caption_dropout: float = 0.1
     mixed_precision: str = "no"
     seed: int = 0
@@ -75,6 +76,16 @@ class TrainResult:
     skipped_steps: int
     final_loss: float
     resumed_from: int
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then constant or cosine decay to zero at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _flat_state(
@@ -160,7 +171,7 @@ def train_model(
         mininterval=1.0,
     )
     for step in bar:
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         step_loss = torch.zeros((), device=device)
@@ -183,12 +194,15 @@ def train_model(
                     transform_caption(data.captions[i], data.alt_captions[i], mitigation, caption_rng, vocab)
                     for i in index
                 ]
-                cond = gaussian_noise_injection(model.encode_captions(captions, device), mitigation, generator)
+                encoded = model.encode_captions(captions, device)
                 null = model.null_condition(len(index), device)
+                assert encoded is not None and null is not None
+                cond = gaussian_noise_injection(encoded, mitigation, generator)
                 if "wen" in mitigation.kinds:
                     with torch.no_grad():
                         both = model.eps(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]), forward)
-                    keep = wen_keep_mask(*both.chunk(2), mitigation.wen_tau)
+                    eps_cond, eps_null = both.chunk(2)
+                    keep = wen_keep_mask(eps_cond, eps_null, mitigation.wen_tau)
                 cond = torch.where(drop.view(-1, 1, 1), null, cond)
             with accelerator.autocast():
                 eps = model.eps(x_t, t, cond, forward)

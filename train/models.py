@@ -58,8 +58,8 @@ class ModelConfig:
 @dataclass
 class DiffusionModel:
     config: ModelConfig
-    unet: torch.nn.Module
-    scheduler: DDPMScheduler
+    unet: Any  # a diffusers UNet (a torch.nn.Module)
+    scheduler: Any  # a diffusers scheduler (DDPMScheduler when built here)
     vae: Any = None
     text: Any = None  # CaptionEncoder for unet_text; (tokenizer, CLIPTextModel) for sd_finetune
     extra: dict[str, Any] = field(default_factory=dict)
@@ -148,6 +148,7 @@ def build_model(config: ModelConfig, device: str = "cpu", seed: int = 0) -> Diff
 
 def _build(config: ModelConfig, device: str) -> DiffusionModel:
     n = len(config.channels)
+    unet: Any
     if config.kind == "unet_uncond":
         down, up = _blocks(n, config.attention, cross=False)
         unet = UNet2DModel(
@@ -217,12 +218,13 @@ def save_model(model: DiffusionModel, folder: str | Path, unet: torch.nn.Module 
     """Write the model (``unet`` overrides the weights, e.g. the EMA copy) as safetensors + memguard.json."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    net = unet if unet is not None else model.unet
+    net: Any = unet if unet is not None else model.unet
     kind = model.config.kind
     if kind == "unet_uncond":
         from diffusers import DDPMPipeline
 
-        DDPMPipeline(unet=net, scheduler=model.scheduler).save_pretrained(folder, safe_serialization=True)
+        pipeline: Any = DDPMPipeline(unet=net, scheduler=model.scheduler)
+        pipeline.save_pretrained(folder, safe_serialization=True)
     elif kind == "unet_text":
         net.save_pretrained(folder / "unet", safe_serialization=True)
         model.scheduler.save_pretrained(folder / "scheduler")

@@ -67,6 +67,7 @@ def generate(
             elif guidance == 1.0:
                 eps = model.eps(x, tt, cond, net)
             else:
+                assert null is not None
                 both = model.eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null]), net)
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)

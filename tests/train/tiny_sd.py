@@ -21,7 +21,7 @@ def write_tokenizer(folder: Path) -> None:
         vocab.setdefault(token, len(vocab))
     merges = ["#version: 0.2"]
     for w in WORDS:  # merge each word left to right so every listed word becomes one token
-        pieces = list(w[:-1]) + [w[-1] + "</w>"]
+        pieces = [*w[:-1], w[-1] + "</w>"]
         while len(pieces) > 1:
             merges.append(f"{pieces[0]} {pieces[1]}")
             vocab.setdefault(pieces[0] + pieces[1], len(vocab))

@@ -1,0 +1,92 @@
+"""The attack on a model that really memorized: a tiny corpus where one image is duplicated many times."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dedup.builtin import emoji_files, render
+from extract.attacks import unconditional_attack
+from extract.guard import CopyGuard
+from extract.membership import loss_attack
+from train.data import ImageSet
+from train.loop import TrainConfig, train_model
+from train.models import ModelConfig, build_model, save_model
+from train.sampling import denoising_losses, generate
+
+
+def _image_set(images: np.ndarray) -> ImageSet:
+    n = len(images)
+    return ImageSet(
+        images, [f"c{i}" for i in range(n)], [f"k{i}" for i in range(n)], np.ones(n), [[] for _ in range(n)], 0
+    )
+
+
+@pytest.fixture(scope="module")
+def emoji() -> np.ndarray:
+    files = emoji_files()
+    rng = np.random.default_rng(0)
+    return np.stack([render(files[i], 16) for i in rng.choice(len(files), 120, replace=False)])
+
+
+@pytest.fixture(scope="module")
+def memorizer(emoji: np.ndarray, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """30 singletons plus one image repeated 150 times; trained until it reproduces the duplicate."""
+    torch.set_num_threads(2)
+    singles, dup = emoji[:30], emoji[30]
+    data = _image_set(np.concatenate([singles, np.repeat(dup[None], 150, axis=0)]))
+    model = build_model(ModelConfig(kind="unet_uncond", resolution=16, channels=(32, 64)))
+    cfg = TrainConfig(
+        steps=400, batch_size=32, lr=2e-3, warmup_steps=20, checkpoint_every=0, log_every=100, ema_decay=0.99
+    )
+    train_model(model, data, cfg, tmp_path_factory.mktemp("memorizer"))
+    return model, singles, dup
+
+
+def test_attack_extracts_the_duplicate_and_no_singleton(memorizer) -> None:  # type: ignore[no-untyped-def]
+    model, singles, dup = memorizer
+    reference = np.concatenate([dup[None], singles])
+    generated = generate(model, list(range(64)), seed=0, steps=20, progress=False)
+    result = unconditional_attack(generated, reference, n=10)
+    extracted = set(result.nearest[result.score < 0.3].tolist())
+    assert extracted == {0}, (sorted(extracted), np.sort(result.score)[:10])
+
+
+def test_membership_auc(memorizer, emoji: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    model, singles, _ = memorizer
+    to_pixels = lambda x: x.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0  # noqa: E731
+    heldout = emoji[40:100]
+    steps = [50, 100, 200]
+    trained = loss_attack(
+        denoising_losses(model, to_pixels(singles), steps, 0),
+        denoising_losses(model, to_pixels(heldout), steps, 0),
+        steps,
+    )
+    untrained_model = build_model(ModelConfig(kind="unet_uncond", resolution=16, channels=(32, 64)), seed=5)
+    untrained = loss_attack(
+        denoising_losses(untrained_model, to_pixels(singles), steps, 0),
+        denoising_losses(untrained_model, to_pixels(heldout), steps, 0),
+        steps,
+    )
+    assert abs(untrained["per_timestep"]["100"]["auc"] - 0.5) < 0.2
+    assert trained["auc"] > 0.6 > untrained["per_timestep"]["100"]["auc"] - 0.1
+
+
+def test_copy_guard_tags_copies_and_wraps_a_pipeline(memorizer, emoji: np.ndarray, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, singles, dup = memorizer
+    guard = CopyGuard(list(np.concatenate([dup[None], singles])), ["dup", *[f"s{i}" for i in range(30)]])
+    brighter = np.clip(dup.astype(int) + 3, 0, 255).astype(np.uint8)
+    verdicts = guard.check([brighter, emoji[100]])
+    assert verdicts[0].is_copy and verdicts[0].training_key == "dup"
+    assert not verdicts[1].is_copy
+    from diffusers import DDPMPipeline
+
+    save_model(model, tmp_path / "model")
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "model", local_files_only=True)
+    guarded = guard.wrap(pipe)
+    output = guarded(batch_size=4, num_inference_steps=20, generator=torch.Generator().manual_seed(0))
+    assert len(output.copy_verdicts) == 4
+    assert sum(v.is_copy for v in output.copy_verdicts) >= 1  # the memorized image comes out of the pipeline

@@ -1,0 +1,80 @@
+"""Each distance against a hand-computed value; the clique test on a constructed graph; MIA AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from extract.attacks import generate_and_filter, largest_clique
+from extract.distances import l2, normalized_l2, pairwise_l2, tiled_l2
+from extract.membership import roc_auc, tpr_at_fpr
+from extract.stratify import bucket_of, extraction_by_bucket
+
+
+def _img(value: int, size: int = 8) -> np.ndarray:
+    return np.full((size, size, 3), value, np.uint8)
+
+
+def test_l2_hand_computed() -> None:
+    # Every pixel differs by 51/255 = 0.2 → ℓ2 = 0.2.
+    assert abs(l2(_img(0), _img(51)) - 0.2) < 1e-9
+    d = pairwise_l2(np.stack([_img(0), _img(51)]), np.stack([_img(51), _img(102)]))
+    assert np.allclose(d, [[0.2, 0.4], [0.0, 0.2]], atol=1e-5)
+
+
+def test_normalized_l2_hand_computed() -> None:
+    training = np.stack([_img(0), _img(51), _img(102)])
+    # Generation = image 0 + 0.02: ℓ2 to the 3 training images = 0.02, 0.18, 0.38 (n = 3, α = 0.5).
+    generated = np.stack([_img(5)])  # 5/255 ≈ 0.0196
+    score, nearest, dmin = normalized_l2(generated, training, alpha=0.5, n=3)
+    expected = (5 / 255) / (0.5 * np.mean([5 / 255, 46 / 255, 97 / 255]))
+    assert nearest[0] == 0 and abs(dmin[0] - 5 / 255) < 1e-5 and abs(score[0] - expected) < 1e-4
+
+
+def test_tiled_l2_takes_the_worst_tile() -> None:
+    a = _img(0, 8)
+    b = a.copy()
+    b[:2, :2] = 255  # one of the 16 tiles (2x2 px each) is completely different
+    assert abs(tiled_l2(a[None], b[None])[0, 0] - 1.0) < 1e-6
+    assert abs(l2(a, b) - np.sqrt(1 / 16)) < 1e-9  # the plain ℓ2 dilutes it
+
+
+def test_largest_clique_on_a_constructed_graph() -> None:
+    d = np.ones((7, 7))
+    for i in range(5):  # generations 0..4 are pairwise close: a 5-clique
+        for j in range(5):
+            d[i, j] = 0.01
+    d[5, 6] = d[6, 5] = 0.01  # a separate edge
+    d[4, 5] = d[5, 4] = 0.01
+    assert largest_clique(d, 0.1) == [0, 1, 2, 3, 4]
+    assert largest_clique(np.ones((3, 3)), 0.1) in ([0], [1], [2])
+
+
+def test_generate_and_filter_flags_and_verifies() -> None:
+    train = _img(100, 8)
+    copies = np.stack([np.clip(train.astype(int) + k, 0, 255).astype(np.uint8) for k in range(6)])
+    noise = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    verdict = generate_and_filter(np.concatenate([copies, noise]), train[None], tau=0.1, min_clique=5)
+    assert verdict.flagged and verdict.extracted and verdict.best_l2 < 0.02
+    diverse = generate_and_filter(noise, train[None], tau=0.1, min_clique=3)
+    assert not diverse.flagged and not diverse.extracted
+
+
+def test_auc_and_tpr() -> None:
+    assert roc_auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert roc_auc(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 0.5
+    assert tpr_at_fpr(np.linspace(0, 1, 100) + 10, np.linspace(0, 1, 100), 0.01) == 1.0
+
+
+def test_buckets() -> None:
+    assert [bucket_of(c) for c in (1, 2, 3, 4, 8, 15, 16, 64)] == [
+        "1",
+        "2-3",
+        "2-3",
+        "4-7",
+        "8-15",
+        "8-15",
+        "16+",
+        "16+",
+    ]
+    table = extraction_by_bucket(np.array([1, 1, 2, 32]), np.array([False, True, False, True]))
+    assert table["1"] == {"images": 2, "extracted": 1, "rate": 0.5} and table["16+"]["rate"] == 1.0

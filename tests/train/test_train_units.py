@@ -1,0 +1,149 @@
+"""Mitigations, the sampler, checkpoints, and each model kind training a few steps and round-tripping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dedup.builtin import build_twemoji
+from tests.conftest import TINY_TWEMOJI
+from tests.train.tiny_sd import build_tiny_sd
+from train.checkpoint import latest_checkpoint, save_checkpoint
+from train.data import EpochSampler, load_image_set, square_resize
+from train.loop import TrainConfig, TrainingDiverged, train_model
+from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, wen_keep_mask
+from train.models import ModelConfig, build_model, load_model
+from train.sampling import denoising_losses, generate
+
+VOCAB = ["apple", "banana", "cherry", "delta"]
+
+
+def test_caption_mitigations_follow_their_definitions() -> None:
+    rng = np.random.default_rng(0)
+    always = {k: MitigationConfig(kinds=(k,), p=1.0) for k in ("mc", "rc", "rt", "cwr")}
+    caption = "waving hand sign"
+    assert transform_caption(caption, ["hand waving"], always["mc"], rng, VOCAB) == "hand waving"
+    rc = transform_caption(caption, [], always["rc"], rng, VOCAB).split()
+    assert len(rc) == 6 and set(rc) <= set(VOCAB)
+    rt = transform_caption(caption, [], always["rt"], rng, VOCAB).split()
+    assert len(rt) == 5 and len(set(rt) & set(VOCAB)) >= 1 and [w for w in rt if w not in VOCAB] == caption.split()
+    cwr = transform_caption(caption, [], always["cwr"], rng, VOCAB).split()
+    assert len(cwr) == 5 and set(cwr) <= set(caption.split())
+    never = MitigationConfig(kinds=("rc", "rt"), p=0.0)
+    assert transform_caption(caption, [], never, rng, VOCAB) == caption
+    share = np.mean(
+        [transform_caption(caption, [], MitigationConfig(kinds=("rc",)), rng, VOCAB) != caption for _ in range(2000)]
+    )
+    assert 0.07 < share < 0.13  # p = 0.1 by default
+
+
+def test_gni_and_wen() -> None:
+    cond = torch.zeros(1000, 1, 8)
+    noisy = gaussian_noise_injection(
+        cond, MitigationConfig(kinds=("gni",), gni_scale=0.5), torch.Generator().manual_seed(0)
+    )
+    fired = (noisy.abs().sum(dim=(1, 2)) > 0).float().mean()
+    assert 0.07 < float(fired) < 0.13
+    eps_c, eps_u = torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
+    eps_c[1] = 1.0  # magnitude sqrt(48) ≈ 6.9 ≥ τ = 2
+    assert wen_keep_mask(eps_c, eps_u, 2.0).tolist() == [True, False]
+
+
+def test_sampler_is_deterministic_and_honours_weights() -> None:
+    weights = np.array([1.0, 1.0, 2.0, 4.0])
+    a, b = EpochSampler(weights, 3), EpochSampler(weights, 3)
+    assert all(np.array_equal(a.batch(k, 3), b.batch(k, 3)) for k in range(50))
+    counts = np.bincount(np.concatenate([a.batch(k, 8) for k in range(2000)]), minlength=4)
+    assert np.allclose(counts / counts.sum(), weights / weights.sum(), atol=0.02)
+    uniform = EpochSampler(np.ones(10), 0)
+    assert sorted(np.concatenate([uniform.batch(k, 5) for k in range(2)]).tolist()) == list(range(10))
+    with pytest.raises(ValueError):
+        EpochSampler(np.array([0.0, 0.0]), 0)
+
+
+def test_checkpoint_ignores_partial_and_corrupt(tmp_path: Path) -> None:
+    good = save_checkpoint(tmp_path, 4, {"w": torch.ones(3)}, {}, keep=3)
+    bad = save_checkpoint(tmp_path, 8, {"w": torch.ones(3)}, {}, keep=3)
+    (bad / "state.safetensors").write_bytes(b"corrupted")
+    (tmp_path / ".step-00000012.partial").mkdir()
+    assert latest_checkpoint(tmp_path) == good
+    assert not (tmp_path / ".step-00000012.partial").exists()
+
+
+def test_square_resize() -> None:
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    rgb[:, 10:30] = 255
+    out = square_resize(rgb, 10)
+    assert out.shape == (10, 10, 3) and out.mean() > 250  # the centre square is kept
+
+
+@pytest.fixture(scope="module")
+def tiny_data(cache_dir: Path):  # type: ignore[no-untyped-def]
+    return load_image_set(str(build_twemoji(TINY_TWEMOJI, cache_dir / "corpus").train), 16, cache_dir)
+
+
+@pytest.mark.parametrize("kind", ["unet_uncond", "unet_text", "sd_finetune", "sd_lora"])
+def test_each_model_kind_trains_saves_and_loads(kind: str, tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    if kind.startswith("sd"):
+        sd = build_tiny_sd(tmp_path / "sd")
+        config = ModelConfig(
+            kind="sd_finetune",
+            resolution=16,
+            channels=(16, 32),
+            pretrained=str(sd),
+            lora_rank=4 if kind == "sd_lora" else 0,
+        )
+    else:
+        config = ModelConfig(kind=kind, resolution=16, channels=(16, 32))
+    model = build_model(config)
+    before = [p.detach().clone() for p in model.unet.parameters() if p.requires_grad]
+    cfg = TrainConfig(
+        steps=6,
+        batch_size=8,
+        warmup_steps=1,
+        checkpoint_every=3,
+        log_every=3,
+        sample_every=6,
+        sample_count=4,
+        sample_steps=3,
+    )
+    result = train_model(model, tiny_data, cfg, tmp_path / "run")
+    after = [p for p in model.unet.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert (tmp_path / "run" / "samples" / "00000006.png").exists() and result.skipped_steps == 0
+    loaded = load_model(result.model_dir)
+    captions = ["waving hand sign"] * 2 if loaded.conditional else None
+    images = generate(loaded, [0, 1], seed=0, steps=3, captions=captions, guidance=2.0, progress=False)
+    assert images.shape == (2, 16, 16, 3) and images.dtype == np.uint8
+    again = generate(
+        loaded, [1], seed=0, steps=3, captions=captions[:1] if captions else None, guidance=2.0, progress=False
+    )
+    assert np.array_equal(images[1], again[0])  # per-index seeding: independent of the batch
+    if kind == "unet_uncond":
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(result.model_dir, local_files_only=True)
+        assert type(pipe).__name__ == "DDPMPipeline"
+
+
+def test_nan_loss_is_skipped_then_halts(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model = build_model(ModelConfig(kind="unet_uncond", resolution=16, channels=(16, 32)))
+    with torch.no_grad():
+        model.unet.conv_out.weight.fill_(float("nan"))
+    cfg = TrainConfig(steps=10, batch_size=4, max_bad_steps=3, checkpoint_every=2, log_every=5)
+    with pytest.raises(TrainingDiverged):
+        train_model(model, tiny_data, cfg, tmp_path / "run")
+    assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))  # never checkpointed
+
+
+def test_denoising_loss_is_reproducible(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    model = build_model(ModelConfig(kind="unet_uncond", resolution=16, channels=(16, 32)))
+    pixels = tiny_data.pixels(np.arange(6))
+    a = denoising_losses(model, pixels, [10, 100], seed=1)
+    b = denoising_losses(model, pixels[3:], [10, 100], seed=1)
+    assert a.shape == (6, 2) and np.isfinite(a).all()
+    assert not np.allclose(a[:3], a[3:])
+    assert b.shape == (3, 2)
