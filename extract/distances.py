@@ -19,7 +19,11 @@ def _device(device: str | None) -> torch.device:
 
 
 def _flat(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).reshape(len(images), -1).float() / 255.0
+    """Pixels centred on 0 (in [-0.5, 0.5]): smaller norms, less cancellation in |a|² + |b|² − 2ab.
+    float64 on the CPU, where it costs little, so that identical images come out at 0, not 1e-4."""
+    dtype = torch.float32 if device.type == "cuda" else torch.float64
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).reshape(len(images), -1).to(dtype)
+    return x / 255.0 - 0.5
 
 
 def pairwise_l2(a: np.ndarray, b: np.ndarray, chunk: int = 1024, device: str | None = None) -> np.ndarray:
@@ -32,7 +36,7 @@ def pairwise_l2(a: np.ndarray, b: np.ndarray, chunk: int = 1024, device: str | N
     for lo in range(0, len(a), chunk):
         at = _flat(a[lo : lo + chunk], dev)
         d2 = ((at**2).sum(1, keepdim=True) + b_sq[None, :] - 2.0 * at @ bt.T).clamp_min(0) / dim
-        out[lo : lo + chunk] = d2.sqrt().cpu().numpy()
+        out[lo : lo + chunk] = d2.sqrt().float().cpu().numpy()
     return out
 
 
@@ -75,8 +79,8 @@ def tiles(images: np.ndarray, grid: int) -> np.ndarray:
 
 def tiled_l2(a: np.ndarray, b: np.ndarray, grid: int = 4) -> np.ndarray:
     """Max over tiles of the per-tile ℓ2, between every image of ``a`` and of ``b``: (len(a), len(b))."""
-    ta, tb = tiles(a, grid).astype(np.float32) / 255.0, tiles(b, grid).astype(np.float32) / 255.0
-    worst = np.zeros((len(a), len(b)), np.float32)
+    ta, tb = tiles(a, grid) / 255.0 - 0.5, tiles(b, grid) / 255.0 - 0.5  # float64, centred (see _flat)
+    worst = np.zeros((len(a), len(b)))
     for j in range(ta.shape[1]):
         x, y = ta[:, j], tb[:, j]
         d2 = ((x**2).sum(1)[:, None] + (y**2).sum(1)[None, :] - 2.0 * x @ y.T).clip(min=0) / x.shape[1]

@@ -26,7 +26,9 @@ def wen_scores(
     """One score per prompt; higher = more likely memorized."""
     if not model.conditional:
         raise ValueError("Wen's detector needs a text-conditional model")
-    scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    # Trailing spacing starts at the last training timestep, where x_T ~ N(0, I) really holds; the default
+    # (leading) starts earlier, where the image still shows through, and shifts the colours of samples.
+    scheduler = DDIMScheduler.from_config(model.scheduler.config, timestep_spacing="trailing")
     scheduler.set_timesteps(steps)
     scores = np.zeros(len(prompts))
     for p, prompt in enumerate(prompts):

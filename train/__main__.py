@@ -45,8 +45,9 @@ def main(cfg: DictConfig) -> None:
     corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
     out = Path(values["output"])
     metrics = run_experiment(spec, corpus, out, cache_dir)
-    write_report(out, metrics)
-    print(console_summary(metrics, out))
+    if metrics:  # empty on the non-main processes of a multi-GPU launch
+        write_report(out, metrics)
+        print(console_summary(metrics, out))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+from accelerate import PartialState
 
 from dedup.atomic import write_json
 from dedup.cache import StepCache, fingerprint
@@ -108,7 +109,10 @@ def run_experiment(spec: ExperimentSpec, corpus: Corpus, out_dir: str | Path, ca
     steps_cache = StepCache(cache_root / "steps")
     timer = StepTimer()
     started = time.perf_counter()
-    with timer.step("dedup") as rec:
+    # Under `accelerate launch` every process runs this function: the main process fills the caches first,
+    # the others then read them; all processes train together; only the main process audits and reports.
+    state = PartialState()
+    with timer.step("dedup") as rec, state.main_process_first():
         cleaned = _dedup(corpus, replace(spec.dedup, policy="remove"), out / "dedup", steps_cache)
         rec["cached"] = not steps_cache.misses
     shards = {"raw": Path(corpus.location), "dedup": cleaned.shards, "mitigated": cleaned.shards}
@@ -126,6 +130,8 @@ def run_experiment(spec: ExperimentSpec, corpus: Corpus, out_dir: str | Path, ca
         with timer.step(f"train_{arm}") as rec:
             folder, result, cached = _train_arm(Path(str(shards[arm])), spec, mitigation, cache_root, cache_root)
             rec["cached"] = cached
+        if not state.is_main_process:
+            continue
         arm_dir = out / "arms" / arm
         (arm_dir / "train").mkdir(parents=True, exist_ok=True)
         write_json(arm_dir / "train" / "train_result.json", {**result, "model_dir": str(folder / "model")})
@@ -161,8 +167,10 @@ def run_experiment(spec: ExperimentSpec, corpus: Corpus, out_dir: str | Path, ca
             "extract": json.loads((arm_dir / "extract" / "metrics.json").read_text()),
             "training_samples": _count(shards[arm]),
         }
-    metrics = _metrics(spec, cleaned, arms, timer, time.perf_counter() - started)
-    write_json(out / "metrics.json", metrics)
+    state.wait_for_everyone()
+    metrics = _metrics(spec, cleaned, arms, timer, time.perf_counter() - started) if state.is_main_process else {}
+    if state.is_main_process:
+        write_json(out / "metrics.json", metrics)
     return metrics
 
 

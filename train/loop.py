@@ -206,7 +206,7 @@ def train_model(
                 cond = torch.where(drop.view(-1, 1, 1), null, cond)
             with accelerator.autocast():
                 eps = model.eps(x_t, t, cond, forward)
-                per_sample = ((eps.float() - noise.float()) ** 2).flatten(1).mean(1)
+                per_sample = ((eps.float() - model.target(x0, noise, t).float()) ** 2).flatten(1).mean(1)
                 loss = (per_sample * keep).sum() / max(1, len(index)) / cfg.grad_accum
             with accelerator.no_sync(unet) if m < cfg.grad_accum - 1 else nullcontext():
                 accelerator.backward(loss)
@@ -248,7 +248,7 @@ def train_model(
         final = accelerator.unwrap_model(unet)
         with ema_weights(final, ema):
             save_model(model, model_dir, final)
-        ema.copy_to(final.parameters())  # the model object carries the EMA weights from here on
+        ema.copy_to([p for p in final.parameters() if p.requires_grad])  # the model keeps the EMA weights
         write_json(
             out_dir / "train_result.json",
             {

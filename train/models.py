@@ -112,6 +112,12 @@ class DiffusionModel:
             return self.text.null(batch).to(device)
         return self.encode_captions([""] * batch, device)
 
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the UNet is trained to predict: the noise (epsilon) or the velocity (v_prediction)."""
+        if self.scheduler.config.prediction_type == "v_prediction":
+            return self.scheduler.get_velocity(x0, noise, t)
+        return noise
+
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, unet: Any = None) -> torch.Tensor:
         net = unet if unet is not None else self.unet
         if cond is None:

@@ -143,7 +143,11 @@ def _html(metrics: dict[str, Any], rows: list[list[str]], out: Path) -> str:
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;border:1px solid #ccc}"
         "img{max-width:720px;image-rendering:pixelated}</style></head><body>"
         f"<h1>{html.escape(metrics['experiment'])} (seed {metrics['seed']})</h1>{summary}"
-        f"<table id='arms'><tr>{head}</tr>{body}</table>{''.join(figures)}</body></html>"
+        f"<table id='arms'><tr>{head}</tr>{body}</table>{''.join(figures)}"
+        # Marks how many images decoded, so a headless browser test can check that the figures load.
+        "<script>window.addEventListener('load',()=>{const i=[...document.images];"
+        "document.body.dataset.imagesLoaded=i.filter(x=>x.naturalWidth>0).length+'/'+i.length;});</script>"
+        "</body></html>"
     )
 
 

@@ -48,7 +48,9 @@ def generate(
     progress: bool = True,
 ) -> np.ndarray:
     """Generate one image per index (uint8 NHWC); captions[i] conditions generation i when given."""
-    scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    # Trailing spacing starts at the last training timestep, where x_T ~ N(0, I) really holds; the default
+    # (leading) starts earlier, where the image still shows through, and shifts the colours of samples.
+    scheduler = DDIMScheduler.from_config(model.scheduler.config, timestep_spacing="trailing")
     scheduler.set_timesteps(steps)
     net = unet if unet is not None else model.unet
     out: list[np.ndarray] = []
@@ -102,7 +104,8 @@ def denoising_losses(
             tt = torch.full((len(x0),), int(t), device=device, dtype=torch.long)
             x_t = model.scheduler.add_noise(x0, noise, tt)
             eps = model.eps(x_t, tt, cond, net)
-            losses[lo : lo + len(x0), j] = ((eps.float() - noise) ** 2).flatten(1).mean(1).cpu().numpy()
+            target = model.target(x0, noise, tt).float()
+            losses[lo : lo + len(x0), j] = ((eps.float() - target) ** 2).flatten(1).mean(1).cpu().numpy()
     return losses
 
 
@@ -112,12 +115,13 @@ def ema_weights(unet: torch.nn.Module, ema: Any) -> Iterator[torch.nn.Module]:
     if ema is None:
         yield unet
         return
-    ema.store(unet.parameters())
-    ema.copy_to(unet.parameters())
+    params = [p for p in unet.parameters() if p.requires_grad]  # the EMA tracks the trained ones (LoRA: adapters)
+    ema.store(params)
+    ema.copy_to(params)
     try:
         yield unet
     finally:
-        ema.restore(unet.parameters())
+        ema.restore(params)
 
 
 def grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
