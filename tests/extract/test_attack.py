@@ -38,9 +38,9 @@ def memorizer(emoji: np.ndarray, tmp_path_factory: pytest.TempPathFactory):  # t
     torch.set_num_threads(2)
     singles, dup = emoji[:30], emoji[30]
     data = _image_set(np.concatenate([singles, np.repeat(dup[None], 150, axis=0)]))
-    model = build_model(ModelConfig(kind="unet_uncond", resolution=16, channels=(32, 64)))
+    model = build_model(ModelConfig(kind="unet_uncond", resolution=8, channels=(32, 64)))
     cfg = TrainConfig(
-        steps=400, batch_size=32, lr=2e-3, warmup_steps=20, checkpoint_every=0, log_every=100, ema_decay=0.99
+        steps=1500, batch_size=64, lr=2e-3, warmup_steps=20, checkpoint_every=0, log_every=100, ema_decay=0.99
     )
     train_model(model, data, cfg, tmp_path_factory.mktemp("memorizer"))
     return model, singles, dup
