@@ -108,16 +108,49 @@ def _side_by_side(pairs: list[tuple[np.ndarray, np.ndarray, float]], path: Path,
         sheet.save(tmp, format="PNG")
 
 
+def generate_resumable(
+    model: DiffusionModel,
+    count: int,
+    cfg: AuditConfig,
+    folder: Path,
+    captions: list[str] | None = None,
+    first_index: int = 0,
+) -> np.ndarray:
+    """Generations saved chunk by chunk (atomically) under ``folder``: a killed audit resumes where it stopped,
+    and because every generation is seeded by its own index the resumed images are identical."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for lo in range(0, count, cfg.batch_size):
+        ids = list(range(first_index + lo, first_index + min(count, lo + cfg.batch_size)))
+        path = folder / f"{ids[0]:08d}-{len(ids)}.npy"
+        if path.exists():
+            chunks.append(np.load(path, allow_pickle=False))
+            continue
+        caps = captions[lo : lo + len(ids)] if captions is not None else None
+        images = generate(
+            model,
+            ids,
+            cfg.seed,
+            cfg.sample_steps,
+            caps,
+            cfg.guidance,
+            cfg.batch_size,
+            device=_device(cfg),
+            progress=False,
+        )
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, images, allow_pickle=False)
+        chunks.append(images)
+    return np.concatenate(chunks)
+
+
 def _save_png(images: np.ndarray, path: Path) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(grid(images[:64])).save(tmp, format="PNG")
 
 
 def audit_unconditional(model: DiffusionModel, reference: Reference, cfg: AuditConfig, out_dir: Path) -> dict[str, Any]:
-    device = _device(cfg)
-    generated = generate(
-        model, list(range(cfg.generations)), cfg.seed, cfg.sample_steps, batch_size=cfg.batch_size, device=device
-    )
+    generated = generate_resumable(model, cfg.generations, cfg, out_dir / "generations")
     _save_png(generated, out_dir / "generations.png")
     result = unconditional_attack(generated, reference.images, cfg.alpha, cfg.n_nearest, device=cfg.device)
     hit = result.score < cfg.delta
@@ -175,17 +208,7 @@ def audit_conditional(model: DiffusionModel, reference: Reference, cfg: AuditCon
     verdicts, all_generations, pairs = [], [], []
     for p, (i, prompt) in enumerate(zip(chosen, prompts, strict=True)):
         ids = list(range(p * cfg.per_prompt, (p + 1) * cfg.per_prompt))
-        gens = generate(
-            model,
-            ids,
-            cfg.seed,
-            cfg.sample_steps,
-            [prompt] * len(ids),
-            cfg.guidance,
-            cfg.batch_size,
-            device=device,
-            progress=False,
-        )
+        gens = generate_resumable(model, len(ids), cfg, out_dir / "generations", [prompt] * len(ids), ids[0])
         all_generations.append(gens[:2])
         verdict = generate_and_filter(
             gens, reference.images[[i]], cfg.tau, cfg.min_clique, cfg.verify_l2, cfg.tile_grid

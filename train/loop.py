@@ -170,7 +170,10 @@ def train_model(
         disable=not accelerator.is_main_process,
         mininterval=1.0,
     )
+    warm_time, warm_images = timer, 0  # throughput is reported from the 10th step on (after warm-up)
     for step in bar:
+        if step == start_step + 10:
+            warm_time, warm_images = time.perf_counter(), images
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -212,17 +215,15 @@ def train_model(
                 accelerator.backward(loss)
             step_loss += loss.detach()
             images += len(index) * accelerator.num_processes
-        finite = bool(torch.isfinite(step_loss)) and all(
-            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params
-        )
-        if not finite:
+        # The clipped-gradient norm is computed anyway; a NaN/Inf anywhere in the gradients shows up in it.
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        if not (bool(torch.isfinite(step_loss)) and bool(torch.isfinite(grad_norm))):
             optimizer.zero_grad(set_to_none=True)
             skipped += 1
             log.warning("non-finite loss at step %d (%d skipped so far)", step, skipped)
             if skipped > cfg.max_bad_steps:
                 raise TrainingDiverged(f"{skipped} steps with a non-finite loss (limit {cfg.max_bad_steps})")
             continue
-        grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ema.step(params)
@@ -242,6 +243,7 @@ def train_model(
                 save_checkpoint(ckpt_root, done, tensors, state, cfg.keep_checkpoints)
             accelerator.wait_for_everyone()
     seconds = time.perf_counter() - timer
+    throughput = (images - warm_images) / max(time.perf_counter() - warm_time, 1e-9)
     accelerator.end_training()
     model_dir = out_dir / "model"
     if accelerator.is_main_process:
@@ -255,14 +257,14 @@ def train_model(
                 "steps": cfg.steps,
                 "resumed_from": start_step,
                 "seconds": round(seconds, 2),
-                "images_per_second": round(images / max(seconds, 1e-9), 1),
+                "images_per_second": round(throughput, 1),
                 "skipped_steps": skipped,
                 "final_loss": last_loss,
                 "config": asdict(cfg),
             },
         )
     model.unet = accelerator.unwrap_model(unet)
-    return TrainResult(model_dir, cfg.steps, seconds, images / max(seconds, 1e-9), skipped, last_loss, start_step)
+    return TrainResult(model_dir, cfg.steps, seconds, throughput, skipped, last_loss, start_step)
 
 
 def _sample_grid(
