@@ -88,6 +88,19 @@ def _load(folder: Path, *names: str) -> list[np.ndarray]:
     return [np.load(folder / f"{name}.npy", allow_pickle=False) for name in names]
 
 
+def _cached_arrays(
+    cache: StepCache,
+    timer: StepTimer,
+    step: str,
+    key: str,
+    names: tuple[str, ...],
+    compute: Callable[[], tuple[np.ndarray, ...]],
+) -> list[np.ndarray]:
+    """A cached step whose outputs are named arrays: computed and saved on a miss, loaded either way."""
+    folder = _cached(cache, timer, step, key, lambda d: _save(d, **dict(zip(names, compute(), strict=True))))
+    return _load(folder, *names)
+
+
 def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: StepCache) -> DedupResult:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,48 +115,36 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
     n = len(valid_rows)
 
     k_sig = fingerprint("signatures", STEP_VERSION, k_ingest, params.minhash)
-    sig_dir = _cached(
+    signatures, usable = _cached_arrays(
         cache,
         timer,
         "signatures",
         k_sig,
-        lambda d: _save(
-            d, **dict(zip(("signatures", "usable"), compute_signatures(captions, params.minhash), strict=True))
-        ),
+        ("signatures", "usable"),
+        lambda: compute_signatures(captions, params.minhash),
     )
-    signatures, usable = _load(sig_dir, "signatures", "usable")
-
     k_cap = fingerprint("caption_pairs", STEP_VERSION, k_sig, params.lsh)
-    cap_dir = _cached(
+    cap_pairs, cap_jaccard = _cached_arrays(
         cache,
         timer,
         "caption_pairs",
         k_cap,
-        lambda d: _save(
-            d, **dict(zip(("pairs", "jaccard"), caption_pairs(signatures, usable, params.lsh), strict=True))
-        ),
+        ("pairs", "jaccard"),
+        lambda: caption_pairs(signatures, usable, params.lsh),
     )
-    cap_pairs, cap_jaccard = _load(cap_dir, "pairs", "jaccard")
-
     k_emb = fingerprint("embeddings", STEP_VERSION, k_ingest, params.embedder)
-    emb_dir = _cached(
+    (embeddings,) = _cached_arrays(
         cache,
         timer,
         "embeddings",
         k_emb,
-        lambda d: _save(d, embeddings=compute_embeddings(corpus, units, params.embedder)),
+        ("embeddings",),
+        lambda: (compute_embeddings(corpus, units, params.embedder),),
     )
-    (embeddings,) = _load(emb_dir, "embeddings")
-
     k_nn = fingerprint("image_neighbors", STEP_VERSION, k_emb, params.index)
-    nn_dir = _cached(
-        cache,
-        timer,
-        "image_neighbors",
-        k_nn,
-        lambda d: _save(d, **dict(zip(("pairs", "sims"), compute_image_pairs(embeddings, params.index), strict=True))),
+    img_pairs, img_sims = _cached_arrays(
+        cache, timer, "image_neighbors", k_nn, ("pairs", "sims"), lambda: compute_image_pairs(embeddings, params.index)
     )
-    img_pairs, img_sims = _load(nn_dir, "pairs", "sims")
 
     with timer.step("cluster"):
         finite = finite_rows(embeddings) if n else np.zeros(0, bool)

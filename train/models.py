@@ -154,35 +154,28 @@ def build_model(config: ModelConfig, device: str = "cpu", seed: int = 0) -> Diff
 
 def _build(config: ModelConfig, device: str) -> DiffusionModel:
     n = len(config.channels)
+    shared: dict[str, Any] = {
+        "sample_size": config.resolution,
+        "in_channels": 3,
+        "out_channels": 3,
+        "layers_per_block": config.layers_per_block,
+        "block_out_channels": config.channels,
+        "attention_head_dim": config.attention_head_dim,
+        "norm_num_groups": min(32, config.channels[0]),
+    }
     unet: Any
     if config.kind == "unet_uncond":
         down, up = _blocks(n, config.attention, cross=False)
-        unet = UNet2DModel(
-            sample_size=config.resolution,
-            in_channels=3,
-            out_channels=3,
-            layers_per_block=config.layers_per_block,
-            block_out_channels=config.channels,
-            down_block_types=down,
-            up_block_types=up,
-            attention_head_dim=config.attention_head_dim,
-            norm_num_groups=min(32, config.channels[0]),
-        )
+        unet = UNet2DModel(**shared, down_block_types=down, up_block_types=up)
         return DiffusionModel(config, unet, _scheduler(config))
     if config.kind == "unet_text":
         down, up = _blocks(n, config.attention, cross=True)
         text = CaptionEncoder(config.text_encoder, device)
         unet = UNet2DConditionModel(
-            sample_size=config.resolution,
-            in_channels=3,
-            out_channels=3,
-            layers_per_block=config.layers_per_block,
-            block_out_channels=config.channels,
+            **shared,
             down_block_types=down,
             up_block_types=up,
             cross_attention_dim=text.dim,
-            attention_head_dim=config.attention_head_dim,
-            norm_num_groups=min(32, config.channels[0]),
         )
         return DiffusionModel(config, unet, _scheduler(config), text=text)
     return _load_stable_diffusion(config)

@@ -129,9 +129,12 @@ def test_default_config_meets_precision_and_recall(cache_dir: Path, tmp_path: Pa
     assert injected["precision"] >= 0.98 and injected["recall"] >= 0.95, injected
 
 
-def test_cli_on_foreign_webdataset_shards(tmp_path: Path) -> None:
+def test_cli_on_foreign_webdataset_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shards = tmp_path / "laion"
     shards.mkdir()
+    # The shards come from webdataset's own ShardWriter, which opens paths through gopen: allow that for
+    # the writer here (WDS_SECURE=1 in CI forbids it); the dedup run below keeps WDS_SECURE on.
+    monkeypatch.setattr(wds.utils, "enforce_security", False)
     with wds.ShardWriter(str(shards / "part-%05d.tar"), maxcount=5) as sink:
         for i in range(8):
             sink.write(
