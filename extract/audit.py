@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 from dedup.atomic import atomic_path, write_json, write_table
 from dedup.embed import EmbedderParams, make_embedder
@@ -120,7 +121,8 @@ def generate_resumable(
     and because every generation is seeded by its own index the resumed images are identical."""
     folder.mkdir(parents=True, exist_ok=True)
     chunks = []
-    for lo in range(0, count, cfg.batch_size):
+    starts = range(0, count, cfg.batch_size)
+    for lo in tqdm(starts, desc="generate", unit="batch", disable=len(starts) < 2, mininterval=1.0):
         ids = list(range(first_index + lo, first_index + min(count, lo + cfg.batch_size)))
         path = folder / f"{ids[0]:08d}-{len(ids)}.npy"
         if path.exists():
