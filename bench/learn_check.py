@@ -48,8 +48,14 @@ def main() -> None:
     captions = heldout.captions if model.conditional else None
     before = heldout_loss(model, heldout, captions)
     start = time.perf_counter()
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=1e-3, sample_every=max(1, args.steps // 3),
-                      sample_count=32, checkpoint_every=500)
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch,
+        lr=1e-3,
+        sample_every=max(1, args.steps // 3),
+        sample_count=32,
+        checkpoint_every=500,
+    )
     train_model(model, data, cfg, args.out / "train")
     seconds = time.perf_counter() - start
     after = heldout_loss(model, heldout, captions)
@@ -57,11 +63,20 @@ def main() -> None:
     images = generate(model, list(range(32)), seed=1, steps=50, captions=prompts, guidance=3.0, progress=False)
     both = np.concatenate([np.asarray(heldout.images[:32]), images]) if model.conditional else images
     Image.fromarray(grid(both, 16)).resize((16 * 18 * 3, (len(both) // 16) * 18 * 3), Image.NEAREST).save(
-        args.out / "grid.png")
-    report = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "kind": args.kind,
-              "steps": args.steps, "batch": args.batch, "train_samples": len(data), "heldout": len(heldout),
-              "heldout_loss_before": round(before, 5), "heldout_loss_after": round(after, 5),
-              "train_seconds": round(seconds, 1), "prompts": prompts}
+        args.out / "grid.png"
+    )
+    report = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "kind": args.kind,
+        "steps": args.steps,
+        "batch": args.batch,
+        "train_samples": len(data),
+        "heldout": len(heldout),
+        "heldout_loss_before": round(before, 5),
+        "heldout_loss_after": round(after, 5),
+        "train_seconds": round(seconds, 1),
+        "prompts": prompts,
+    }
     (args.out / "learn_check.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "prompts"}, indent=2))
 
