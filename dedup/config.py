@@ -11,6 +11,7 @@ import typing
 from typing import Any, TypeVar
 
 from dedup.builtin import TwemojiConfig
+from dedup.caption_embed import CaptionSemanticParams
 from dedup.cluster import ClusterRule
 from dedup.corpus import CorpusSpec
 from dedup.embed import EmbedderParams
@@ -68,15 +69,28 @@ def dedup_params(values: dict[str, Any]) -> DedupParams:
         rows=caption.pop("rows", None),
         max_bucket=caption.pop("max_bucket", 64),
     )
+    semantic = dict(caption.pop("semantic", None) or {})
+    semantic_threshold = semantic.pop("threshold", 0.9)
+    caption_semantic = build(CaptionSemanticParams, semantic)
     rule = ClusterRule(
         image_threshold=image.pop("threshold"),
         caption_threshold=caption.pop("threshold"),
         loose_image_threshold=image.pop("loose_threshold"),
         use_exact=v.pop("exact"),
+        caption_semantic_threshold=semantic_threshold if caption_semantic.enabled else None,
     )
     index = build(IndexParams, image.pop("index"))
     embedder = build(EmbedderParams, image)
     if caption:
         raise ValueError(f"unknown dedup.caption option(s): {sorted(caption)}")
     semdedup = build(SemDedupParams, v.pop("semdedup", None))
-    return DedupParams(minhash=minhash, lsh=lsh, embedder=embedder, index=index, rule=rule, semdedup=semdedup, **v)
+    return DedupParams(
+        minhash=minhash,
+        lsh=lsh,
+        caption_semantic=caption_semantic,
+        embedder=embedder,
+        index=index,
+        rule=rule,
+        semdedup=semdedup,
+        **v,
+    )

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from dedup.atomic import write_json
 from dedup.cache import StepCache, fingerprint
+from dedup.caption_embed import CaptionSemanticParams, embed_captions
 from dedup.cluster import ClusterRule, PairScorer, cluster, merge_candidates
 from dedup.corpus import Corpus
 from dedup.embed import EmbedderParams
@@ -24,7 +25,7 @@ from dedup.minhash import MinHashParams
 from dedup.neighbors import IndexParams, finite_rows
 from dedup.outputs import Decision, write_outputs
 from dedup.semdedup import SemDedupParams, semdedup
-from dedup.steps import compute_embeddings, compute_image_pairs, compute_signatures
+from dedup.steps import MIN_CAPTION_CHARS, compute_embeddings, compute_neighbor_pairs, compute_signatures
 from dedup.timing import StepTimer
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class DedupParams:
 
     minhash: MinHashParams = field(default_factory=MinHashParams)
     lsh: LshParams = field(default_factory=LshParams)
+    caption_semantic: CaptionSemanticParams = field(default_factory=CaptionSemanticParams)
     embedder: EmbedderParams = field(default_factory=EmbedderParams)
     index: IndexParams = field(default_factory=IndexParams)
     rule: ClusterRule = field(default_factory=ClusterRule)
@@ -50,6 +52,11 @@ class DedupParams:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        semantic = self.rule.caption_semantic_threshold
+        if semantic is not None and not self.caption_semantic.enabled:
+            raise ValueError("rule.caption_semantic_threshold is set but caption_semantic.enabled is false")
+        if semantic is not None and semantic < self.caption_semantic.floor:
+            raise ValueError(f"caption semantic threshold {semantic} < its floor {self.caption_semantic.floor}")
         if self.rule.caption_threshold < self.lsh.threshold:
             raise ValueError(
                 f"caption threshold {self.rule.caption_threshold} < lsh.threshold {self.lsh.threshold}: "
@@ -143,8 +150,15 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
     )
     k_nn = fingerprint("image_neighbors", STEP_VERSION, k_emb, params.index)
     img_pairs, img_sims = _cached_arrays(
-        cache, timer, "image_neighbors", k_nn, ("pairs", "sims"), lambda: compute_image_pairs(embeddings, params.index)
+        cache,
+        timer,
+        "image_neighbors",
+        k_nn,
+        ("pairs", "sims"),
+        lambda: compute_neighbor_pairs(embeddings, params.index),
     )
+
+    caption_emb, semantic_pairs = _caption_semantics(cache, timer, k_ingest, captions, params)
 
     with timer.step("cluster"):
         finite = finite_rows(embeddings) if n else np.zeros(0, bool)
@@ -164,10 +178,20 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
             decision = _semdedup_decision(safe_emb, finite, params.semdedup)
         else:
             cap_ok = finite[cap_pairs[:, 0]] & finite[cap_pairs[:, 1]] if len(cap_pairs) else np.zeros(0, bool)
+            if semantic_pairs is not None:
+                semantic_pairs = semantic_pairs[finite[semantic_pairs[:, 0]] & finite[semantic_pairs[:, 1]]]
             edges = merge_candidates(
-                n, safe_emb, img_pairs, img_sims, cap_pairs[cap_ok], cap_jaccard[cap_ok], exact_groups
+                n,
+                safe_emb,
+                img_pairs,
+                img_sims,
+                cap_pairs[cap_ok],
+                cap_jaccard[cap_ok],
+                exact_groups,
+                caption_emb,
+                semantic_pairs,
             )
-            scorer = PairScorer(safe_emb, signatures, usable, exact_groups)
+            scorer = PairScorer(safe_emb, signatures, usable, exact_groups, caption_emb)
             found = cluster(n, edges, params.rule, rank, scorer)
             decision = Decision(found.labels, found.keeper, found.size, found.signal, finite)
 
@@ -201,6 +225,31 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
     return DedupResult(
         out_dir, out_dir / "shards" if params.write_shards else None, out_dir / "manifest.parquet", stats
     )
+
+
+def _caption_semantics(
+    cache: StepCache, timer: StepTimer, k_ingest: str, captions: list[str], params: DedupParams
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The optional third signal: MiniLM caption embeddings and their neighbour pairs (both cached)."""
+    semantic = params.caption_semantic
+    if not semantic.enabled:
+        return None, None
+    usable = np.array([len(c) >= MIN_CAPTION_CHARS for c in captions], dtype=bool)
+    k_emb = fingerprint("caption_embeddings", STEP_VERSION, k_ingest, semantic.weights, MIN_CAPTION_CHARS)
+    (vectors,) = _cached_arrays(
+        cache,
+        timer,
+        "caption_embeddings",
+        k_emb,
+        ("embeddings",),
+        lambda: (embed_captions(captions, usable, semantic),),
+    )
+    index = replace(params.index, min_sim=semantic.floor)
+    k_nn = fingerprint("caption_neighbors", STEP_VERSION, k_emb, index)
+    pairs, _ = _cached_arrays(
+        cache, timer, "caption_neighbors", k_nn, ("pairs", "sims"), lambda: compute_neighbor_pairs(vectors, index)
+    )
+    return vectors, pairs
 
 
 def _semdedup_decision(embeddings: np.ndarray, finite: np.ndarray, params: SemDedupParams) -> Decision:

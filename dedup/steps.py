@@ -50,7 +50,7 @@ def count_valid(units: pa.Table) -> int:
     return sum(1 for i in units.column("sample_index").to_pylist() if i >= 0)
 
 
-def compute_image_pairs(embeddings: np.ndarray, params: IndexParams) -> tuple[np.ndarray, np.ndarray]:
+def compute_neighbor_pairs(embeddings: np.ndarray, params: IndexParams) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour pairs among finite embeddings (indices refer to the full embedding array)."""
     finite = np.flatnonzero(finite_rows(embeddings))
     pairs, sims = neighbor_pairs(embeddings[finite], params)

@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> None:
     corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
     params = replace(dedup_params(values["dedup"]), policy="remove")
     cleaned = run_dedup(corpus, params, out / "dedup", StepCache(cache_dir / "steps"))
-    reference = reference_set(cleaned, resolution)
+    reference = reference_set(cleaned, resolution, corpus.items())
     heldout = load_image_set(corpus.heldout, resolution, cache_dir) if corpus.heldout else None
     metrics = audit(
         model,

@@ -13,16 +13,22 @@ from extract.distances import normalized_l2, pairwise_l2, tiled_l2
 @dataclass(frozen=True)
 class UncondResult:
     score: np.ndarray  # normalized ℓ2 per generation
-    nearest: np.ndarray  # index of the nearest reference image
+    nearest: np.ndarray  # index of the nearest reference image (group id when grouped)
     l2: np.ndarray  # ℓ2 to it
 
 
 def unconditional_attack(
-    generated: np.ndarray, reference: np.ndarray, alpha: float = 0.5, n: int = 50, device: str | None = None
+    generated: np.ndarray,
+    reference: np.ndarray,
+    alpha: float = 0.5,
+    n: int = 50,
+    device: str | None = None,
+    groups: np.ndarray | None = None,
 ) -> UncondResult:
     """Carlini's CIFAR-10 attack: a generation is extracted if its normalized ℓ2 to the training set is
-    below δ (callers choose δ and report several)."""
-    score, nearest, dmin = normalized_l2(generated, reference, alpha=alpha, n=n, device=device)
+    below δ (callers choose δ and report several). ``groups`` marks copies of one image (see
+    ``normalized_l2``); ``nearest`` is then a group id."""
+    score, nearest, dmin = normalized_l2(generated, reference, alpha=alpha, n=n, device=device, groups=groups)
     return UncondResult(score, nearest, dmin)
 
 
@@ -43,6 +49,7 @@ class PromptVerdict:
     clique: list[int]
     best_generation: int  # the generation closest to the prompt's training image(s)
     best_l2: float
+    best_image: int  # which of the training images (copies) it is closest to
     extracted: bool  # flagged and that generation is within ℓ2 ≤ verify_l2 of a training image
 
 
@@ -58,7 +65,8 @@ def generate_and_filter(
     generation within ℓ2 ≤ 0.15 of the caption's training image(s) counts as extracted."""
     clique = largest_clique(tiled_l2(generations, generations, grid), tau)
     flagged = len(clique) >= min_clique
-    d = pairwise_l2(generations[clique] if flagged else generations, training_images).min(axis=1)
+    d = pairwise_l2(generations[clique] if flagged else generations, training_images)
     pool = clique if flagged else list(range(len(generations)))
-    best = int(np.argmin(d))
-    return PromptVerdict(flagged, clique, pool[best], float(d[best]), flagged and float(d[best]) <= verify_l2)
+    best, image = np.unravel_index(int(np.argmin(d)), d.shape)
+    best_l2 = float(d[best, image])
+    return PromptVerdict(flagged, clique, pool[best], best_l2, int(image), flagged and best_l2 <= verify_l2)

@@ -1,7 +1,9 @@
 """The extraction stage: generate, compare with the training images, and measure memorization.
 
 The reference set is one image per duplicate cluster of the RAW corpus (its keeper), with the cluster's
-size as the image's duplicate count; both arms of an experiment are audited against the same set, so
+size as the image's duplicate count, plus every copy in the cluster: a generation's distance to an image
+is its distance to the closest copy (the model may have learned any of them), and Carlini's normalizing
+neighbourhood counts each image once. Both arms of an experiment are audited against the same set, so
 "extracted" means the same thing for each. Outputs: ``matches.parquet``, ``metrics.json``,
 ``extracted.png`` and a grid of generations.
 """
@@ -22,6 +24,7 @@ from tqdm import tqdm
 from dedup.atomic import atomic_path, write_json, write_table
 from dedup.embed import EmbedderParams, make_embedder
 from extract.attacks import generate_and_filter, unconditional_attack
+from extract.distances import pairwise_l2
 from extract.membership import loss_attack, roc_auc
 from extract.stratify import bucket_of, extraction_by_bucket
 from extract.wen import wen_scores
@@ -69,6 +72,18 @@ class Reference:
     captions: list[str]
     dup_counts: np.ndarray  # size of the image's cluster in the raw corpus
     trained: np.ndarray  # bool: the audited model saw this image
+    copies: np.ndarray | None = None  # every raw training image: keepers and their near-copies
+    copy_of: np.ndarray | None = None  # per copy, the index of its image in ``images``
+
+    def training_copies(self) -> tuple[np.ndarray, np.ndarray]:
+        """(copies, index of each copy's image); without copies, the images themselves."""
+        if self.copies is None or self.copy_of is None:
+            return self.images, np.arange(len(self.images))
+        return self.copies, self.copy_of
+
+    def copies_of(self, index: int) -> np.ndarray:
+        copies, copy_of = self.training_copies()
+        return copies[copy_of == index]
 
 
 def _device(cfg: AuditConfig) -> str:
@@ -107,6 +122,10 @@ def _side_by_side(pairs: list[tuple[np.ndarray, np.ndarray, float]], path: Path,
         draw.text((x + 2, y + h * scale + 3), f"{dist:.3f}", fill=(0, 0, 0))
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
+
+
+def _closest(image: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    return candidates[int(np.argmin(pairwise_l2(image[None], candidates)[0]))]
 
 
 def generate_resumable(
@@ -154,7 +173,8 @@ def _save_png(images: np.ndarray, path: Path) -> None:
 def audit_unconditional(model: DiffusionModel, reference: Reference, cfg: AuditConfig, out_dir: Path) -> dict[str, Any]:
     generated = generate_resumable(model, cfg.generations, cfg, out_dir / "generations")
     _save_png(generated, out_dir / "generations.png")
-    result = unconditional_attack(generated, reference.images, cfg.alpha, cfg.n_nearest, device=cfg.device)
+    copies, copy_of = reference.training_copies()
+    result = unconditional_attack(generated, copies, cfg.alpha, cfg.n_nearest, device=cfg.device, groups=copy_of)
     hit = result.score < cfg.delta
     extracted_images = np.zeros(len(reference.keys), bool)
     extracted_images[np.unique(result.nearest[hit])] = True
@@ -177,7 +197,10 @@ def audit_unconditional(model: DiffusionModel, reference: Reference, cfg: AuditC
         j = int(result.nearest[g])
         if j not in best or result.score[g] < best[j][0]:
             best[j] = (float(result.score[g]), int(g))
-    pairs = [(generated[g], reference.images[j], float(result.l2[g])) for j, (_, g) in sorted(best.items())]
+    pairs = [
+        (generated[g], _closest(generated[g], reference.copies_of(j)), float(result.l2[g]))
+        for j, (_, g) in sorted(best.items())
+    ]
     _side_by_side(pairs, out_dir / "extracted.png")
     at_delta = {str(d): int(np.unique(result.nearest[result.score < d]).size) for d in cfg.deltas}
     return {
@@ -212,12 +235,11 @@ def audit_conditional(model: DiffusionModel, reference: Reference, cfg: AuditCon
         ids = list(range(p * cfg.per_prompt, (p + 1) * cfg.per_prompt))
         gens = generate_resumable(model, len(ids), cfg, out_dir / "generations", [prompt] * len(ids), ids[0])
         all_generations.append(gens[:2])
-        verdict = generate_and_filter(
-            gens, reference.images[[i]], cfg.tau, cfg.min_clique, cfg.verify_l2, cfg.tile_grid
-        )
+        copies = reference.copies_of(i)
+        verdict = generate_and_filter(gens, copies, cfg.tau, cfg.min_clique, cfg.verify_l2, cfg.tile_grid)
         verdicts.append(verdict)
         if verdict.extracted:
-            pairs.append((gens[verdict.best_generation], reference.images[i], verdict.best_l2))
+            pairs.append((gens[verdict.best_generation], copies[verdict.best_image], verdict.best_l2))
         for name, value in (
             ("generation", ids[verdict.best_generation]),
             ("prompt", prompt),

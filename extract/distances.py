@@ -2,7 +2,11 @@
 
 - ``l2``: root-mean-square pixel difference over [0, 1] pixels, ``sqrt(mean((a - b)²))``;
 - ``normalized_l2``: ℓ2 to the nearest training image divided by α × the mean ℓ2 to the n nearest
-  (α = 0.5, n = 50): ≈ 1.2–2 for a normal generation, ≈ 0.1–0.3 for a memorized one;
+  (α = 0.5, n = 50): ≈ 1.2–2 for a normal generation, ≈ 0.1–0.3 for a memorized one. With ``groups``
+  (one id per training image, copies of one image share an id) each group counts once: its distance is
+  that of its closest copy. Carlini's n nearest must be n *different* images — with 64 copies of an
+  image in the training set the 50 nearest would otherwise all be that image and the ratio meaningless —
+  while the model may have learned any of the copies (crops, re-encodes), so the closest one is used;
 - ``tiled_l2``: split both images into a g×g grid of tiles, ℓ2 per tile, the max over tiles.
 """
 
@@ -53,14 +57,23 @@ def normalized_l2(
     n: int = 50,
     chunk: int = 512,
     device: str | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(score, nearest training index, ℓ2 to it) per generation; score = ℓ2_min / (α · mean of n smallest)."""
-    k = min(n, len(training))
+    """(score, nearest training index — or group id with ``groups`` —, ℓ2 to it) per generation;
+    score = ℓ2_min / (α · mean of the n smallest)."""
+    group_ids = torch.from_numpy(np.asarray(groups, dtype=np.int64)) if groups is not None else None
+    if group_ids is not None and len(group_ids) != len(training):
+        raise ValueError(f"{len(group_ids)} group ids for {len(training)} training images")
+    n_groups = int(group_ids.max()) + 1 if group_ids is not None and len(group_ids) else len(training)
+    k = min(n, n_groups)
     scores = np.empty(len(generated), np.float32)
     nearest = np.empty(len(generated), np.int64)
     dmin = np.empty(len(generated), np.float32)
     for lo in range(0, len(generated), chunk):
         d = torch.from_numpy(pairwise_l2(generated[lo : lo + chunk], training, device=device))
+        if group_ids is not None:
+            per_group = torch.full((len(d), n_groups), float("inf"), dtype=d.dtype)
+            d = per_group.scatter_reduce(1, group_ids.expand(len(d), -1), d, reduce="amin")
         small, idx = d.topk(k, dim=1, largest=False)
         dmin[lo : lo + chunk] = small[:, 0].numpy()
         nearest[lo : lo + chunk] = idx[:, 0].numpy()

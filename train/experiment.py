@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ from dedup.atomic import write_json
 from dedup.cache import StepCache, fingerprint
 from dedup.corpus import Corpus
 from dedup.pipeline import DedupParams, DedupResult, run_dedup
-from dedup.readers import read_shards
+from dedup.readers import Item, read_shards
 from dedup.sample import Sample
 from dedup.timing import StepTimer, peak_rss_mb
+from dedup.validate import decode_image
 from extract.audit import AuditConfig, Reference, audit
 from train.data import ImageSet, load_image_set, square_resize
 from train.loop import TrainConfig, train_model
@@ -57,20 +59,36 @@ def _dedup(corpus: Corpus, params: DedupParams, out: Path, cache: StepCache) -> 
     return run_dedup(corpus, params, out, cache)
 
 
-def reference_set(dedup_result: DedupResult, resolution: int, heldout_keys: set[str] | None = None) -> Reference:
-    """One image per raw duplicate cluster (its keeper), with the cluster size as its duplicate count."""
-    rows = pq.read_table(dedup_result.manifest).to_pylist()
+def reference_set(dedup_result: DedupResult, resolution: int, raw_items: Iterable[Item] | None = None) -> Reference:
+    """One image per raw duplicate cluster (its keeper) with the cluster size as its duplicate count, and —
+    from ``raw_items``, the corpus the dedup stage read — every copy in each cluster."""
+    rows = pq.read_table(dedup_result.manifest, columns=["key", "status", "cluster_id", "cluster_size"]).to_pylist()
     size = {r["key"]: int(r["cluster_size"]) for r in rows if r["status"] == "kept"}
+    cluster_of = {r["key"]: int(r["cluster_id"]) for r in rows if r["status"] in ("kept", "duplicate")}
     images, keys, captions, counts = [], [], [], []
     for item in read_shards(str(dedup_result.shards)):
         if isinstance(item, Sample) and item.key in size:
-            from dedup.validate import decode_image
-
             images.append(square_resize(decode_image(item.image), resolution))
             keys.append(item.key)
             captions.append(item.caption)
             counts.append(size[item.key])
-    return Reference(np.stack(images), keys, captions, np.asarray(counts), np.ones(len(keys), bool))
+    if raw_items is None:
+        return Reference(np.stack(images), keys, captions, np.asarray(counts), np.ones(len(keys), bool))
+    image_of_cluster = {cluster_of[key]: i for i, key in enumerate(keys)}
+    copies, copy_of = [], []
+    for item in raw_items:
+        if isinstance(item, Sample) and item.key in cluster_of:
+            copies.append(square_resize(decode_image(item.image), resolution))
+            copy_of.append(image_of_cluster[cluster_of[item.key]])
+    return Reference(
+        np.stack(images),
+        keys,
+        captions,
+        np.asarray(counts),
+        np.ones(len(keys), bool),
+        np.stack(copies),
+        np.asarray(copy_of, dtype=np.int64),
+    )
 
 
 def _train_arm(
@@ -121,7 +139,7 @@ def run_experiment(spec: ExperimentSpec, corpus: Corpus, out_dir: str | Path, ca
             shards["reweight"] = _dedup(
                 corpus, replace(spec.dedup, policy="reweight"), out / "dedup_reweight", steps_cache
             ).shards
-    reference = reference_set(cleaned, spec.model.resolution)
+    reference = reference_set(cleaned, spec.model.resolution, corpus.items())
     heldout = _heldout(corpus, spec.model.resolution, cache_root)
     heldout_images = np.asarray(heldout.images) if heldout is not None else reference.images[:0]
     arms: dict[str, Any] = {}
@@ -146,6 +164,7 @@ def run_experiment(spec: ExperimentSpec, corpus: Corpus, out_dir: str | Path, ca
                 asdict(spec.audit),
                 reference.keys,
                 reference.dup_counts.tolist(),
+                reference.training_copies()[1].tolist(),
                 len(heldout_images),
             )
             audit_cache = cache_root / "audit" / audit_key

