@@ -1,6 +1,6 @@
 """Does a from-scratch model learn on the built-in corpus? Held-out denoising loss before/after and a grid.
 
-    python bench/learn_check.py [--kind unet_text] [--steps 1500] [--batch 32] [--out runs/learn_check]
+    python bench/learn_check.py [--kind unet_text] [--steps 2000] [--batch 64] [--out runs/learn_check]
 
 Writes train/ (checkpoints, samples/ grids, TensorBoard), learn_check.json and grid.png (captions of
 held-out emoji — never trained on — as prompts for a text model).
@@ -35,8 +35,8 @@ def heldout_loss(model, heldout, captions) -> float:  # type: ignore[no-untyped-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kind", default="unet_text")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--subset", type=int, default=1000)
     parser.add_argument("--cache", default=".cache")
     parser.add_argument("--out", type=Path, default=Path("runs/learn_check"))
