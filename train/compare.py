@@ -53,23 +53,28 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _label(run: Path) -> str:
-    overrides = run / ".hydra" / "overrides.yaml"
-    if overrides.exists():
-        items = [line.strip("- \n") for line in overrides.read_text().splitlines() if line.strip().startswith("-")]
-        if items:
-            return " ".join(items)
-    return run.name
+def _overrides(run: Path) -> list[str]:
+    path = run / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return []
+    return [line.strip("- \n") for line in path.read_text().splitlines() if line.strip().startswith("-")]
+
+
+def labels(runs: list[Path]) -> list[str]:
+    """Each run's Hydra overrides, less those every run shares (in a sweep: the swept values)."""
+    items = [_overrides(run) for run in runs]
+    common = set.intersection(*(set(i) for i in items)) if len(items) > 1 else set()
+    return [" ".join(o for o in i if o not in common) or run.name for run, i in zip(runs, items, strict=True)]
 
 
 def rows(runs: list[Path]) -> list[dict[str, Any]]:
     out = []
-    for run in runs:
+    for run, label in zip(runs, labels(runs), strict=True):
         metrics = json.loads((run / "metrics.json").read_text())
         for arm, data in metrics["arms"].items():
             out.append(
                 {
-                    "run": _label(run),
+                    "run": label,
                     "arm": arm,
                     **{k: data.get(k) for k in COLUMNS[2:8]},
                     "dedup_precision": metrics["dedup"].get("precision"),

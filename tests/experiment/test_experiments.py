@@ -121,3 +121,29 @@ def test_cli_end_to_end_with_cache_reuse_compare_and_html(tmp_path: Path, cache_
     loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
     assert loaded and loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 2, dom[:2000]
     assert 'id="arms"' in dom and "dedup" in dom
+
+
+def test_threshold_sweep_as_multirun_and_compare_over_it(tmp_path: Path, cache_dir: Path) -> None:
+    sweep = tmp_path / "multi"
+    proc = _run(
+        [
+            "-m",
+            "train",
+            "-m",
+            "+experiment=dedup",
+            *TINY,
+            "dedup.caption.threshold=0.7,0.9",
+            f"cache_dir={cache_dir / 'sweep'}",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if (p / "metrics.json").exists()) == ["0", "1"]
+    # The second job changes only a threshold: the raw arm's model is the first job's.
+    second = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert second["stages"]["train_raw"]["cached"]
+    compare = _run(["-m", "train.compare", str(sweep), "--out", str(tmp_path / "cmp")], REPO)
+    assert compare.returncode == 0, compare.stderr[-2000:]
+    assert "dedup.caption.threshold=0.7" in compare.stdout and "dedup.caption.threshold=0.9" in compare.stdout
+    assert compare.stdout.count("| raw |") == 2
