@@ -138,8 +138,11 @@ def train_model(
         betas=cfg.adam_betas,
         weight_decay=cfg.weight_decay,
         fused=cfg.fused_adam and device.type == "cuda",
+        # Multi-tensor updates (one op over all parameters, not one per tensor) also on the CPU, where
+        # torch does not pick them by default; the fused kernel replaces them on the GPU.
+        foreach=not (cfg.fused_adam and device.type == "cuda"),
     )
-    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
+    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75, foreach=True)
     generator = torch.Generator().manual_seed(cfg.seed)
     sampler = EpochSampler(data.weights, cfg.seed)
     vocab = vocabulary(data.captions)
