@@ -36,7 +36,7 @@ from train.models import ModelConfig, build_model, load_model
 
 log = logging.getLogger(__name__)
 ARMS = ("raw", "dedup", "reweight", "mitigated")
-EXPERIMENT_VERSION = 1
+EXPERIMENT_VERSION = 2  # bump when training or audit code changes what a cached stage would contain
 
 
 @dataclass(frozen=True)
