@@ -25,7 +25,7 @@ from dedup.minhash import MinHashParams
 from dedup.neighbors import IndexParams, finite_rows
 from dedup.outputs import Decision, write_outputs
 from dedup.semdedup import SemDedupParams, semdedup
-from dedup.steps import MIN_CAPTION_CHARS, compute_embeddings, compute_neighbor_pairs, compute_signatures
+from dedup.steps import MIN_CAPTION_CHARS, compute_embeddings, compute_neighbor_pairs, compute_signatures, long_enough
 from dedup.timing import StepTimer
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def _caption_semantics(
     semantic = params.caption_semantic
     if not semantic.enabled:
         return None, None
-    usable = np.array([len(c) >= MIN_CAPTION_CHARS for c in captions], dtype=bool)
+    usable = long_enough(captions)
     k_emb = fingerprint("caption_embeddings", STEP_VERSION, k_ingest, semantic.weights, MIN_CAPTION_CHARS)
     (vectors,) = _cached_arrays(
         cache,

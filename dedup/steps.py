@@ -16,11 +16,15 @@ from dedup.validate import decode_image
 MIN_CAPTION_CHARS = 3  # shorter normalised captions ("a", "") never enter the caption index
 
 
+def long_enough(captions: list[str]) -> np.ndarray:
+    """Normalised captions that may join a caption signal at all (MinHash or embeddings)."""
+    return np.array([len(c) >= MIN_CAPTION_CHARS for c in captions], dtype=bool)
+
+
 def compute_signatures(captions: list[str], params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
     """(signatures, usable): captions with no shingles or under MIN_CAPTION_CHARS are not usable."""
     signatures, empty = MinHasher(params).signatures(captions)
-    long_enough = np.array([len(c) >= MIN_CAPTION_CHARS for c in captions], dtype=bool)
-    return signatures, ~empty & long_enough
+    return signatures, ~empty & long_enough(captions)
 
 
 def compute_embeddings(corpus: Corpus, units: pa.Table, params: EmbedderParams) -> np.ndarray:
