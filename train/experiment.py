@@ -80,6 +80,12 @@ def reference_set(dedup_result: DedupResult, resolution: int, raw_items: Iterabl
         if isinstance(item, Sample) and item.key in cluster_of:
             copies.append(square_resize(decode_image(item.image), resolution))
             copy_of.append(image_of_cluster[cluster_of[item.key]])
+    if len(copies) != len(cluster_of):
+        # A silently smaller reference would undercount extraction: the corpus is not the one deduplicated.
+        raise ValueError(
+            f"the raw corpus yields {len(copies)} of the {len(cluster_of)} trained samples in "
+            f"{dedup_result.manifest}: it is not the corpus that manifest describes"
+        )
     return Reference(
         np.stack(images),
         keys,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from dedup.cache import StepCache
 from dedup.corpus import CorpusSpec, open_corpus
@@ -25,5 +27,7 @@ def test_reference_groups_every_raw_copy_under_its_keeper(cache_dir: Path, tmp_p
     assert np.array_equal(np.bincount(copy_of, minlength=len(reference.keys)), reference.dup_counts)
     for i in range(len(reference.keys)):  # the keeper itself is one of its copies
         assert (reference.copies_of(i) == reference.images[i]).all(axis=(1, 2, 3)).any()
+    with pytest.raises(ValueError, match="not the corpus"):
+        reference_set(cleaned, 8, itertools.islice(corpus.items(), 10))
     bare = reference_set(cleaned, 8)
     assert np.array_equal(bare.training_copies()[1], np.arange(len(bare.keys)))
