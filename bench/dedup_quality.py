@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from dedup.builtin import TwemojiConfig
-from dedup.cache import StepCache
-from dedup.caption_embed import CaptionSemanticParams
-from dedup.cluster import ClusterRule
-from dedup.corpus import CorpusSpec, open_corpus
+from common.cache import StepCache
+from dedup.builtin.twemoji import TwemojiConfig
+from dedup.decide.cluster import ClusterRule
+from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.pipeline import DedupParams, run_dedup
+from dedup.signals.caption_embed import CaptionSemanticParams
 
 
 def main() -> None:

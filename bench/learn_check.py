@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dedup.builtin import TwemojiConfig, build_twemoji
-from train.data import load_image_set
+from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
+from diffusion.images import load_image_set
+from diffusion.models import ModelConfig, build_model
+from diffusion.sampling import denoising_losses, generate, grid
 from train.loop import TrainConfig, train_model
-from train.models import ModelConfig, build_model
-from train.sampling import denoising_losses, generate, grid
 
 TIMESTEPS = [50, 100, 200, 400, 700]
 

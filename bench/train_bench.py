@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from dedup.builtin import TwemojiConfig, build_twemoji
-from train.data import load_image_set
+from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
+from diffusion.images import load_image_set
+from diffusion.models import ModelConfig, build_model
 from train.loop import TrainConfig, train_model
-from train.models import ModelConfig, build_model
 
 
 def plain_loop(model_cfg: ModelConfig, data, steps: int, batch: int, device: str) -> float:  # type: ignore[no-untyped-def]

@@ -10,9 +10,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dedup.cache import StepCache
+from common.cache import StepCache
 from dedup.config import corpus_spec, dedup_params, limits
-from dedup.corpus import open_corpus
+from dedup.io.corpus import open_corpus
 from dedup.pipeline import run_dedup
 from dedup.report import console_summary
 

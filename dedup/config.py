@@ -6,40 +6,20 @@ Unknown keys are errors, so a typo in an override never silently does nothing.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from typing import Any, TypeVar
+from typing import Any
 
-from dedup.builtin import TwemojiConfig
-from dedup.caption_embed import CaptionSemanticParams
-from dedup.cluster import ClusterRule
-from dedup.corpus import CorpusSpec
-from dedup.embed import EmbedderParams
-from dedup.lsh import LshParams
-from dedup.minhash import MinHashParams
-from dedup.neighbors import IndexParams
+from common.config import build
+from dedup.builtin.twemoji import TwemojiConfig
+from dedup.decide.cluster import ClusterRule
+from dedup.decide.semdedup import SemDedupParams
+from dedup.io.corpus import CorpusSpec
+from dedup.io.validate import Limits
 from dedup.pipeline import DedupParams
-from dedup.semdedup import SemDedupParams
-from dedup.validate import Limits
-
-T = TypeVar("T")
-
-
-def build(cls: type[T], values: dict[str, Any] | None) -> T:
-    """Instantiate a (nested) frozen dataclass from a dict, rejecting unknown keys."""
-    values = dict(values or {})
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s): {sorted(unknown)}; known: {sorted(names)}")
-    for name, value in list(values.items()):
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            values[name] = build(hint, value)  # type: ignore[arg-type]
-        elif isinstance(value, list):
-            values[name] = tuple(value)
-    return cls(**values)
+from dedup.signals.caption_embed import CaptionSemanticParams
+from dedup.signals.embed import EmbedderParams
+from dedup.signals.lsh import LshParams
+from dedup.signals.minhash import MinHashParams
+from dedup.signals.neighbors import IndexParams
 
 
 def corpus_spec(values: dict[str, Any]) -> CorpusSpec:

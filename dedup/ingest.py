@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from dedup.atomic import write_table
-from dedup.corpus import Corpus
-from dedup.normalize import normalize_caption
-from dedup.sample import Rejection, Sample
-from dedup.validate import Invalid, decode_image
+from common.atomic import write_table
+from dedup.io.corpus import Corpus
+from dedup.io.sample import Rejection, Sample
+from dedup.io.validate import Invalid, decode_image
+from dedup.signals.normalize import normalize_caption
 
 UNITS_FILE = "units.parquet"
 

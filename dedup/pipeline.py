@@ -12,21 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from dedup.atomic import write_json
-from dedup.cache import StepCache, fingerprint
-from dedup.caption_embed import CaptionSemanticParams, embed_captions
-from dedup.cluster import ClusterRule, PairScorer, cluster, merge_candidates
-from dedup.corpus import Corpus
-from dedup.embed import EmbedderParams
-from dedup.evaluate import evaluate
+from common.atomic import write_json
+from common.cache import StepCache, fingerprint
+from common.timing import StepTimer
+from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
+from dedup.decide.evaluate import evaluate
+from dedup.decide.semdedup import SemDedupParams, semdedup
 from dedup.ingest import ingest, read_units
-from dedup.lsh import LshParams, caption_pairs
-from dedup.minhash import MinHashParams
-from dedup.neighbors import IndexParams, finite_rows
-from dedup.outputs import Decision, write_outputs
-from dedup.semdedup import SemDedupParams, semdedup
+from dedup.io.corpus import Corpus
+from dedup.outputs.apply import Decision, write_outputs
+from dedup.signals.caption_embed import CaptionSemanticParams, embed_captions
+from dedup.signals.embed import EmbedderParams
+from dedup.signals.lsh import LshParams, caption_pairs
+from dedup.signals.minhash import MinHashParams
+from dedup.signals.neighbors import IndexParams, finite_rows
 from dedup.steps import MIN_CAPTION_CHARS, compute_embeddings, compute_neighbor_pairs, compute_signatures, long_enough
-from dedup.timing import StepTimer
 
 log = logging.getLogger(__name__)
 POLICIES = ("remove", "reweight", "keep", "semdedup")

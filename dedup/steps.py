@@ -6,12 +6,12 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from dedup.corpus import Corpus
-from dedup.embed import EmbedderParams, make_embedder
 from dedup.ingest import valid_samples
-from dedup.minhash import MinHasher, MinHashParams
-from dedup.neighbors import IndexParams, finite_rows, neighbor_pairs
-from dedup.validate import decode_image
+from dedup.io.corpus import Corpus
+from dedup.io.validate import decode_image
+from dedup.signals.embed import EmbedderParams, make_embedder
+from dedup.signals.minhash import MinHasher, MinHashParams
+from dedup.signals.neighbors import IndexParams, finite_rows, neighbor_pairs
 
 MIN_CAPTION_CHARS = 3  # shorter normalised captions ("a", "") never enter the caption index
 

@@ -12,14 +12,15 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from dedup.cache import StepCache
-from dedup.config import build, corpus_spec, dedup_params, limits
-from dedup.corpus import open_corpus
+from common.cache import StepCache
+from common.config import build
+from dedup.config import corpus_spec, dedup_params, limits
+from dedup.io.corpus import open_corpus
 from dedup.pipeline import run_dedup
+from diffusion.images import load_image_set
+from diffusion.models import load_model
 from extract.audit import AuditConfig, audit
-from train.data import load_image_set
-from train.experiment import reference_set
-from train.models import load_model
+from extract.reference import reference_set
 
 os.environ.setdefault("WDS_SECURE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

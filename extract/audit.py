@@ -21,15 +21,16 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from dedup.atomic import atomic_path, write_json, write_table
-from dedup.embed import EmbedderParams, make_embedder
+from common.atomic import atomic_path, write_json, write_table
+from dedup.signals.embed import EmbedderParams, make_embedder
+from diffusion.models import DiffusionModel
+from diffusion.sampling import denoising_losses, generate, grid
 from extract.attacks import generate_and_filter, unconditional_attack
 from extract.distances import pairwise_l2
 from extract.membership import loss_attack, roc_auc
+from extract.reference import Reference
 from extract.stratify import bucket_of, extraction_by_bucket
 from extract.wen import wen_scores
-from train.models import DiffusionModel
-from train.sampling import denoising_losses, generate, grid
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +64,6 @@ class AuditConfig:
     copy_thresholds: tuple[float, ...] = (0.5, 0.4)
     batch_size: int = 250
     device: str | None = None
-
-
-@dataclass(frozen=True)
-class Reference:
-    images: np.ndarray  # (N, H, W, 3) uint8, one per raw duplicate cluster
-    keys: list[str]
-    captions: list[str]
-    dup_counts: np.ndarray  # size of the image's cluster in the raw corpus
-    trained: np.ndarray  # bool: the audited model saw this image
-    copies: np.ndarray | None = None  # every raw training image: keepers and their near-copies
-    copy_of: np.ndarray | None = None  # per copy, the index of its image in ``images``
-
-    def training_copies(self) -> tuple[np.ndarray, np.ndarray]:
-        """(copies, index of each copy's image); without copies, the images themselves."""
-        if self.copies is None or self.copy_of is None:
-            return self.images, np.arange(len(self.images))
-        return self.copies, self.copy_of
-
-    def copies_of(self, index: int) -> np.ndarray:
-        copies, copy_of = self.training_copies()
-        return copies[copy_of == index]
 
 
 def _device(cfg: AuditConfig) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dedup.embed import Embedder, EmbedderParams, make_embedder
-from dedup.neighbors import IndexParams, build_index, finite_rows
+from dedup.signals.embed import Embedder, EmbedderParams, make_embedder
+from dedup.signals.neighbors import IndexParams, build_index, finite_rows
 
 
 @dataclass(frozen=True)

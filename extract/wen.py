@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
-from train.models import DiffusionModel
-from train.sampling import noise_for
+from diffusion.models import DiffusionModel
+from diffusion.sampling import noise_for
 
 
 @torch.no_grad()

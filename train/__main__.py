@@ -1,54 +1,10 @@
-"""``python -m train [+experiment=NAME]``: the main job. Hydra stops here; the rest takes plain types."""
+"""``python -m train [+experiment=NAME]``: the documented entry of the main job, kept as a thin shim.
 
-from __future__ import annotations
+The orchestration (dedup → train each arm → extract → report) lives in the ``experiment`` package, so that
+``train`` itself imports neither ``extract`` nor ``experiment``; this file is the one exception.
+"""
 
-import logging
-import os
-from pathlib import Path
-from typing import Any
-
-import hydra
-from omegaconf import DictConfig, OmegaConf
-
-from dedup.config import build, corpus_spec, dedup_params, limits
-from dedup.corpus import open_corpus
-from extract.audit import AuditConfig
-from train.experiment import ExperimentSpec, run_experiment
-from train.loop import TrainConfig
-from train.mitigations import MitigationConfig
-from train.models import ModelConfig
-from train.report import console_summary, write_report
-
-os.environ.setdefault("WDS_SECURE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-log = logging.getLogger("train")
-
-
-def spec_from(values: dict[str, Any]) -> ExperimentSpec:
-    return ExperimentSpec(
-        name=values["name"],
-        arms=tuple(values["arms"]),
-        dedup=dedup_params(values["dedup"]),
-        model=build(ModelConfig, values["model"]),
-        train=build(TrainConfig, values["train"]),
-        audit=build(AuditConfig, values["extract"]),
-        mitigation=build(MitigationConfig, values["mitigation"]),
-    )
-
-
-@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    spec = spec_from(values)
-    cache_dir = Path(values["cache_dir"])
-    corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
-    out = Path(values["output"])
-    metrics = run_experiment(spec, corpus, out, cache_dir)
-    if metrics:  # empty on the non-main processes of a multi-GPU launch
-        write_report(out, metrics)
-        print(console_summary(metrics, out))
-
+from experiment.__main__ import main
 
 if __name__ == "__main__":
     main()

@@ -22,12 +22,13 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 from tqdm import tqdm
 
-from dedup.atomic import atomic_path, write_json
+from common.atomic import atomic_path, write_json
+from diffusion.images import ImageSet
+from diffusion.models import DiffusionModel, save_model, trainable_parameters
+from diffusion.sampling import ema_weights, generate, grid
 from train.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
-from train.data import EpochSampler, ImageSet
+from train.data import EpochSampler
 from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, vocabulary, wen_keep_mask
-from train.models import DiffusionModel, save_model, trainable_parameters
-from train.sampling import ema_weights, generate, grid
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dedup.cache import StepCache
-from dedup.corpus import CorpusSpec, open_corpus
+from common.cache import StepCache
+from dedup.io.corpus import CorpusSpec, open_corpus
+from dedup.io.sample import Reason
+from dedup.io.validate import Invalid, Limits, decode_image
 from dedup.pipeline import DedupParams, run_dedup
-from dedup.sample import Reason
-from dedup.validate import Invalid, Limits, decode_image
 from tests.conftest import add_member, count_units, encode, random_rgb
 
 GOOD = encode(random_rgb(0), "PNG")
@@ -184,7 +184,7 @@ def test_nothing_lost(bad_run) -> None:  # type: ignore[no-untyped-def]
     statuses = {r["status"] for r in rows}
     assert statuses <= {"kept", "duplicate", "rejected"}
     kept = [r["key"] for r in rows if r["status"] == "kept"]
-    from dedup.readers import read_shards
+    from dedup.io.readers import read_shards
 
     written = [s.key for s in read_shards(str(root / "out" / "shards"))]
     assert sorted(written) == sorted(kept)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from dedup.builtin import build_twemoji, emoji_files, render
-from dedup.emoji_names import emoji_name, natural_group
-from dedup.readers import read_shards
-from dedup.sample import Sample
-from dedup.validate import decode_image
+from dedup.builtin.emoji_names import emoji_name, natural_group
+from dedup.builtin.twemoji import build_twemoji, emoji_files, render
+from dedup.io.readers import read_shards
+from dedup.io.sample import Sample
+from dedup.io.validate import decode_image
 from tests.conftest import TINY_TWEMOJI
 
 

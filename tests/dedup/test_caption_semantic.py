@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dedup.cache import StepCache
-from dedup.caption_embed import CaptionSemanticParams, embed_captions
-from dedup.cluster import ClusterRule, PairScorer, cluster, merge_candidates
-from dedup.corpus import CorpusSpec, open_corpus
+from common.cache import StepCache
+from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
+from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.pipeline import DedupParams, run_dedup
+from dedup.signals.caption_embed import CaptionSemanticParams, embed_captions
 from tests.conftest import TINY_TWEMOJI
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dedup.cluster import ClusterRule, PairScorer, cluster, merge_candidates
-from dedup.semdedup import SemDedupParams, semdedup
+from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
+from dedup.decide.semdedup import SemDedupParams, semdedup
 
 
 def _unit(angles_deg: list[float]) -> np.ndarray:

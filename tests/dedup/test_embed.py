@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dedup.embed import EmbedderParams, PHashEmbedder, PixelEmbedder, make_embedder
-from dedup.neighbors import IndexParams, knn, neighbor_pairs
+from dedup.signals.embed import EmbedderParams, PHashEmbedder, PixelEmbedder, make_embedder
+from dedup.signals.neighbors import IndexParams, knn, neighbor_pairs
 from tests.conftest import random_rgb
 
 

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from dedup.atomic import atomic_path, write_bytes
-from dedup.readers import read_folder, read_shards
-from dedup.sample import Reason, Rejection, Sample
-from dedup.writer import ShardWriter
+from common.atomic import atomic_path, write_bytes
+from dedup.io.readers import read_folder, read_shards
+from dedup.io.sample import Reason, Rejection, Sample
+from dedup.io.writer import ShardWriter
 from tests.conftest import encode, random_rgb
 
 

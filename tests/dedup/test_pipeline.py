@@ -13,14 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from dedup.builtin import TwemojiConfig
-from dedup.cache import StepCache
-from dedup.cluster import ClusterRule
-from dedup.corpus import CorpusSpec, open_corpus
-from dedup.embed import PixelEmbedder
+from common.cache import StepCache
+from dedup.builtin.twemoji import TwemojiConfig
+from dedup.decide.cluster import ClusterRule
+from dedup.io.corpus import CorpusSpec, open_corpus
+from dedup.io.readers import read_shards
+from dedup.io.sample import Reason, Sample
 from dedup.pipeline import DedupParams, run_dedup
-from dedup.readers import read_shards
-from dedup.sample import Reason, Sample
+from dedup.signals.embed import PixelEmbedder
 from tests.conftest import TINY_TWEMOJI, count_units, encode, random_rgb
 
 REPO = Path(__file__).resolve().parents[2]

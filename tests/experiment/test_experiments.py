@@ -15,10 +15,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dedup.config import corpus_spec, limits
-from dedup.corpus import open_corpus
+from dedup.io.corpus import open_corpus
+from experiment.report import write_report
+from experiment.run import run_experiment
 from train.__main__ import spec_from
-from train.experiment import run_experiment
-from train.report import write_report
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
@@ -92,7 +92,7 @@ def test_cli_end_to_end_with_cache_reuse_compare_and_html(tmp_path: Path, cache_
     assert second["arms"]["raw"]["extracted_images"] == first["arms"]["raw"]["extracted_images"]
     assert second["seconds"] < first["seconds"]
     assert (runs[0] / ".hydra" / "config.yaml").exists()
-    compare = _run(["-m", "train.compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "cmp")], REPO)
+    compare = _run(["-m", "experiment.compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "cmp")], REPO)
     assert compare.returncode == 0, compare.stderr[-2000:]
     assert compare.stdout.count("| raw |") == 2 and (tmp_path / "cmp" / "comparison.csv").exists()
 
@@ -143,7 +143,7 @@ def test_threshold_sweep_as_multirun_and_compare_over_it(tmp_path: Path, cache_d
     # The second job changes only a threshold: the raw arm's model is the first job's.
     second = json.loads((sweep / "1" / "metrics.json").read_text())
     assert second["stages"]["train_raw"]["cached"]
-    compare = _run(["-m", "train.compare", str(sweep), "--out", str(tmp_path / "cmp")], REPO)
+    compare = _run(["-m", "experiment.compare", str(sweep), "--out", str(tmp_path / "cmp")], REPO)
     assert compare.returncode == 0, compare.stderr[-2000:]
     assert "dedup.caption.threshold=0.7" in compare.stdout and "dedup.caption.threshold=0.9" in compare.stdout
     assert compare.stdout.count("| raw |") == 2

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from dedup.builtin import emoji_files, render
+from dedup.builtin.twemoji import emoji_files, render
+from diffusion.images import ImageSet
+from diffusion.models import ModelConfig, build_model, save_model
+from diffusion.sampling import denoising_losses, generate
 from extract.attacks import unconditional_attack
 from extract.guard import CopyGuard
 from extract.membership import loss_attack
-from train.data import ImageSet
 from train.loop import TrainConfig, train_model
-from train.models import ModelConfig, build_model, save_model
-from train.sampling import denoising_losses, generate
 
 
 def _image_set(images: np.ndarray) -> ImageSet:

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from dedup.cache import StepCache
-from dedup.corpus import CorpusSpec, open_corpus
+from common.cache import StepCache
+from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.pipeline import DedupParams, run_dedup
+from extract.reference import reference_set
 from tests.conftest import TINY_TWEMOJI
-from train.experiment import reference_set
 
 
 def test_reference_groups_every_raw_copy_under_its_keeper(cache_dir: Path, tmp_path: Path) -> None:

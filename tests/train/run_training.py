@@ -16,9 +16,10 @@ import torch
 
 import train.checkpoint as checkpoint
 import train.loop as loop
-from train.data import EpochSampler, load_image_set
+from diffusion.images import load_image_set
+from diffusion.models import ModelConfig, build_model
+from train.data import EpochSampler
 from train.loop import TrainConfig, train_model
-from train.models import ModelConfig, build_model
 
 
 def main() -> None:

@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from dedup.builtin import build_twemoji
+from dedup.builtin.twemoji import build_twemoji
+from diffusion.images import load_image_set, square_resize
+from diffusion.models import ModelConfig, build_model, load_model
+from diffusion.sampling import denoising_losses, generate
 from tests.conftest import TINY_TWEMOJI
 from tests.train.tiny_sd import build_tiny_sd
 from train.checkpoint import latest_checkpoint, save_checkpoint
-from train.data import EpochSampler, load_image_set, square_resize
+from train.data import EpochSampler
 from train.loop import TrainConfig, TrainingDiverged, train_model
 from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, wen_keep_mask
-from train.models import ModelConfig, build_model, load_model
-from train.sampling import denoising_losses, generate
 
 VOCAB = ["apple", "banana", "cherry", "delta"]
 

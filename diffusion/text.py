@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from dedup.caption_embed import MINILM_DIM, load_minilm
+from common.minilm import MINILM_DIM, load_minilm
 
 
 class CaptionEncoder:

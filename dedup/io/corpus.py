@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dedup.builtin import TwemojiConfig, build_twemoji
-from dedup.cache import fingerprint
-from dedup.readers import Item, expand_urls, read_folder, read_shards
-from dedup.validate import Limits
+from common.cache import fingerprint
+from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
+from dedup.io.readers import Item, expand_urls, read_folder, read_shards
+from dedup.io.validate import Limits
 
 
 @dataclass(frozen=True)

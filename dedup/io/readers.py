@@ -21,8 +21,8 @@ from pathlib import Path
 
 import braceexpand
 
-from dedup.sample import Reason, Rejection, Sample
-from dedup.validate import Invalid, Limits, validate_caption
+from dedup.io.sample import Reason, Rejection, Sample
+from dedup.io.validate import Invalid, Limits, validate_caption
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 CAPTION_EXTS = ("txt",)

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from dedup.atomic import atomic_path, write_bytes
+from common.atomic import atomic_path, write_bytes
 from extract.stratify import BUCKETS
 
 

@@ -17,7 +17,7 @@ import torch
 from diffusers import DDIMScheduler
 from tqdm import tqdm
 
-from train.models import DiffusionModel
+from diffusion.models import DiffusionModel
 
 
 def noise_for(indices: Sequence[int], shape: tuple[int, ...], seed: int) -> torch.Tensor:

@@ -12,8 +12,8 @@ from typing import BinaryIO
 import pyarrow as pa
 import webdataset as wds
 
-from dedup.atomic import atomic_path, write_table
-from dedup.sample import Sample
+from common.atomic import atomic_path, write_table
+from dedup.io.sample import Sample
 
 FIXED_MTIME = 0.0  # reproducible shards: two runs over the same input are byte-identical
 

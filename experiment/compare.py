@@ -1,4 +1,4 @@
-"""``python -m train.compare RUN_DIR... [--out DIR]``: one table (markdown + CSV) and plots across runs.
+"""``python -m experiment.compare RUN_DIR... [--out DIR]``: one table (markdown + CSV) and plots across runs.
 
 A RUN_DIR is a run directory with metrics.json, or a folder above several (a Hydra multirun directory):
 every metrics.json below it is read. Runs are labelled by their Hydra overrides when present.
@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from dedup.atomic import atomic_path, write_bytes
+from common.atomic import atomic_path, write_bytes
 
 COLUMNS = (
     "run",

@@ -21,8 +21,8 @@ import numba
 import numpy as np
 from datasketch import MinHash
 
-from dedup.minhash_kernel import hashed_signatures, word_signatures
-from dedup.normalize import shingles
+from dedup.signals.minhash_kernel import hashed_signatures, word_signatures
+from dedup.signals.normalize import shingles
 
 SCHEME = "affine32"
 EMPTY = np.uint32(0xFFFFFFFF)

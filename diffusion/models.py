@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 
-from dedup.config import build
-from train.text import CaptionEncoder
+from common.config import build
+from diffusion.text import CaptionEncoder
 
 KINDS = ("unet_uncond", "unet_text", "sd_finetune")
 CONFIG_FILE = "memguard.json"

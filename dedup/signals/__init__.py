@@ -1,0 +1,1 @@
+"""Duplicate signals: caption normalisation, MinHash and LSH, image and caption embeddings, faiss neighbours."""

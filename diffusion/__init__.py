@@ -1,0 +1,1 @@
+"""Diffusion models and the images they see: build/save/load, the text condition, sampling, image sets."""

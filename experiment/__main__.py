@@ -1,0 +1,56 @@
+"""``python -m experiment [+experiment=NAME]`` (also ``python -m train ...``): the main job — dedup, train
+each arm, extract, report. Hydra stops here; the rest takes plain types."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from common.config import build
+from dedup.config import corpus_spec, dedup_params, limits
+from dedup.io.corpus import open_corpus
+from diffusion.models import ModelConfig
+from experiment.report import console_summary, write_report
+from experiment.run import ExperimentSpec, run_experiment
+from extract.audit import AuditConfig
+from train.loop import TrainConfig
+from train.mitigations import MitigationConfig
+
+os.environ.setdefault("WDS_SECURE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+log = logging.getLogger("train")
+
+
+def spec_from(values: dict[str, Any]) -> ExperimentSpec:
+    return ExperimentSpec(
+        name=values["name"],
+        arms=tuple(values["arms"]),
+        dedup=dedup_params(values["dedup"]),
+        model=build(ModelConfig, values["model"]),
+        train=build(TrainConfig, values["train"]),
+        audit=build(AuditConfig, values["extract"]),
+        mitigation=build(MitigationConfig, values["mitigation"]),
+    )
+
+
+@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    spec = spec_from(values)
+    cache_dir = Path(values["cache_dir"])
+    corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
+    out = Path(values["output"])
+    metrics = run_experiment(spec, corpus, out, cache_dir)
+    if metrics:  # empty on the non-main processes of a multi-GPU launch
+        write_report(out, metrics)
+        print(console_summary(metrics, out))
+
+
+if __name__ == "__main__":
+    main()
