@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.cache import StepCache
+from common.cache import Cache
 from dedup.builtin.twemoji import TwemojiConfig
 from dedup.decide.cluster import ClusterRule
 from dedup.io.corpus import CorpusSpec, open_corpus
@@ -46,7 +46,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, params) in enumerate(settings):
-            cache = StepCache(Path(args.cache) / "steps")
+            cache = Cache(Path(args.cache))
             start = time.perf_counter()
             result = run_dedup(corpus, params, Path(tmp) / str(i), cache)
             injected = result.stats["evaluation"]["injected"]  # type: ignore[index]

@@ -56,7 +56,7 @@ def main() -> None:
         sample_count=32,
         checkpoint_every=500,
     )
-    train_model(model, data, cfg, args.out / "train")
+    train_model(model, data, cfg, out_dir=args.out / "train")
     seconds = time.perf_counter() - start
     after = heldout_loss(model, heldout, captions)
     prompts = heldout.captions[:32] if model.conditional else None

@@ -70,7 +70,7 @@ def ours(model_cfg: ModelConfig, data, steps: int, batch: int, args: argparse.Na
     )
     model = build_model(model_cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_model(model, data, cfg, tmp)
+        result = train_model(model, data, cfg, out_dir=tmp)
     return result.images_per_second
 
 

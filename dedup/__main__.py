@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from common.cache import StepCache
+from common.cache import Cache
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
 from dedup.pipeline import run_dedup
@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
     values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     cache_dir = Path(values["cache_dir"])
     corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
-    result = run_dedup(corpus, dedup_params(values["dedup"]), values["output"], StepCache(cache_dir / "steps"))
+    result = run_dedup(corpus, dedup_params(values["dedup"]), out_dir=values["output"], cache=Cache(cache_dir))
     print(console_summary(result.stats, result.out_dir))
 
 

@@ -1,6 +1,10 @@
 """The dedup stage: cached steps (ingest → signatures → caption pairs → embeddings → image pairs), then
 clustering and a policy, then the outputs: cleaned shards, manifest.parquet, clusters.parquet,
-stats.json and a contact sheet. Callable without Hydra: ``run_dedup(corpus, DedupParams(), out, cache)``.
+stats.json and a contact sheet. Callable without Hydra:
+``run_dedup(corpus, DedupParams(), out_dir=out, cache=Cache(cache_dir))``.
+
+The step functions live in ``dedup.steps``; this module only wires them through the cache, then decides
+(``dedup.decide``) and writes (``dedup.outputs``).
 """
 
 from __future__ import annotations
@@ -11,26 +15,34 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from common.atomic import write_json
-from common.cache import StepCache, fingerprint
+from common.cache import Cache, entry_key
 from common.timing import StepTimer
 from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
 from dedup.decide.evaluate import evaluate
 from dedup.decide.semdedup import SemDedupParams, semdedup
-from dedup.ingest import ingest, read_units
 from dedup.io.corpus import Corpus
-from dedup.outputs.apply import Decision, write_outputs
+from dedup.outputs.apply import write_outputs
+from dedup.outputs.decision import Decision
+from dedup.outputs.manifest import POLICIES
 from dedup.signals.caption_embed import CaptionSemanticParams, embed_captions
 from dedup.signals.embed import EmbedderParams
 from dedup.signals.lsh import LshParams, caption_pairs
 from dedup.signals.minhash import MinHashParams
 from dedup.signals.neighbors import IndexParams, finite_rows
-from dedup.steps import MIN_CAPTION_CHARS, compute_embeddings, compute_neighbor_pairs, compute_signatures, long_enough
+from dedup.steps import (
+    MIN_CAPTION_CHARS,
+    compute_embeddings,
+    compute_neighbor_pairs,
+    compute_signatures,
+    ingest,
+    long_enough,
+    read_units,
+)
 
 log = logging.getLogger(__name__)
-POLICIES = ("remove", "reweight", "keep", "semdedup")
-STEP_VERSION = 1  # bump when a cached step's output format changes
 
 
 @dataclass(frozen=True)
@@ -78,7 +90,7 @@ class DedupResult:
     stats: dict[str, object]
 
 
-def _cached(cache: StepCache, timer: StepTimer, step: str, key: str, compute: Callable[[Path], None]) -> Path:
+def _cached(cache: Cache, timer: StepTimer, step: str, key: str, compute: Callable[[Path], None]) -> Path:
     with timer.step(step) as record:
         hits = len(cache.hits)
         folder = cache.get(step, key, compute)
@@ -96,7 +108,7 @@ def _load(folder: Path, *names: str) -> list[np.ndarray]:
 
 
 def _cached_arrays(
-    cache: StepCache,
+    cache: Cache,
     timer: StepTimer,
     step: str,
     key: str,
@@ -108,20 +120,24 @@ def _cached_arrays(
     return _load(folder, *names)
 
 
-def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: StepCache) -> DedupResult:
+def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache: Cache) -> DedupResult:
+    """Find the near-duplicates of ``corpus`` and write the cleaned corpus under ``out_dir``: one manifest
+    row per input unit, clusters, shards (unless ``params.write_shards`` is false), stats and a contact
+    sheet. Steps before the thresholds are cached in ``cache``, so a threshold sweep reruns only the
+    clustering and the outputs."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timer = StepTimer()
 
-    k_ingest = fingerprint("ingest", STEP_VERSION, corpus.fingerprint, asdict(corpus.limits))
+    k_ingest = entry_key("ingest", corpus.fingerprint, asdict(corpus.limits))
     ingest_dir = _cached(cache, timer, "ingest", k_ingest, lambda d: ingest(corpus, d))
     units = read_units(ingest_dir)
-    sample_index = np.asarray(units.column("sample_index").to_pylist(), dtype=np.int64)
-    valid_rows = np.flatnonzero(sample_index >= 0)
-    captions = [units.column("caption_norm")[int(r)].as_py() for r in valid_rows]
+    valid_rows = np.flatnonzero(units.column("sample_index").to_numpy() >= 0)
+    valid = units.take(pa.array(valid_rows))
+    captions: list[str] = valid.column("caption_norm").to_pylist()
     n = len(valid_rows)
 
-    k_sig = fingerprint("signatures", STEP_VERSION, k_ingest, params.minhash)
+    k_sig = entry_key("signatures", k_ingest, params.minhash)
     signatures, usable = _cached_arrays(
         cache,
         timer,
@@ -130,7 +146,7 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
         ("signatures", "usable"),
         lambda: compute_signatures(captions, params.minhash),
     )
-    k_cap = fingerprint("caption_pairs", STEP_VERSION, k_sig, params.lsh)
+    k_cap = entry_key("caption_pairs", k_sig, params.lsh)
     cap_pairs, cap_jaccard = _cached_arrays(
         cache,
         timer,
@@ -139,7 +155,7 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
         ("pairs", "jaccard"),
         lambda: caption_pairs(signatures, usable, params.lsh),
     )
-    k_emb = fingerprint("embeddings", STEP_VERSION, k_ingest, params.embedder)
+    k_emb = entry_key("embeddings", k_ingest, params.embedder)
     (embeddings,) = _cached_arrays(
         cache,
         timer,
@@ -148,7 +164,7 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
         ("embeddings",),
         lambda: (compute_embeddings(corpus, units, params.embedder),),
     )
-    k_nn = fingerprint("image_neighbors", STEP_VERSION, k_emb, params.index)
+    k_nn = entry_key("image_neighbors", k_emb, params.index)
     img_pairs, img_sims = _cached_arrays(
         cache,
         timer,
@@ -163,15 +179,12 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
     with timer.step("cluster"):
         finite = finite_rows(embeddings) if n else np.zeros(0, bool)
         safe_emb = np.where(finite[:, None], embeddings, 0.0).astype(np.float32) if n else embeddings
-        hashes = [units.column("pixel_hash")[int(r)].as_py() for r in valid_rows]
-        _, exact_groups = np.unique(np.asarray(hashes, dtype=object), return_inverse=True) if n else (None, np.zeros(0))
+        hashes = valid.column("pixel_hash").to_numpy(zero_copy_only=False)
+        _, exact_groups = np.unique(hashes.astype(str), return_inverse=True) if n else (None, np.zeros(0))
         exact_groups = np.where(finite, exact_groups, -1 - np.arange(n))  # non-finite rows never pair
-        keys = [units.column("key")[int(r)].as_py() for r in valid_rows]
-        area = np.array(
-            [units.column("width")[int(r)].as_py() * units.column("height")[int(r)].as_py() for r in valid_rows],
-            dtype=np.int64,
-        )
-        order = np.lexsort((np.asarray(keys, dtype=object).astype(str), -area)) if n else np.zeros(0, np.int64)
+        keys = valid.column("key").to_numpy(zero_copy_only=False).astype(str)
+        area = valid.column("width").to_numpy().astype(np.int64) * valid.column("height").to_numpy().astype(np.int64)
+        order = np.lexsort((keys, -area)) if n else np.zeros(0, np.int64)
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
         if params.policy == "semdedup":
@@ -182,36 +195,38 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
                 semantic_pairs = semantic_pairs[finite[semantic_pairs[:, 0]] & finite[semantic_pairs[:, 1]]]
             edges = merge_candidates(
                 n,
-                safe_emb,
-                img_pairs,
-                img_sims,
-                cap_pairs[cap_ok],
-                cap_jaccard[cap_ok],
-                exact_groups,
-                caption_emb,
-                semantic_pairs,
+                embeddings=safe_emb,
+                image_pairs=img_pairs,
+                image_sims=img_sims,
+                caption_pairs=cap_pairs[cap_ok],
+                caption_jaccard=cap_jaccard[cap_ok],
+                exact_groups=exact_groups,
+                caption_embeddings=caption_emb,
+                semantic_pairs=semantic_pairs,
             )
             scorer = PairScorer(safe_emb, signatures, usable, exact_groups, caption_emb)
-            found = cluster(n, edges, params.rule, rank, scorer)
-            decision = Decision(found.labels, found.keeper, found.size, found.signal, finite)
+            found = cluster(n, edges, rule=params.rule, rank=rank, scorer=scorer)
+            decision = Decision(
+                labels=found.labels, keeper=found.keeper, size=found.size, signal=found.signal, finite=finite
+            )
 
     with timer.step("apply"):
         stats = write_outputs(
             corpus,
             units,
-            valid_rows,
-            decision,
-            signatures,
-            usable,
-            safe_emb,
-            params.policy,
-            out_dir,
-            params.shard_size if params.write_shards else 0,
-            params.sheet_clusters,
+            valid_rows=valid_rows,
+            decision=decision,
+            signatures=signatures,
+            usable=usable,
+            embeddings=safe_emb,
+            policy=params.policy,
+            out_dir=out_dir,
+            shard_size=params.shard_size if params.write_shards else 0,
+            sheet_clusters=params.sheet_clusters,
         )
     if corpus.ground_truth is not None and corpus.ground_truth.exists():
         finite_idx = np.flatnonzero(decision.finite)
-        stats["evaluation"] = evaluate([keys[i] for i in finite_idx], decision.labels[finite_idx], corpus.ground_truth)
+        stats["evaluation"] = evaluate(keys[finite_idx].tolist(), decision.labels[finite_idx], corpus.ground_truth)
     stats["corpus"] = {
         "kind": corpus.kind,
         "location": corpus.location,
@@ -228,14 +243,14 @@ def run_dedup(corpus: Corpus, params: DedupParams, out_dir: str | Path, cache: S
 
 
 def _caption_semantics(
-    cache: StepCache, timer: StepTimer, k_ingest: str, captions: list[str], params: DedupParams
+    cache: Cache, timer: StepTimer, k_ingest: str, captions: list[str], params: DedupParams
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The optional third signal: MiniLM caption embeddings and their neighbour pairs (both cached)."""
     semantic = params.caption_semantic
     if not semantic.enabled:
         return None, None
     usable = long_enough(captions)
-    k_emb = fingerprint("caption_embeddings", STEP_VERSION, k_ingest, semantic.weights, MIN_CAPTION_CHARS)
+    k_emb = entry_key("caption_embeddings", k_ingest, semantic.weights, MIN_CAPTION_CHARS)
     (vectors,) = _cached_arrays(
         cache,
         timer,
@@ -245,7 +260,7 @@ def _caption_semantics(
         lambda: (embed_captions(captions, usable, semantic),),
     )
     index = replace(params.index, min_sim=semantic.floor)
-    k_nn = fingerprint("caption_neighbors", STEP_VERSION, k_emb, index)
+    k_nn = entry_key("caption_neighbors", k_emb, index)
     pairs, _ = _cached_arrays(
         cache, timer, "caption_neighbors", k_nn, ("pairs", "sims"), lambda: compute_neighbor_pairs(vectors, index)
     )
@@ -261,4 +276,4 @@ def _semdedup_decision(embeddings: np.ndarray, finite: np.ndarray, params: SemDe
     size = np.bincount(labels)[labels]
     signal = np.where(keeper != np.arange(len(keeper)), "semdedup", "")
     signal = np.where(size > 1, "semdedup", signal).astype(object)
-    return Decision(labels, keeper, size, signal, finite)
+    return Decision(labels=labels, keeper=keeper, size=size, signal=signal, finite=finite)

@@ -17,12 +17,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.atomic import atomic_path, write_json
-from common.cache import fingerprint
+from common.cache import Cache, entry_key
 from dedup.io.readers import expand_urls, read_shards
 from dedup.io.sample import Rejection
 from dedup.io.validate import Invalid, decode_image
-
-DATA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -58,12 +56,10 @@ def load_image_set(shards: str, resolution: int, cache_dir: str | Path) -> Image
     urls = [Path(u) for u in expand_urls(shards)]
     if not urls:
         raise FileNotFoundError(f"no shards match {shards!r}")
-    key = fingerprint(
-        "images", DATA_VERSION, [(str(u), u.stat().st_size, u.stat().st_mtime_ns) for u in urls], resolution
+    key = entry_key("images", [(str(u), u.stat().st_size, u.stat().st_mtime_ns) for u in urls], resolution)
+    folder = Cache(Path(cache_dir)).get(
+        "images", key, lambda work: _decode_into(work, [str(u) for u in urls], resolution)
     )
-    folder = Path(cache_dir) / "images" / key
-    if not (folder / "index.json").exists():
-        _decode_into(folder, [str(u) for u in urls], resolution)
     index = json.loads((folder / "index.json").read_text())
     n = len(index["keys"])
     images = np.load(folder / "images.npy", mmap_mode="r") if n else np.zeros((0, resolution, resolution, 3), np.uint8)

@@ -118,7 +118,7 @@ class DiffusionModel:
             return self.scheduler.get_velocity(x0, noise, t)
         return noise
 
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, unet: Any = None) -> torch.Tensor:
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, *, unet: Any = None) -> torch.Tensor:
         net = unet if unet is not None else self.unet
         if cond is None:
             return net(x_t, t).sample

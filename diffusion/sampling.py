@@ -38,6 +38,7 @@ def to_uint8(pixels: torch.Tensor) -> np.ndarray:
 def generate(
     model: DiffusionModel,
     indices: Sequence[int],
+    *,
     seed: int,
     steps: int = 50,
     captions: Sequence[str] | None = None,
@@ -65,12 +66,12 @@ def generate(
         for t in scheduler.timesteps:
             tt = torch.full((len(chunk),), int(t), device=device, dtype=torch.long)
             if cond is None:
-                eps = model.eps(x, tt, None, net)
+                eps = model.eps(x, tt, None, unet=net)
             elif guidance == 1.0:
-                eps = model.eps(x, tt, cond, net)
+                eps = model.eps(x, tt, cond, unet=net)
             else:
                 assert null is not None
-                both = model.eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null]), net)
+                both = model.eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null]), unet=net)
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
             x = scheduler.step(eps, t, x).prev_sample
@@ -83,6 +84,7 @@ def denoising_losses(
     model: DiffusionModel,
     pixels: np.ndarray,
     timesteps: Sequence[int],
+    *,
     seed: int,
     captions: Sequence[str] | None = None,
     batch_size: int = 256,
@@ -103,7 +105,7 @@ def denoising_losses(
             noise = noise_for(range(lo, lo + len(x0)), tuple(x0.shape[1:]), seed * 7919 + int(t)).to(device)
             tt = torch.full((len(x0),), int(t), device=device, dtype=torch.long)
             x_t = model.scheduler.add_noise(x0, noise, tt)
-            eps = model.eps(x_t, tt, cond, net)
+            eps = model.eps(x_t, tt, cond, unet=net)
             target = model.target(x0, noise, tt).float()
             losses[lo : lo + len(x0), j] = ((eps.float() - target) ** 2).flatten(1).mean(1).cpu().numpy()
     return losses

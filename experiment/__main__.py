@@ -17,7 +17,7 @@ from dedup.io.corpus import open_corpus
 from diffusion.models import ModelConfig
 from experiment.report import console_summary, write_report
 from experiment.run import ExperimentSpec, run_experiment
-from extract.audit import AuditConfig
+from extract.config import AuditConfig
 from train.loop import TrainConfig
 from train.mitigations import MitigationConfig
 
@@ -46,7 +46,7 @@ def main(cfg: DictConfig) -> None:
     cache_dir = Path(values["cache_dir"])
     corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
     out = Path(values["output"])
-    metrics = run_experiment(spec, corpus, out, cache_dir)
+    metrics = run_experiment(spec, corpus, out_dir=out, cache_dir=cache_dir)
     if metrics:  # empty on the non-main processes of a multi-GPU launch
         write_report(out, metrics)
         print(console_summary(metrics, out))

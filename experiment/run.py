@@ -12,6 +12,7 @@ import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 from accelerate import PartialState
 
 from common.atomic import write_json
-from common.cache import StepCache, fingerprint
+from common.cache import COMPLETE, Cache, entry_key
 from common.timing import StepTimer, peak_rss_mb
 from dedup.io.corpus import Corpus
 from dedup.io.readers import read_shards
@@ -27,14 +28,14 @@ from dedup.io.sample import Sample
 from dedup.pipeline import DedupParams, DedupResult, run_dedup
 from diffusion.images import ImageSet, load_image_set
 from diffusion.models import ModelConfig, build_model, load_model
-from extract.audit import AuditConfig, audit
-from extract.reference import reference_set
+from extract.audit import audit
+from extract.config import AuditConfig
+from extract.reference import Reference, reference_set
 from train.loop import TrainConfig, train_model
 from train.mitigations import MitigationConfig
 
 log = logging.getLogger(__name__)
 ARMS = ("raw", "dedup", "reweight", "mitigated")
-EXPERIMENT_VERSION = 2  # bump when training or audit code changes what a cached stage would contain
 
 
 @dataclass(frozen=True)
@@ -53,18 +54,14 @@ class ExperimentSpec:
             raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms}")
 
 
-def _dedup(corpus: Corpus, params: DedupParams, out: Path, cache: StepCache) -> DedupResult:
-    return run_dedup(corpus, params, out, cache)
-
-
 def _train_arm(
-    shards: Path, spec: ExperimentSpec, mitigation: MitigationConfig, cache_root: Path, data_cache: Path
+    shards: Path, spec: ExperimentSpec, mitigation: MitigationConfig, cache: Cache, state: PartialState
 ) -> tuple[Path, dict[str, Any], bool]:
-    """Train (or reuse) one arm; the cache key is everything that determines the weights."""
-    data = load_image_set(str(shards), spec.model.resolution, data_cache)
-    key = fingerprint(
+    """Train (or reuse) one arm; the cache key is everything that determines the weights. A killed
+    training resumes from the checkpoints in the entry's partial folder."""
+    data = load_image_set(str(shards), spec.model.resolution, cache.root)
+    key = entry_key(
         "train",
-        EXPERIMENT_VERSION,
         data.keys,
         data.captions,
         data.weights.tolist(),
@@ -72,13 +69,43 @@ def _train_arm(
         asdict(spec.train),
         asdict(mitigation),
     )
-    folder = cache_root / "train" / key
-    if (folder / "train_result.json").exists() and (folder / "model").exists():
-        log.info("reusing trained model %s", folder)
-        return folder, json.loads((folder / "train_result.json").read_text()), True
-    model = build_model(spec.model, seed=spec.train.seed)
-    train_model(model, data, spec.train, folder, mitigation)
-    return folder, json.loads((folder / "train_result.json").read_text()), False
+    hits = len(cache.hits)
+
+    def train(work: Path) -> None:
+        train_model(
+            build_model(spec.model, seed=spec.train.seed), data, spec.train, out_dir=work, mitigation=mitigation
+        )
+
+    if state.num_processes == 1:
+        folder = cache.get("train", key, train, resumable=True)
+    else:  # all processes train together into one partial folder; the main process commits it
+        folder = cache.path("train", key)
+        if not (folder / COMPLETE).exists():
+            train(cache.work_folder("train", key, resumable=True))
+            state.wait_for_everyone()
+            if state.is_main_process:
+                cache.commit("train", key)
+            state.wait_for_everyone()
+    result = json.loads((folder / "train_result.json").read_text())
+    return folder, {**result, "model_dir": str(folder / "model")}, len(cache.hits) > hits
+
+
+def _audit_arm(
+    model_dir: Path,
+    reference: Reference,
+    heldout: ImageSet | None,
+    heldout_images: np.ndarray,
+    cfg: AuditConfig,
+    work: Path,
+) -> None:
+    audit(
+        load_model(model_dir),
+        reference,
+        heldout=heldout_images,
+        heldout_captions=heldout.captions if heldout is not None else None,
+        cfg=cfg,
+        out_dir=work,
+    )
 
 
 def _heldout(corpus: Corpus, resolution: int, data_cache: Path) -> ImageSet | None:
@@ -87,45 +114,47 @@ def _heldout(corpus: Corpus, resolution: int, data_cache: Path) -> ImageSet | No
     return load_image_set(corpus.heldout, resolution, data_cache)
 
 
-def run_experiment(spec: ExperimentSpec, corpus: Corpus, out_dir: str | Path, cache_dir: str | Path) -> dict[str, Any]:
+def run_experiment(
+    spec: ExperimentSpec, corpus: Corpus, *, out_dir: str | Path, cache_dir: str | Path
+) -> dict[str, Any]:
+    """Dedup the corpus, train every arm of ``spec`` with the same seed and budget, audit each against the
+    raw corpus's reference set, and write ``metrics.json`` (docs/METRICS.md) under ``out_dir``. Every stage
+    is cached under ``cache_dir``: a second call with the same inputs trains and audits nothing."""
     out = Path(out_dir)
-    cache_root = Path(cache_dir)
-    steps_cache = StepCache(cache_root / "steps")
+    cache = Cache(Path(cache_dir))
     timer = StepTimer()
     started = time.perf_counter()
     # Under `accelerate launch` every process runs this function: the main process fills the caches first,
     # the others then read them; all processes train together; only the main process audits and reports.
     state = PartialState()
     with timer.step("dedup") as rec, state.main_process_first():
-        cleaned = _dedup(corpus, replace(spec.dedup, policy="remove"), out / "dedup", steps_cache)
-        rec["cached"] = not steps_cache.misses
+        cleaned = run_dedup(corpus, replace(spec.dedup, policy="remove"), out_dir=out / "dedup", cache=cache)
+        rec["cached"] = not cache.misses
     shards = {"raw": Path(corpus.location), "dedup": cleaned.shards, "mitigated": cleaned.shards}
     if "reweight" in spec.arms:
         with timer.step("dedup_reweight"):
-            shards["reweight"] = _dedup(
-                corpus, replace(spec.dedup, policy="reweight"), out / "dedup_reweight", steps_cache
-            ).shards
+            reweighted = replace(spec.dedup, policy="reweight")
+            shards["reweight"] = run_dedup(corpus, reweighted, out_dir=out / "dedup_reweight", cache=cache).shards
     reference = reference_set(cleaned, spec.model.resolution, corpus.items())
-    heldout = _heldout(corpus, spec.model.resolution, cache_root)
+    heldout = _heldout(corpus, spec.model.resolution, cache.root)
     heldout_images = np.asarray(heldout.images) if heldout is not None else reference.images[:0]
     arms: dict[str, Any] = {}
     for arm in spec.arms:
         mitigation = spec.mitigation if arm == "mitigated" else MitigationConfig()
         with timer.step(f"train_{arm}") as rec:
-            folder, result, cached = _train_arm(Path(str(shards[arm])), spec, mitigation, cache_root, cache_root)
+            folder, result, cached = _train_arm(Path(str(shards[arm])), spec, mitigation, cache, state)
             rec["cached"] = cached
         if not state.is_main_process:
             continue
         arm_dir = out / "arms" / arm
         (arm_dir / "train").mkdir(parents=True, exist_ok=True)
-        write_json(arm_dir / "train" / "train_result.json", {**result, "model_dir": str(folder / "model")})
+        write_json(arm_dir / "train" / "train_result.json", result)
         samples = sorted((folder / "samples").glob("*.png"))
         if samples:
             shutil.copyfile(samples[-1], arm_dir / "train" / "samples.png")
         with timer.step(f"extract_{arm}") as rec:
-            audit_key = fingerprint(
+            audit_key = entry_key(
                 "audit",
-                EXPERIMENT_VERSION,
                 str(folder),
                 asdict(spec.audit),
                 reference.keys,
@@ -133,19 +162,14 @@ def run_experiment(spec: ExperimentSpec, corpus: Corpus, out_dir: str | Path, ca
                 reference.training_copies()[1].tolist(),
                 len(heldout_images),
             )
-            audit_cache = cache_root / "audit" / audit_key
-            if (audit_cache / "metrics.json").exists():
-                rec["cached"] = True
-            else:
-                model = load_model(folder / "model")
-                audit(
-                    model,
-                    reference,
-                    heldout_images,
-                    heldout.captions if heldout is not None else None,
-                    spec.audit,
-                    audit_cache,
-                )
+            hits = len(cache.hits)
+            audit_cache = cache.get(
+                "audit",
+                audit_key,
+                partial(_audit_arm, folder / "model", reference, heldout, heldout_images, spec.audit),
+                resumable=True,
+            )
+            rec["cached"] = len(cache.hits) > hits
             shutil.copytree(audit_cache, arm_dir / "extract", dirs_exist_ok=True)
         arms[arm] = {
             "train": result,

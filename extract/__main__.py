@@ -12,14 +12,15 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from common.cache import StepCache
+from common.cache import Cache
 from common.config import build
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
 from dedup.pipeline import run_dedup
 from diffusion.images import load_image_set
 from diffusion.models import load_model
-from extract.audit import AuditConfig, audit
+from extract.audit import audit
+from extract.config import AuditConfig
 from extract.reference import reference_set
 
 os.environ.setdefault("WDS_SECURE", "1")
@@ -35,16 +36,16 @@ def main(cfg: DictConfig) -> None:
     resolution = values["resolution"] or model.config.resolution
     corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
     params = replace(dedup_params(values["dedup"]), policy="remove")
-    cleaned = run_dedup(corpus, params, out / "dedup", StepCache(cache_dir / "steps"))
+    cleaned = run_dedup(corpus, params, out_dir=out / "dedup", cache=Cache(cache_dir))
     reference = reference_set(cleaned, resolution, corpus.items())
     heldout = load_image_set(corpus.heldout, resolution, cache_dir) if corpus.heldout else None
     metrics = audit(
         model,
         reference,
-        np.asarray(heldout.images) if heldout else reference.images[:0],
-        heldout.captions if heldout else None,
-        build(AuditConfig, values["extract"]),
-        out,
+        heldout=np.asarray(heldout.images) if heldout else reference.images[:0],
+        heldout_captions=heldout.captions if heldout else None,
+        cfg=build(AuditConfig, values["extract"]),
+        out_dir=out,
     )
     print(json.dumps({k: metrics[k] for k in ("attack", "extracted_images", "extracted_duplicated_images")}))
     print(f"membership AUC {metrics['membership']['auc']}; outputs in {out}")

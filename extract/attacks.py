@@ -20,6 +20,7 @@ class UncondResult:
 def unconditional_attack(
     generated: np.ndarray,
     reference: np.ndarray,
+    *,
     alpha: float = 0.5,
     n: int = 50,
     device: str | None = None,
@@ -56,6 +57,7 @@ class PromptVerdict:
 def generate_and_filter(
     generations: np.ndarray,
     training_images: np.ndarray,
+    *,
     tau: float,
     min_clique: int,
     verify_l2: float = 0.15,

@@ -30,7 +30,7 @@ def _flat(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return x / 255.0 - 0.5
 
 
-def pairwise_l2(a: np.ndarray, b: np.ndarray, chunk: int = 1024, device: str | None = None) -> np.ndarray:
+def pairwise_l2(a: np.ndarray, b: np.ndarray, *, chunk: int = 1024, device: str | None = None) -> np.ndarray:
     """ℓ2 between every image of ``a`` and every image of ``b`` (uint8 NHWC, same shape): (len(a), len(b))."""
     dev = _device(device)
     bt = _flat(b, dev)
@@ -53,6 +53,7 @@ def l2(a: np.ndarray, b: np.ndarray) -> float:
 def normalized_l2(
     generated: np.ndarray,
     training: np.ndarray,
+    *,
     alpha: float = 0.5,
     n: int = 50,
     chunk: int = 512,

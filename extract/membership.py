@@ -6,22 +6,21 @@ rate at 1% false positives, plus the best timestep.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from diffusion.models import DiffusionModel
+from diffusion.sampling import denoising_losses
+from extract.config import AuditConfig, device_of
+from extract.stratify import bucket_of
 
 
 def roc_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
-    """AUC of "score is higher for members" (Mann–Whitney U with ties counted half)."""
-    scores = np.concatenate([member_scores, nonmember_scores])
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    # Average ranks over ties.
-    _, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = start + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    m = len(member_scores)
-    u = ranks[:m].sum() - m * (m + 1) / 2.0
-    return float(u / (m * len(nonmember_scores)))
+    """AUC of "score is higher for members" (ties counted half), by scikit-learn."""
+    labels = np.concatenate([np.ones(len(member_scores)), np.zeros(len(nonmember_scores))])
+    return float(roc_auc_score(labels, np.concatenate([member_scores, nonmember_scores])))
 
 
 def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: float = 0.01) -> float:
@@ -47,3 +46,36 @@ def loss_attack(member_losses: np.ndarray, nonmember_losses: np.ndarray, timeste
         "members": len(member_losses),
         "nonmembers": len(nonmember_losses),
     }
+
+
+def membership_inference(
+    model: DiffusionModel,
+    *,
+    members: np.ndarray,
+    member_captions: list[str] | None,
+    member_counts: np.ndarray,
+    nonmembers: np.ndarray,
+    nonmember_captions: list[str] | None,
+    cfg: AuditConfig,
+) -> dict[str, Any]:
+    """Loss-threshold membership inference; also per duplicate-count bucket at the best timestep."""
+    device = device_of(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    pick = np.sort(rng.choice(len(members), min(cfg.mia_samples, len(members)), replace=False))
+    to_pixels = lambda x: x.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0  # noqa: E731
+    caps = [member_captions[i] for i in pick] if member_captions else None
+    lm = denoising_losses(
+        model, to_pixels(members[pick]), cfg.mia_timesteps, seed=cfg.seed, captions=caps, device=device
+    )
+    ln = denoising_losses(
+        model, to_pixels(nonmembers), cfg.mia_timesteps, seed=cfg.seed, captions=nonmember_captions, device=device
+    )
+    result = loss_attack(lm, ln, list(cfg.mia_timesteps))
+    j = list(cfg.mia_timesteps).index(int(result["best_timestep"]))  # type: ignore[call-overload]
+    buckets = np.array([bucket_of(int(c)) for c in member_counts[pick]])
+    result["auc_by_duplicate_count"] = {
+        b: round(roc_auc(-lm[buckets == b, j], -ln[:, j]), 4) for b in sorted(set(buckets.tolist()))
+    }
+    result["heldout_loss"] = round(float(ln.mean()), 6)
+    result["member_loss"] = round(float(lm.mean()), 6)
+    return result

@@ -18,7 +18,7 @@ from dedup.pipeline import DedupResult
 from diffusion.images import square_resize
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Reference:
     images: np.ndarray  # (N, H, W, 3) uint8, one per raw duplicate cluster
     keys: list[str]
@@ -39,9 +39,7 @@ class Reference:
         return copies[copy_of == index]
 
 
-def reference_set(
-    dedup_result: DedupResult, resolution: int, raw_items: Iterable[Item] | None = None
-) -> Reference:
+def reference_set(dedup_result: DedupResult, resolution: int, raw_items: Iterable[Item] | None = None) -> Reference:
     """One image per raw duplicate cluster (its keeper) with the cluster size as its duplicate count, and —
     from ``raw_items``, the corpus the dedup stage read — every copy in each cluster."""
     rows = pq.read_table(dedup_result.manifest, columns=["key", "status", "cluster_id", "cluster_size"]).to_pylist()
@@ -55,7 +53,13 @@ def reference_set(
             captions.append(item.caption)
             counts.append(size[item.key])
     if raw_items is None:
-        return Reference(np.stack(images), keys, captions, np.asarray(counts), np.ones(len(keys), bool))
+        return Reference(
+            images=np.stack(images),
+            keys=keys,
+            captions=captions,
+            dup_counts=np.asarray(counts),
+            trained=np.ones(len(keys), bool),
+        )
     image_of_cluster = {cluster_of[key]: i for i, key in enumerate(keys)}
     copies, copy_of = [], []
     for item in raw_items:
@@ -69,11 +73,11 @@ def reference_set(
             f"{dedup_result.manifest}: it is not the corpus that manifest describes"
         )
     return Reference(
-        np.stack(images),
-        keys,
-        captions,
-        np.asarray(counts),
-        np.ones(len(keys), bool),
-        np.stack(copies),
-        np.asarray(copy_of, dtype=np.int64),
+        images=np.stack(images),
+        keys=keys,
+        captions=captions,
+        dup_counts=np.asarray(counts),
+        trained=np.ones(len(keys), bool),
+        copies=np.stack(copies),
+        copy_of=np.asarray(copy_of, dtype=np.int64),
     )

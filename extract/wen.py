@@ -17,6 +17,7 @@ from diffusion.sampling import noise_for
 def wen_scores(
     model: DiffusionModel,
     prompts: Sequence[str],
+    *,
     generations: int = 4,
     steps: int = 50,
     first_steps: int = 1,

@@ -29,7 +29,9 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(root: Path, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any], keep: int) -> Path:
+def save_checkpoint(
+    root: Path, step: int, *, tensors: dict[str, torch.Tensor], state: dict[str, Any], keep: int
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = root / f".step-{step:08d}.partial"

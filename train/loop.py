@@ -119,6 +119,7 @@ def train_model(
     model: DiffusionModel,
     data: ImageSet,
     cfg: TrainConfig,
+    *,
     out_dir: str | Path,
     mitigation: MitigationConfig | None = None,
 ) -> TrainResult:
@@ -198,7 +199,9 @@ def train_model(
             keep = torch.ones(len(index), dtype=torch.bool, device=device)
             if model.conditional:
                 captions = [
-                    transform_caption(data.captions[i], data.alt_captions[i], mitigation, caption_rng, vocab)
+                    transform_caption(
+                        data.captions[i], data.alt_captions[i], config=mitigation, rng=caption_rng, vocab=vocab
+                    )
                     for i in index
                 ]
                 encoded = model.encode_captions(captions, device)
@@ -207,12 +210,14 @@ def train_model(
                 cond = gaussian_noise_injection(encoded, mitigation, generator)
                 if "wen" in mitigation.kinds:
                     with torch.no_grad():
-                        both = model.eps(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]), forward)
+                        both = model.eps(
+                            torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]), unet=forward
+                        )
                     eps_cond, eps_null = both.chunk(2)
                     keep = wen_keep_mask(eps_cond, eps_null, mitigation.wen_tau)
                 cond = torch.where(drop.view(-1, 1, 1), null, cond)
             with accelerator.autocast():
-                eps = model.eps(x_t, t, cond, forward)
+                eps = model.eps(x_t, t, cond, unet=forward)
                 per_sample = ((eps.float() - model.target(x0, noise, t).float()) ** 2).flatten(1).mean(1)
                 loss = (per_sample * keep).sum() / max(1, len(index)) / cfg.grad_accum
             with accelerator.no_sync(unet) if m < cfg.grad_accum - 1 else nullcontext():
@@ -244,7 +249,7 @@ def train_model(
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
             if accelerator.is_main_process:
                 tensors, state = _flat_state(accelerator.unwrap_model(unet), ema, optimizer, generator)
-                save_checkpoint(ckpt_root, done, tensors, state, cfg.keep_checkpoints)
+                save_checkpoint(ckpt_root, done, tensors=tensors, state=state, keep=cfg.keep_checkpoints)
             accelerator.wait_for_everyone()
     seconds = time.perf_counter() - timer
     throughput = (images - warm_images) / max(time.perf_counter() - warm_time, 1e-9)
@@ -279,9 +284,9 @@ def _sample_grid(
         images = generate(
             model,
             list(range(cfg.sample_count)),
-            cfg.seed,
-            cfg.sample_steps,
-            captions,
+            seed=cfg.seed,
+            steps=cfg.sample_steps,
+            captions=captions,
             guidance=3.0 if captions else 1.0,
             device=next(unet.parameters()).device,
             progress=False,

@@ -47,7 +47,12 @@ def _insert(words: list[str], new: Sequence[str], rng: np.random.Generator) -> l
 
 
 def transform_caption(
-    caption: str, alternatives: Sequence[str], config: MitigationConfig, rng: np.random.Generator, vocab: Sequence[str]
+    caption: str,
+    alternatives: Sequence[str],
+    *,
+    config: MitigationConfig,
+    rng: np.random.Generator,
+    vocab: Sequence[str],
 ) -> str:
     """Apply the caption mitigations in order; each fires independently with probability p."""
     for kind in config.kinds:

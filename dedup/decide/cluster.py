@@ -65,6 +65,7 @@ def _pair_cosines(vectors: np.ndarray | None, pairs: np.ndarray) -> np.ndarray:
 
 def merge_candidates(
     n: int,
+    *,
     embeddings: np.ndarray,
     image_pairs: np.ndarray,
     image_sims: np.ndarray,
@@ -152,7 +153,7 @@ class PairScorer:
 MEDOID_LIMIT = 512  # components larger than this pick centres by rank, not by an O(n²) search
 
 
-def cluster(n: int, edges: Edges, rule: ClusterRule, rank: np.ndarray, scorer: PairScorer) -> Clusters:
+def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer: PairScorer) -> Clusters:
     """Candidate components, then centre clustering inside each, so that every duplicate matches its
     cluster's centre *directly* — never only through a chain of look-alikes (A~B~C, A and C different).
 

@@ -29,7 +29,7 @@ class CorpusSpec:
     twemoji: TwemojiConfig = field(default_factory=TwemojiConfig)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Corpus:
     """An opened corpus: a re-iterable reader plus what identifies its content."""
 
@@ -57,13 +57,13 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
     if spec.kind == "twemoji":
         built = build_twemoji(spec.twemoji, Path(cache_dir) / "corpus")
         return Corpus(
-            "shards",
-            str(built.train),
-            f"twemoji-{spec.twemoji.fingerprint()}",
-            built.ground_truth,
-            str(built.heldout),
-            built.info,
-            limits,
+            kind="shards",
+            location=str(built.train),
+            fingerprint=f"twemoji-{spec.twemoji.fingerprint()}",
+            ground_truth=built.ground_truth,
+            heldout=str(built.heldout),
+            info=built.info,
+            limits=limits,
         )
     if not spec.path:
         raise ValueError(f"corpus kind {spec.kind!r} needs a path")
@@ -73,11 +73,27 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
         if not root.is_dir():
             raise NotADirectoryError(f"image folder not found: {root}")
         files = sorted(p for p in root.rglob("*") if p.is_file())
-        return Corpus("folder", str(root), _stat_fingerprint(files), gt, spec.heldout, {}, limits)
+        return Corpus(
+            kind="folder",
+            location=str(root),
+            fingerprint=_stat_fingerprint(files),
+            ground_truth=gt,
+            heldout=spec.heldout,
+            info={},
+            limits=limits,
+        )
     if spec.kind == "shards":
         urls = [Path(u) for u in expand_urls(spec.path)]
         missing = [str(u) for u in urls if not u.exists()]
         if not urls or missing:
             raise FileNotFoundError(f"shards not found for {spec.path!r}: {missing[:5] or 'none matched'}")
-        return Corpus("shards", spec.path, _stat_fingerprint(urls), gt, spec.heldout, {}, limits)
+        return Corpus(
+            kind="shards",
+            location=spec.path,
+            fingerprint=_stat_fingerprint(urls),
+            ground_truth=gt,
+            heldout=spec.heldout,
+            info={},
+            limits=limits,
+        )
     raise ValueError(f"unknown corpus kind {spec.kind!r} (shards, folder, twemoji)")

@@ -13,7 +13,7 @@ KEEPER_COLOUR = (30, 160, 60)
 DUPLICATE_COLOUR = (200, 40, 40)
 
 
-def contact_sheet(rows: list[list[tuple[np.ndarray, bool]]], path: Path, thumb: int = 48, per_row: int = 12) -> None:
+def contact_sheet(rows: list[list[tuple[np.ndarray, bool]]], path: Path, *, thumb: int = 48, per_row: int = 12) -> None:
     """One row per cluster: its keeper (green frame) then duplicates (red frame), up to ``per_row``."""
     if not rows:
         return

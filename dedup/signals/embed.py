@@ -99,7 +99,7 @@ def _pick_device(device: str) -> str:
     return device
 
 
-def preprocess(images: Sequence[np.ndarray], size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def preprocess(images: Sequence[np.ndarray], *, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Resize the short side to ``size`` (bicubic), centre-crop, scale to [0,1], normalise → NCHW float32."""
     out = np.empty((len(images), 3, size, size), dtype=np.float32)
     for i, rgb in enumerate(images):
@@ -140,7 +140,9 @@ class TorchEmbedder(ABC):
         chunks = []
         with torch.inference_mode():
             for lo in range(0, len(images), self.params.batch_size):
-                pixels = preprocess(images[lo : lo + self.params.batch_size], self.image_size, self.mean, self.std)
+                pixels = preprocess(
+                    images[lo : lo + self.params.batch_size], size=self.image_size, mean=self.mean, std=self.std
+                )
                 feats = self.forward(torch.from_numpy(pixels).to(self.device))
                 chunks.append(feats.float().cpu().numpy())
         return l2_normalise(np.concatenate(chunks)) if chunks else np.zeros((0, 1), np.float32)

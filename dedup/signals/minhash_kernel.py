@@ -9,6 +9,8 @@ row stays in cache. numba compiles it on first use (cached on disk afterwards).
 The arithmetic is that of ``dedup.minhash.shingle_hash32`` (a word's polynomial hash over its bytes,
 mixed; a shingle's hash from the hashes of its words) followed by datasketch's ``affine32`` scheme;
 the tests check the result against datasketch's own ``MinHash`` fed through ``shingle_hash32``.
+
+The kernels take positional parameters only: numba's nopython mode does not compile keyword-only ones.
 """
 
 from __future__ import annotations

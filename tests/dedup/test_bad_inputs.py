@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from common.cache import StepCache
+from common.cache import Cache
 from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.io.sample import Reason
 from dedup.io.validate import Invalid, Limits, decode_image
@@ -134,7 +134,7 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     (root / "shards" / "not-a-tar-000000.tar").write_bytes(b"garbage" * 10)
     independent = sum(count_units(p) for p in (root / "shards").glob("*.tar") if "not-a-tar" not in p.name) + 1
     corpus = open_corpus(CorpusSpec(kind="shards", path=str(root / "shards")), root / "cache", Limits())
-    result = run_dedup(corpus, DedupParams(shard_size=100), root / "out", StepCache(root / "cache"))
+    result = run_dedup(corpus, DedupParams(shard_size=100), out_dir=root / "out", cache=Cache(root / "cache"))
     rows = pq.read_table(result.manifest).to_pylist()
     return root, expected, rows, independent
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.cache import StepCache
+from common.cache import Cache
 from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
 from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.pipeline import DedupParams, run_dedup
@@ -44,18 +44,18 @@ def test_semantic_clause_needs_its_threshold_and_the_loose_image_match(
     emb, cap, scorer = _two_samples(cosine)
     edges = merge_candidates(
         2,
-        emb,
-        np.zeros((0, 2), int),
-        np.zeros(0),
-        np.zeros((0, 2), int),
-        np.zeros(0),
-        np.arange(2),
-        cap,
-        np.array([[0, 1]]),
+        embeddings=emb,
+        image_pairs=np.zeros((0, 2), int),
+        image_sims=np.zeros(0),
+        caption_pairs=np.zeros((0, 2), int),
+        caption_jaccard=np.zeros(0),
+        exact_groups=np.arange(2),
+        caption_embeddings=cap,
+        semantic_pairs=np.array([[0, 1]]),
     )
     assert abs(edges.caption_sim[0] - cosine) < 1e-5 and np.isnan(edges.caption_jaccard[0])
     rule = ClusterRule(caption_semantic_threshold=threshold)
-    found = cluster(2, edges, rule, np.arange(2), scorer)
+    found = cluster(2, edges, rule=rule, rank=np.arange(2), scorer=scorer)
     assert (found.labels[0] == found.labels[1]) == joined
     if joined:
         assert found.signal[1] == "caption_semantic+image"
@@ -68,8 +68,8 @@ def test_pipeline_with_semantic_signal_caches_and_evaluates(cache_dir: Path, tmp
         rule=ClusterRule(caption_semantic_threshold=0.9),
         write_shards=False,
     )
-    cache = StepCache(tmp_path / "steps")
-    first = run_dedup(corpus, params, tmp_path / "a", cache)
+    cache = Cache(tmp_path)
+    first = run_dedup(corpus, params, out_dir=tmp_path / "a", cache=cache)
     assert {"caption_embeddings", "caption_neighbors"} <= set(first.stats["cache"]["misses"])  # type: ignore[index]
     injected = first.stats["evaluation"]["injected"]  # type: ignore[index]
     assert injected["recall"] >= 0.9 and injected["precision"] >= 0.9
@@ -78,8 +78,8 @@ def test_pipeline_with_semantic_signal_caches_and_evaluates(cache_dir: Path, tmp
         rule=ClusterRule(caption_semantic_threshold=0.95),
         write_shards=False,
     )
-    cache2 = StepCache(tmp_path / "steps")
-    run_dedup(corpus, sweep, tmp_path / "b", cache2)
+    cache2 = Cache(tmp_path)
+    run_dedup(corpus, sweep, out_dir=tmp_path / "b", cache=cache2)
     assert not cache2.misses and {"caption_embeddings", "caption_neighbors"} <= set(cache2.hits)
     with pytest.raises(ValueError, match="floor"):
         DedupParams(

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from common.cache import StepCache
+from common.cache import Cache
 from dedup.builtin.twemoji import TwemojiConfig
 from dedup.decide.cluster import ClusterRule
 from dedup.io.corpus import CorpusSpec, open_corpus
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 def tiny(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     corpus = open_corpus(CorpusSpec(twemoji=TINY_TWEMOJI), cache_dir)
     out = tmp_path_factory.mktemp("dedup")
-    result = run_dedup(corpus, DedupParams(shard_size=40), out, StepCache(cache_dir / "steps"))
+    result = run_dedup(corpus, DedupParams(shard_size=40), out_dir=out, cache=Cache(cache_dir))
     return corpus, result
 
 
@@ -69,9 +69,9 @@ def test_output_shards_hold_exactly_the_kept_samples(tiny) -> None:  # type: ign
 
 def test_threshold_sweep_reuses_cached_steps(tiny, cache_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     corpus, _ = tiny
-    cache = StepCache(cache_dir / "steps")
+    cache = Cache(cache_dir)
     params = DedupParams(rule=ClusterRule(image_threshold=0.99, caption_threshold=0.9), write_shards=False)
-    result = run_dedup(corpus, params, tmp_path, cache)
+    result = run_dedup(corpus, params, out_dir=tmp_path, cache=cache)
     assert cache.misses == []
     assert {"ingest", "signatures", "caption_pairs", "embeddings", "image_neighbors"} <= set(cache.hits)
     assert all(result.stats["steps"][s]["cached"] for s in ("signatures", "embeddings", "image_neighbors"))
@@ -79,7 +79,7 @@ def test_threshold_sweep_reuses_cached_steps(tiny, cache_dir: Path, tmp_path: Pa
 
 def test_reweight_and_keep_policies(tiny, cache_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     corpus, _ = tiny
-    result = run_dedup(corpus, DedupParams(policy="reweight"), tmp_path / "rw", StepCache(cache_dir / "steps"))
+    result = run_dedup(corpus, DedupParams(policy="reweight"), out_dir=tmp_path / "rw", cache=Cache(cache_dir))
     rows = [r for r in pq.read_table(result.manifest).to_pylist() if r["status"] != "rejected"]
     assert {r["status"] for r in rows} == {"kept"}
     per_cluster: dict[int, float] = {}
@@ -89,11 +89,11 @@ def test_reweight_and_keep_policies(tiny, cache_dir: Path, tmp_path: Path) -> No
     weights = [s.meta["sampling_weight"] for s in read_shards(str(result.shards)) if isinstance(s, Sample)]
     assert len(weights) == len(rows) and min(weights) < 1.0
     keep = run_dedup(
-        corpus, DedupParams(policy="keep", write_shards=False), tmp_path / "k", StepCache(cache_dir / "steps")
+        corpus, DedupParams(policy="keep", write_shards=False), out_dir=tmp_path / "k", cache=Cache(cache_dir)
     )
     assert keep.stats["status"] == {"kept": len(rows)}
     sem = run_dedup(
-        corpus, DedupParams(policy="semdedup", write_shards=False), tmp_path / "s", StepCache(cache_dir / "steps")
+        corpus, DedupParams(policy="semdedup", write_shards=False), out_dir=tmp_path / "s", cache=Cache(cache_dir)
     )
     assert sem.stats["status"]["duplicate"] > 0
 
@@ -108,7 +108,7 @@ def test_non_finite_embedding_is_a_rejection(tiny, tmp_path: Path, monkeypatch: 
         return out
 
     monkeypatch.setattr(PixelEmbedder, "embed", faulty)
-    result = run_dedup(corpus, DedupParams(write_shards=False), tmp_path, StepCache(tmp_path / "cache"))
+    result = run_dedup(corpus, DedupParams(write_shards=False), out_dir=tmp_path, cache=Cache(tmp_path / "cache"))
     rows = pq.read_table(result.manifest).to_pylist()
     nan_rows = [r for r in rows if r["reason"] == str(Reason.NON_FINITE_EMBEDDING)]
     assert len(nan_rows) >= 1 and len(rows) == result.stats["input_units"]
@@ -124,7 +124,7 @@ def test_invalid_thresholds_are_refused() -> None:
 def test_default_config_meets_precision_and_recall(cache_dir: Path, tmp_path: Path) -> None:
     """Acceptance: the built-in corpus with its default injection, the default dedup config."""
     corpus = open_corpus(CorpusSpec(twemoji=TwemojiConfig()), cache_dir)
-    result = run_dedup(corpus, DedupParams(write_shards=False), tmp_path, StepCache(cache_dir / "steps"))
+    result = run_dedup(corpus, DedupParams(write_shards=False), out_dir=tmp_path, cache=Cache(cache_dir))
     injected = result.stats["evaluation"]["injected"]
     assert injected["precision"] >= 0.98 and injected["recall"] >= 0.95, injected
 

@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 
 from dedup.config import corpus_spec, limits
 from dedup.io.corpus import open_corpus
+from experiment.__main__ import spec_from
 from experiment.report import write_report
 from experiment.run import run_experiment
-from train.__main__ import spec_from
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
@@ -64,7 +64,7 @@ def test_every_experiment_composes_and_runs(experiment: str, tmp_path: Path, cac
     assert isinstance(values, dict)
     spec = spec_from(values)  # type: ignore[arg-type]
     corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))  # type: ignore[index]
-    metrics = run_experiment(spec, corpus, tmp_path, cache_dir)
+    metrics = run_experiment(spec, corpus, out_dir=tmp_path, cache_dir=cache_dir)
     write_report(tmp_path, metrics)
     assert set(metrics["arms"]) == set(spec.arms)
     for arm in spec.arms:

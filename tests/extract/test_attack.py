@@ -42,7 +42,7 @@ def memorizer(emoji: np.ndarray, tmp_path_factory: pytest.TempPathFactory):  # t
     cfg = TrainConfig(
         steps=1500, batch_size=64, lr=2e-3, warmup_steps=20, checkpoint_every=0, log_every=100, ema_decay=0.99
     )
-    train_model(model, data, cfg, tmp_path_factory.mktemp("memorizer"))
+    train_model(model, data, cfg, out_dir=tmp_path_factory.mktemp("memorizer"))
     return model, singles, dup
 
 
@@ -61,14 +61,14 @@ def test_membership_auc(memorizer, emoji: np.ndarray) -> None:  # type: ignore[n
     heldout = emoji[40:100]
     steps = [50, 100, 200]
     trained = loss_attack(
-        denoising_losses(model, to_pixels(singles), steps, 0),
-        denoising_losses(model, to_pixels(heldout), steps, 0),
+        denoising_losses(model, to_pixels(singles), steps, seed=0),
+        denoising_losses(model, to_pixels(heldout), steps, seed=0),
         steps,
     )
     untrained_model = build_model(ModelConfig(kind="unet_uncond", resolution=8, channels=(32, 64)), seed=5)
     untrained = loss_attack(
-        denoising_losses(untrained_model, to_pixels(singles), steps, 0),
-        denoising_losses(untrained_model, to_pixels(heldout), steps, 0),
+        denoising_losses(untrained_model, to_pixels(singles), steps, seed=0),
+        denoising_losses(untrained_model, to_pixels(heldout), steps, seed=0),
         steps,
     )
     assert abs(untrained["per_timestep"]["100"]["auc"] - 0.5) < 0.2

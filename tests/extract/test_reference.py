@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from common.cache import StepCache
+from common.cache import Cache
 from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.pipeline import DedupParams, run_dedup
 from extract.reference import reference_set
@@ -18,7 +18,7 @@ from tests.conftest import TINY_TWEMOJI
 
 def test_reference_groups_every_raw_copy_under_its_keeper(cache_dir: Path, tmp_path: Path) -> None:
     corpus = open_corpus(CorpusSpec(twemoji=TINY_TWEMOJI), cache_dir)
-    cleaned = run_dedup(corpus, DedupParams(), tmp_path / "dedup", StepCache(cache_dir / "steps"))
+    cleaned = run_dedup(corpus, DedupParams(), out_dir=tmp_path / "dedup", cache=Cache(cache_dir))
     rows = pq.read_table(cleaned.manifest).to_pylist()
     trained = [r for r in rows if r["status"] in ("kept", "duplicate")]
     reference = reference_set(cleaned, 8, corpus.items())

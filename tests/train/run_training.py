@@ -67,7 +67,7 @@ def main() -> None:
         log_every=4,
     )
     assert loop.train_model is train_model
-    train_model(model, data, cfg, out)
+    train_model(model, data, cfg, out_dir=out)
 
 
 if __name__ == "__main__":

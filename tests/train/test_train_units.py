@@ -26,17 +26,20 @@ def test_caption_mitigations_follow_their_definitions() -> None:
     rng = np.random.default_rng(0)
     always = {k: MitigationConfig(kinds=(k,), p=1.0) for k in ("mc", "rc", "rt", "cwr")}
     caption = "waving hand sign"
-    assert transform_caption(caption, ["hand waving"], always["mc"], rng, VOCAB) == "hand waving"
-    rc = transform_caption(caption, [], always["rc"], rng, VOCAB).split()
+    assert transform_caption(caption, ["hand waving"], config=always["mc"], rng=rng, vocab=VOCAB) == "hand waving"
+    rc = transform_caption(caption, [], config=always["rc"], rng=rng, vocab=VOCAB).split()
     assert len(rc) == 6 and set(rc) <= set(VOCAB)
-    rt = transform_caption(caption, [], always["rt"], rng, VOCAB).split()
+    rt = transform_caption(caption, [], config=always["rt"], rng=rng, vocab=VOCAB).split()
     assert len(rt) == 5 and len(set(rt) & set(VOCAB)) >= 1 and [w for w in rt if w not in VOCAB] == caption.split()
-    cwr = transform_caption(caption, [], always["cwr"], rng, VOCAB).split()
+    cwr = transform_caption(caption, [], config=always["cwr"], rng=rng, vocab=VOCAB).split()
     assert len(cwr) == 5 and set(cwr) <= set(caption.split())
     never = MitigationConfig(kinds=("rc", "rt"), p=0.0)
-    assert transform_caption(caption, [], never, rng, VOCAB) == caption
+    assert transform_caption(caption, [], config=never, rng=rng, vocab=VOCAB) == caption
     share = np.mean(
-        [transform_caption(caption, [], MitigationConfig(kinds=("rc",)), rng, VOCAB) != caption for _ in range(2000)]
+        [
+            transform_caption(caption, [], config=MitigationConfig(kinds=("rc",)), rng=rng, vocab=VOCAB) != caption
+            for _ in range(2000)
+        ]
     )
     assert 0.07 < share < 0.13  # p = 0.1 by default
 
@@ -66,8 +69,8 @@ def test_sampler_is_deterministic_and_honours_weights() -> None:
 
 
 def test_checkpoint_ignores_partial_and_corrupt(tmp_path: Path) -> None:
-    good = save_checkpoint(tmp_path, 4, {"w": torch.ones(3)}, {}, keep=3)
-    bad = save_checkpoint(tmp_path, 8, {"w": torch.ones(3)}, {}, keep=3)
+    good = save_checkpoint(tmp_path, 4, tensors={"w": torch.ones(3)}, state={}, keep=3)
+    bad = save_checkpoint(tmp_path, 8, tensors={"w": torch.ones(3)}, state={}, keep=3)
     (bad / "state.safetensors").write_bytes(b"corrupted")
     (tmp_path / ".step-00000012.partial").mkdir()
     assert latest_checkpoint(tmp_path) == good
@@ -111,7 +114,7 @@ def test_each_model_kind_trains_saves_and_loads(kind: str, tiny_data, tmp_path: 
         sample_count=4,
         sample_steps=3,
     )
-    result = train_model(model, tiny_data, cfg, tmp_path / "run")
+    result = train_model(model, tiny_data, cfg, out_dir=tmp_path / "run")
     after = [p for p in model.unet.parameters() if p.requires_grad]
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert (tmp_path / "run" / "samples" / "00000006.png").exists() and result.skipped_steps == 0
@@ -136,7 +139,7 @@ def test_nan_loss_is_skipped_then_halts(tiny_data, tmp_path: Path) -> None:  # t
         model.unet.conv_out.weight.fill_(float("nan"))
     cfg = TrainConfig(steps=10, batch_size=4, max_bad_steps=3, checkpoint_every=2, log_every=5)
     with pytest.raises(TrainingDiverged):
-        train_model(model, tiny_data, cfg, tmp_path / "run")
+        train_model(model, tiny_data, cfg, out_dir=tmp_path / "run")
     assert not list((tmp_path / "run" / "checkpoints").glob("step-*"))  # never checkpointed
 
 

@@ -1,0 +1,42 @@
+"""The audit's parameters (the ``extract`` config group)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Unconditional: ``generations`` samples, extracted if normalized ℓ2 < ``delta`` (also reported at
+    every value of ``deltas``). Conditional: the ``top_k`` most duplicated captions plus ``control_prompts``
+    singletons, ``per_prompt`` generations each; edges where tiled ℓ2 < ``tau``; a clique ≥ ``min_clique``
+    flags a prompt; ℓ2 ≤ ``verify_l2`` to the training image confirms it."""
+
+    generations: int = 1000
+    sample_steps: int = 25
+    guidance: float = 3.0
+    seed: int = 1
+    alpha: float = 0.5
+    n_nearest: int = 50
+    delta: float = 0.3
+    deltas: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
+    top_k: int = 16
+    control_prompts: int = 16
+    per_prompt: int = 16
+    tau: float = 0.15
+    min_clique: int = 5
+    verify_l2: float = 0.15
+    tile_grid: int = 4
+    mia_timesteps: tuple[int, ...] = (10, 50, 100, 200, 400)
+    mia_samples: int = 500
+    wen_generations: int = 4
+    wen_first_steps: int = 1
+    copy_thresholds: tuple[float, ...] = (0.5, 0.4)
+    batch_size: int = 250
+    device: str | None = None
+
+
+def device_of(cfg: AuditConfig) -> str:
+    return cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,78 @@
+"""Generations for the audit (chunked, seeded per index, resumable) and the figures made from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from common.atomic import atomic_path
+from diffusion.models import DiffusionModel
+from diffusion.sampling import generate, grid
+from extract.config import AuditConfig, device_of
+
+
+def generate_resumable(
+    model: DiffusionModel,
+    count: int,
+    *,
+    cfg: AuditConfig,
+    folder: Path,
+    captions: list[str] | None = None,
+    first_index: int = 0,
+) -> np.ndarray:
+    """Generations saved chunk by chunk (atomically) under ``folder``: a killed audit resumes where it stopped,
+    and because every generation is seeded by its own index the resumed images are identical."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    starts = range(0, count, cfg.batch_size)
+    for lo in tqdm(starts, desc="generate", unit="batch", disable=len(starts) < 2, mininterval=1.0):
+        ids = list(range(first_index + lo, first_index + min(count, lo + cfg.batch_size)))
+        path = folder / f"{ids[0]:08d}-{len(ids)}.npy"
+        if path.exists():
+            chunks.append(np.load(path, allow_pickle=False))
+            continue
+        caps = captions[lo : lo + len(ids)] if captions is not None else None
+        images = generate(
+            model,
+            ids,
+            seed=cfg.seed,
+            steps=cfg.sample_steps,
+            captions=caps,
+            guidance=cfg.guidance,
+            batch_size=cfg.batch_size,
+            device=device_of(cfg),
+            progress=False,
+        )
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, images, allow_pickle=False)
+        chunks.append(images)
+    return np.concatenate(chunks)
+
+
+def save_grid(images: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid(images[:64])).save(tmp, format="PNG")
+
+
+def side_by_side(pairs: list[tuple[np.ndarray, np.ndarray, float]], path: Path, scale: int = 4) -> None:
+    """Each extracted generation beside its training image, with the distance."""
+    if not pairs:
+        return
+    h, w = pairs[0][0].shape[:2]
+    cell_w, cell_h = 2 * w * scale + 12, h * scale + 16
+    cols = 4
+    rows = -(-len(pairs) // cols)
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (gen, train, dist) in enumerate(pairs):
+        x, y = (i % cols) * cell_w, (i // cols) * cell_h
+        sheet.paste(Image.fromarray(gen).resize((w * scale, h * scale), Image.Resampling.NEAREST), (x + 2, y + 2))
+        sheet.paste(
+            Image.fromarray(train).resize((w * scale, h * scale), Image.Resampling.NEAREST), (x + 6 + w * scale, y + 2)
+        )
+        draw.text((x + 2, y + h * scale + 3), f"{dist:.3f}", fill=(0, 0, 0))
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
