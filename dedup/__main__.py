@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from common.cache import Cache
+from configs.registry import DEDUP_GROUPS, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
 from dedup.pipeline import run_dedup
@@ -18,6 +19,9 @@ from dedup.report import console_summary
 
 os.environ.setdefault("WDS_SECURE", "1")  # webdataset must never unpickle members
 log = logging.getLogger("dedup")
+
+
+register(DEDUP_GROUPS)
 
 
 @hydra.main(config_path="../configs", config_name="dedup", version_base="1.3")

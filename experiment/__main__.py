@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from common.config import build
+from configs.registry import ALL_GROUPS, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
 from diffusion.models import ModelConfig
@@ -37,6 +38,9 @@ def spec_from(values: dict[str, Any]) -> ExperimentSpec:
         audit=build(AuditConfig, values["extract"]),
         mitigation=build(MitigationConfig, values["mitigation"]),
     )
+
+
+register(ALL_GROUPS)
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")

@@ -1,4 +1,4 @@
-"""``python -m extract model=PATH corpus=...``: audit a saved model. Hydra stops here."""
+"""``python -m extract model_dir=PATH corpus=...``: audit a saved model. Hydra stops here."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.cache import Cache
 from common.config import build
+from configs.registry import ALL_GROUPS, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
 from dedup.pipeline import run_dedup
@@ -27,12 +28,15 @@ os.environ.setdefault("WDS_SECURE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+register(ALL_GROUPS)
+
+
 @hydra.main(config_path="../configs", config_name="extract", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     cache_dir = Path(values["cache_dir"])
     out = Path(values["output"])
-    model = load_model(values["model"])
+    model = load_model(values["model_dir"])
     resolution = values["resolution"] or model.config.resolution
     corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
     params = replace(dedup_params(values["dedup"]), policy="remove")

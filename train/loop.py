@@ -39,9 +39,18 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """steps: optimizer steps; batch_size: samples per step over all devices (split into grad_accum
-    micro-batches). lr warms up linearly over warmup_steps. caption_dropout: share of captions replaced by
-    the null condition (classifier-free guidance). mixed_precision: no | bf16 | fp16 (GPU)."""
+    """The training budget and optimiser; the defaults are the 2-core CPU profile (``train=cpu``).
+
+    steps: optimizer steps; batch_size: samples per step over all devices (split into ``grad_accum``
+    micro-batches). lr warms up linearly over ``warmup_steps``, then follows ``lr_schedule``; AdamW with
+    ``weight_decay`` and ``adam_betas``; gradients clipped to norm ``grad_clip``; an EMA of the weights
+    with ``ema_decay`` (with warm-up) is what gets saved. caption_dropout: share of captions replaced by the
+    null condition (classifier-free guidance). mixed_precision: no | bf16 | fp16 (GPU). seed: every random
+    draw. checkpoint_every / keep_checkpoints: resumable checkpoints and how many stay; sample_every /
+    sample_count / sample_steps: sample grids during training (0: never); log_every: TensorBoard scalars;
+    max_bad_steps: consecutive non-finite steps skipped before the run halts. channels_last, compile,
+    fused_adam: GPU speed switches.
+    """
 
     steps: int = 2000
     batch_size: int = 64
@@ -52,13 +61,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
-    ema_decay: float = 0.995
+    ema_decay: float = 0.999
     caption_dropout: float = 0.1
     mixed_precision: str = "no"
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
-    sample_every: int = 0
+    sample_every: int = 1000
     sample_count: int = 32
     sample_steps: int = 25
     log_every: int = 50

@@ -36,10 +36,15 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True)
 class EmbedderParams:
-    """kind: pixels | phash | clip | dino | sscd. weights: local folder/file for the model kinds."""
+    """How images become vectors for the image signal.
+
+    kind: pixels | phash | clip | dino | sscd (the model kinds need ``weights``: a local folder or file;
+    nothing is downloaded). grid: pixels — side of the downsampled grid; phash — hash size (≤ 16).
+    image_size: input side of the model kinds where the weights do not fix it. device: auto | cpu | cuda.
+    """
 
     kind: str = "pixels"
-    size: int = 8
+    grid: int = 8
     weights: str | None = None
     image_size: int = 224
     batch_size: int = 64
@@ -201,9 +206,9 @@ class SscdEmbedder(TorchEmbedder):
 
 def make_embedder(params: EmbedderParams) -> Embedder:
     if params.kind == "pixels":
-        return PixelEmbedder(params.size)
+        return PixelEmbedder(params.grid)
     if params.kind == "phash":
-        return PHashEmbedder(params.size if params.size <= 16 else 8)
+        return PHashEmbedder(params.grid if params.grid <= 16 else 8)
     models: dict[str, type[ClipEmbedder | DinoEmbedder | SscdEmbedder]] = {
         "clip": ClipEmbedder,
         "dino": DinoEmbedder,

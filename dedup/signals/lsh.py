@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch.lsh import _optimal_param
+from datasketch import MinHashLSH
 
 _ROW_MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -35,8 +35,10 @@ def bands_rows(params: LshParams, num_perm: int) -> tuple[int, int]:
         if params.bands * params.rows > num_perm:
             raise ValueError(f"bands*rows = {params.bands * params.rows} > num_perm = {num_perm}")
         return params.bands, params.rows
-    bands, rows = _optimal_param(params.threshold, num_perm, 0.5, 0.5)
-    return int(bands), int(rows)
+    # datasketch's own choice (equal false-positive and false-negative weights), read from its public
+    # attributes: an empty in-memory index costs only the parameter search.
+    index = MinHashLSH(threshold=params.threshold, num_perm=num_perm, weights=(0.5, 0.5))
+    return int(index.b), int(index.r)
 
 
 def _band_keys(block: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 import train.checkpoint as checkpoint
-import train.loop as loop
 from diffusion.images import load_image_set
 from diffusion.models import ModelConfig, build_model
 from train.data import EpochSampler
@@ -66,7 +65,6 @@ def main() -> None:
         keep_checkpoints=args.keep,
         log_every=4,
     )
-    assert loop.train_model is train_model
     train_model(model, data, cfg, out_dir=out)
 
 

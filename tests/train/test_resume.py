@@ -58,11 +58,14 @@ def reference(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return shards, out
 
 
-def test_kill_at_random_step_then_resume(reference: tuple[Path, Path], cache_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kill_at_random_step_then_resume(
+    reference: tuple[Path, Path], cache_dir: Path, tmp_path: Path, seed: int
+) -> None:
     shards, uninterrupted = reference
     out = tmp_path / "killed"
     proc = _run(shards, cache_dir, out)
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(seed)  # seeded: a failure names the moment that broke resume
     deadline = time.time() + 300
     target = int(rng.integers(1, 5))  # die after 1..4 complete checkpoints, at a random moment
     while time.time() < deadline and len(list((out / "checkpoints").glob("step-*"))) < min(target, 2):

@@ -1,0 +1,38 @@
+"""The built wheel works without the source tree: configs ship inside it and every entry point composes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_wheel_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)],
+        tmp_path,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheels = list(dist.glob("memguard-*.whl"))
+    assert len(wheels) == 1
+    # The venv sees the installed dependencies (torch, diffusers, ...) but not the source tree.
+    venv = tmp_path / "venv"
+    assert _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path).returncode == 0
+    python = str(venv / "bin" / "python")
+    installed = _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheels[0])], tmp_path)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = _run([python, "-c", "import configs, dedup; print(dedup.__file__, configs.__file__)"], elsewhere)
+    assert where.returncode == 0 and str(REPO) not in where.stdout and str(venv) in where.stdout, where.stdout
+    for module in ("dedup", "train", "extract"):
+        proc = _run([python, "-m", module, "--cfg", "job"], elsewhere)
+        assert proc.returncode == 0, f"{module}: {proc.stderr[-2000:]}"
+        assert "corpus:" in proc.stdout and "dedup:" in proc.stdout
