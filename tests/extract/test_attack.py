@@ -46,6 +46,7 @@ def memorizer(emoji: np.ndarray, tmp_path_factory: pytest.TempPathFactory):  # t
     return model, singles, dup
 
 
+@pytest.mark.slow  # trains a memorizer (~2 min on 2 cores); .ci/run runs the slow tests too
 def test_attack_extracts_the_duplicate_and_no_singleton(memorizer) -> None:  # type: ignore[no-untyped-def]
     model, singles, dup = memorizer
     reference = np.concatenate([dup[None], singles])
@@ -55,6 +56,7 @@ def test_attack_extracts_the_duplicate_and_no_singleton(memorizer) -> None:  # t
     assert extracted == {0}, (sorted(extracted), np.sort(result.score)[:10])
 
 
+@pytest.mark.slow
 def test_membership_auc(memorizer, emoji: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     model, singles, _ = memorizer
     to_pixels = lambda x: x.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0  # noqa: E731
@@ -75,6 +77,21 @@ def test_membership_auc(memorizer, emoji: np.ndarray) -> None:  # type: ignore[n
     assert trained["auc"] > 0.6 > untrained["per_timestep"]["100"]["auc"] - 0.1
 
 
+def test_copy_guard_tags_copies_and_wraps_an_untrained_pipeline(emoji: np.ndarray, tmp_path: Path) -> None:
+    guard = CopyGuard(list(emoji[:31]), [f"k{i}" for i in range(31)])
+    brighter = np.clip(emoji[30].astype(int) + 3, 0, 255).astype(np.uint8)
+    verdicts = guard.check([brighter, emoji[100]])
+    assert verdicts[0].is_copy and verdicts[0].training_key == "k30"
+    assert not verdicts[1].is_copy
+    from diffusers import DDPMPipeline
+
+    save_model(build_model(ModelConfig(kind="unet_uncond", resolution=8, channels=(16, 32))), tmp_path / "model")
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "model", local_files_only=True)
+    output = guard.wrap(pipe)(batch_size=3, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert len(output.copy_verdicts) == 3 and len(output.images) == 3
+
+
+@pytest.mark.slow
 def test_copy_guard_tags_copies_and_wraps_a_pipeline(memorizer, emoji: np.ndarray, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model, singles, dup = memorizer
     guard = CopyGuard(list(np.concatenate([dup[None], singles])), ["dup", *[f"s{i}" for i in range(30)]])

@@ -58,7 +58,7 @@ def reference(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return shards, out
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_kill_at_random_step_then_resume(
     reference: tuple[Path, Path], cache_dir: Path, tmp_path: Path, seed: int
 ) -> None:
