@@ -5,6 +5,7 @@ profile changes (``configs/model/unet_text.yaml``: ``kind: unet_text``). Each en
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import asdict
 from typing import Any
 
@@ -20,38 +21,29 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# group → (module, dataclass); imported only when the group is registered, so `python -m dedup` does
+# not pay for torch.
+_DATACLASSES = {
+    "corpus": ("dedup.io.corpus", "CorpusSpec"),
+    "limits": ("dedup.io.validate", "Limits"),
+    "model": ("diffusion.models", "ModelConfig"),
+    "train": ("train.loop", "TrainConfig"),
+    "mitigation": ("train.mitigations", "MitigationConfig"),
+    "extract": ("extract.config", "AuditConfig"),
+}
+
+
 def group_defaults(group: str) -> dict[str, Any]:
     """The base node of ``group``: the dataclass defaults in the group's vocabulary."""
-    if group == "corpus":
-        from dedup.io.corpus import CorpusSpec
-
-        return _plain(asdict(CorpusSpec()))
-    if group == "dedup":
+    if group == "dedup":  # the only group whose vocabulary differs from its dataclass's shape
         from dedup.config import dedup_values
         from dedup.pipeline import DedupParams
 
         return _plain(dedup_values(DedupParams()))
-    if group == "limits":
-        from dedup.io.validate import Limits
-
-        return _plain(asdict(Limits()))
-    if group == "model":
-        from diffusion.models import ModelConfig
-
-        return _plain(asdict(ModelConfig()))
-    if group == "train":
-        from train.loop import TrainConfig
-
-        return _plain(asdict(TrainConfig()))
-    if group == "mitigation":
-        from train.mitigations import MitigationConfig
-
-        return _plain(asdict(MitigationConfig()))
-    if group == "extract":
-        from extract.config import AuditConfig
-
-        return _plain(asdict(AuditConfig()))
-    raise KeyError(f"no defaults registered for config group {group!r}")
+    if group not in _DATACLASSES:
+        raise KeyError(f"no defaults registered for config group {group!r}")
+    module, name = _DATACLASSES[group]
+    return _plain(asdict(getattr(importlib.import_module(module), name)()))
 
 
 DEDUP_GROUPS = ("corpus", "dedup", "limits")

@@ -62,33 +62,29 @@ def ingest(corpus: Corpus, folder: Path) -> None:
         for name, values in columns.items():
             values.append(row.get(name))
 
+    def reject(
+        unit: int, item: Sample | Rejection, *, offset: int, reason: str, detail: str, caption: str | None = None
+    ) -> None:
+        add(
+            unit=unit,
+            key=item.key,
+            source=item.source,
+            offset=offset,
+            status="rejected",
+            reason=reason,
+            detail=detail[:500],
+            caption=caption,
+            sample_index=-1,
+        )
+
     for unit, item in enumerate(tqdm(corpus.items(), desc="ingest", unit="unit", mininterval=1.0)):
         if isinstance(item, Rejection):
-            add(
-                unit=unit,
-                key=item.key,
-                source=item.source,
-                offset=item.offset,
-                status="rejected",
-                reason=str(item.reason),
-                detail=item.detail[:500],
-                sample_index=-1,
-            )
+            reject(unit, item, offset=item.offset, reason=str(item.reason), detail=item.detail)
             continue
         try:
             rgb = decode_image(item.image, corpus.limits)
         except Invalid as err:
-            add(
-                unit=unit,
-                key=item.key,
-                source=item.source,
-                offset=-1,
-                status="rejected",
-                reason=str(err.reason),
-                detail=err.detail[:500],
-                caption=item.caption,
-                sample_index=-1,
-            )
+            reject(unit, item, offset=-1, reason=str(err.reason), detail=err.detail, caption=item.caption)
             continue
         add(
             unit=unit,

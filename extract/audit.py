@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def _copy_similarity(generated: np.ndarray, reference: Reference, thresholds: tuple[float, ...]) -> dict[str, Any]:
-    """Somepalli's copy metric in the dedup embedder's space (pixels unless configured otherwise)."""
+    """Somepalli's copy metric: the highest cosine of each generation with a training image, in the default
+    ``pixels`` embedder's space (8×8 colour grid) — not the embedder dedup was configured with."""
     embedder = make_embedder(EmbedderParams())
     gen, ref = embedder.embed(list(generated)), embedder.embed(list(reference.images))
     best = (gen @ ref.T).max(axis=1) if len(gen) and len(ref) else np.zeros(0)

@@ -1,7 +1,8 @@
 """CopyGuard: tag generations that are near-copies of training images, for any pipeline.
 
-The same embedding and faiss index that dedup builds ("duplicate") answer "is this generation a copy?"
-here, so the words duplicate, memorized and copy mean one thing.
+An embedder of dedup's (the default ``pixels`` embedder unless one is passed in) and a faiss index of
+the same kind dedup searches answer "is this generation a copy?"; the index is built here over the
+training images given, not read from a dedup run.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ normalizing neighbourhood counts each image once."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -52,14 +52,15 @@ def reference_set(dedup_result: DedupResult, resolution: int, raw_items: Iterabl
             keys.append(item.key)
             captions.append(item.caption)
             counts.append(size[item.key])
+    one_per_image = Reference(
+        images=np.stack(images),
+        keys=keys,
+        captions=captions,
+        dup_counts=np.asarray(counts),
+        trained=np.ones(len(keys), bool),
+    )
     if raw_items is None:
-        return Reference(
-            images=np.stack(images),
-            keys=keys,
-            captions=captions,
-            dup_counts=np.asarray(counts),
-            trained=np.ones(len(keys), bool),
-        )
+        return one_per_image
     image_of_cluster = {cluster_of[key]: i for i, key in enumerate(keys)}
     copies, copy_of = [], []
     for item in raw_items:
@@ -72,12 +73,4 @@ def reference_set(dedup_result: DedupResult, resolution: int, raw_items: Iterabl
             f"the raw corpus yields {len(copies)} of the {len(cluster_of)} trained samples in "
             f"{dedup_result.manifest}: it is not the corpus that manifest describes"
         )
-    return Reference(
-        images=np.stack(images),
-        keys=keys,
-        captions=captions,
-        dup_counts=np.asarray(counts),
-        trained=np.ones(len(keys), bool),
-        copies=np.stack(copies),
-        copy_of=np.asarray(copy_of, dtype=np.int64),
-    )
+    return replace(one_per_image, copies=np.stack(copies), copy_of=np.asarray(copy_of, dtype=np.int64))

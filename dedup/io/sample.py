@@ -1,4 +1,8 @@
-"""The one record that flows between stages, and the closed list of rejection reasons."""
+"""The record every reader yields (``Sample``, or a ``Rejection`` with a reason from the closed list).
+
+Downstream of ingest the dedup steps pass arrays aligned with the valid samples (their ``sample_index``
+in ``units.parquet``, see ``dedup.steps``), and the decide step hands ``dedup.outputs.decision.Decision``
+to the outputs."""
 
 from __future__ import annotations
 

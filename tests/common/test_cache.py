@@ -88,3 +88,16 @@ def test_list_and_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str], monk
     assert [e.kind for e in entries(tmp_path)] == ["ingest"]
     assert main(["--root", str(tmp_path), "prune", "--kind", "ingest"]) == 0
     assert entries(tmp_path) == []
+
+
+def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from common.atomic import write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode)
+    assert mode == stat.S_IMODE(os.stat(plain).st_mode) and mode & stat.S_IRGRP
