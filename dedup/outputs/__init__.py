@@ -1,0 +1,1 @@
+"""The apply step: manifest, clusters, cleaned shards, stats and contact sheet."""

@@ -1,0 +1,76 @@
+"""The ``apply`` step: the policy turns clusters into the manifest, clusters.parquet, the cleaned shards
+and a contact sheet, and returns the counts for stats.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from common.atomic import write_table
+from dedup.io.corpus import Corpus
+from dedup.outputs.clusters import build_clusters, ranked_clusters
+from dedup.outputs.contact_sheet import contact_sheet
+from dedup.outputs.decision import Decision
+from dedup.outputs.manifest import build_manifest, sample_status
+from dedup.outputs.shards import write_kept_shards
+from dedup.outputs.stats import build_stats
+
+SHEET_MEMBERS = 12  # thumbnails per contact-sheet row
+
+
+def write_outputs(
+    corpus: Corpus,
+    units: pa.Table,
+    *,
+    valid_rows: np.ndarray,
+    decision: Decision,
+    signatures: np.ndarray,
+    usable: np.ndarray,
+    embeddings: np.ndarray,
+    policy: str,
+    out_dir: Path,
+    shard_size: int,
+    sheet_clusters: int,
+) -> dict[str, object]:
+    """Write manifest.parquet, clusters.parquet, shards/ (unless ``shard_size`` is 0) and
+    contact_sheet.png under ``out_dir``; ``valid_rows`` maps each valid sample to its unit row."""
+    n = len(valid_rows)
+    keeper = decision.keeper
+    image_sim = np.einsum("ij,ij->i", embeddings, embeddings[keeper]) if n else np.zeros(0)
+    jaccard = (signatures == signatures[keeper]).mean(axis=1) if n else np.zeros(0)
+    jaccard = np.where(usable & usable[keeper], jaccard, np.nan)
+    manifest = build_manifest(
+        units, valid_rows, decision, caption_jaccard=jaccard, image_sim=image_sim.astype(np.float64), policy=policy
+    )
+    keys = units.column("key").to_numpy(zero_copy_only=False)[valid_rows]
+    ranked = ranked_clusters(decision)
+    write_table(out_dir / "clusters.parquet", build_clusters(keys, decision, ranked))
+
+    status, weight = sample_status(decision, policy)
+    sheet = [m[:SHEET_MEMBERS] for m in ranked[:sheet_clusters]]
+    shards_written, thumbs = write_kept_shards(
+        corpus,
+        units,
+        kept=status == "kept",
+        weights=weight if policy == "reweight" else None,
+        out_dir=out_dir,
+        shard_size=shard_size,
+        thumbnails_of={int(i) for m in sheet for i in m},
+    )
+    # Each row: the keeper first (framed green), then the removed members (red).
+    contact_sheet(
+        [[(thumbs[int(i)], bool(keeper[i] == i)) for i in sorted(m, key=lambda i: keeper[i] != i)] for m in sheet],
+        out_dir / "contact_sheet.png",
+    )
+    write_table(out_dir / "manifest.parquet", manifest)
+    is_keeper = decision.finite & (keeper == np.arange(n))
+    return build_stats(
+        manifest,
+        valid_samples=n,
+        cluster_sizes=decision.size[is_keeper].astype(int).tolist(),
+        clusters_with_duplicates=len(ranked),
+        policy=policy,
+        shards_written=shards_written,
+    )
