@@ -1,30 +1,119 @@
-"""Plain dicts (what Hydra composes, after ``OmegaConf.to_container``) → typed, frozen dataclasses.
+"""Plain dicts (what Hydra composes, after ``OmegaConf.to_container``) → typed, frozen dataclasses, and the
+checks every entry point runs on them before any work.
 
-Every stage's entry point uses this one builder. Unknown keys are errors, so a typo in an override never
-silently does nothing.
+Every stage's entry point uses this one builder. Unknown keys and values of the wrong type are errors
+that name the key, so a typo in an override never silently does nothing; range checks live in each
+dataclass's ``__post_init__`` (``in_range``) and run when the builder instantiates it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import types
 import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def build(cls: type[T], values: dict[str, Any] | None) -> T:
-    """Instantiate a (nested) frozen dataclass from a dict, rejecting unknown keys."""
+class ConfigError(ValueError):
+    """A user's configuration mistake: reported as one line naming the key, exit code 2."""
+
+
+def in_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
+    """Raise ConfigError unless lo <= value <= hi (either bound optional)."""
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        raise ConfigError(f"{name} must be in {bounds}, got {value}")
+
+
+def one_of(name: str, value: object, allowed: tuple[object, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether ``value`` fits the annotation (the subset our configs use)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return isinstance(value, list | tuple) and all(any(_accepts(a, v) for a in args) for v in value)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin is dict:
+        return isinstance(value, dict)
+    return True  # a type we do not check here (the dataclass itself may)
+
+
+def build(cls: type[T], values: dict[str, Any] | None, path: str = "") -> T:
+    """Instantiate a (nested) frozen dataclass from a dict, rejecting unknown keys and wrong types;
+    ``path`` (``"dedup.image"``) prefixes the key in error messages."""
     values = dict(values or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    prefix = f"{path}." if path else ""
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s): {sorted(unknown)}; known: {sorted(names)}")
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in sorted(unknown))}; known: {sorted(names)}")
     for name, value in list(values.items()):
         hint = hints[name]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            values[name] = build(hint, value)  # type: ignore[arg-type]
-        elif isinstance(value, list):
+            values[name] = build(hint, value, prefix + name)  # type: ignore[arg-type]
+            continue
+        if not _accepts(hint, value):
+            raise ConfigError(f"{prefix}{name}: expected {_describe(hint)}, got {value!r}")
+        if isinstance(value, list):
             values[name] = tuple(value)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{path or cls.__name__}: {err}") from err
+
+
+def _describe(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+@contextmanager
+def user_errors(entry: str) -> Iterator[None]:
+    """Turn configuration mistakes (and missing inputs) into one line on stderr and exit code 2, before any
+    work; ``HYDRA_FULL_ERROR=1`` keeps the traceback for developers."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except (ConfigError, OmegaConfBaseException, FileNotFoundError, NotADirectoryError) as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        message = " ".join(str(err).split("\n")[0].split())
+        print(f"{entry}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def check_keys(values: dict[str, Any], allowed: set[str], leaves: Callable[[], dict[str, list[str]]]) -> None:
+    """Top-level keys must be known (``+policy=foo`` would otherwise add a key nothing reads); suggest the
+    nested key a misplaced one probably meant."""
+    for key in sorted(set(values) - allowed):
+        near = leaves().get(key, [])
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        raise ConfigError(f"unknown key {key!r}{hint}")

@@ -54,3 +54,36 @@ def register(groups: tuple[str, ...] = ALL_GROUPS) -> None:
     store = ConfigStore.instance()
     for group in groups:
         store.store(group=group, name="base", node=group_defaults(group))
+
+
+def leaf_paths(groups: tuple[str, ...] = ALL_GROUPS) -> dict[str, list[str]]:
+    """Leaf name → the dotted keys that end with it (``policy`` → ``dedup.policy``), for suggestions."""
+    found: dict[str, list[str]] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        else:
+            found.setdefault(path.rsplit(".", 1)[-1], []).append(path)
+
+    for group in groups:
+        walk(group_defaults(group), group)
+    return found
+
+
+def precheck_overrides(argv: list[str], top_level: set[str], groups: tuple[str, ...]) -> None:
+    """Before Hydra parses the command line: a bare ``policy=foo`` names no top-level key, and Hydra would
+    suggest ``+policy=foo``, which adds a key nothing reads. Name the nested key instead."""
+    from common.config import ConfigError
+
+    for arg in argv:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0]
+        if "." in key or key in top_level or key in groups or key.startswith("hydra"):
+            continue
+        near = leaf_paths(groups).get(key, [])
+        value = arg.split("=", 1)[1]
+        hint = f"; did you mean {' or '.join(f'{p}={value}' for p in near)}?" if near else ""
+        raise ConfigError(f"unknown key {key!r}{hint}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from common.cache import Cache
-from configs.registry import DEDUP_GROUPS, register
+from common.config import check_keys, user_errors
+from configs.registry import DEDUP_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
 from dedup.pipeline import run_dedup
@@ -22,16 +24,22 @@ log = logging.getLogger("dedup")
 
 
 register(DEDUP_GROUPS)
+TOP_LEVEL = {"cache_dir", "output", *DEDUP_GROUPS}
 
 
 @hydra.main(config_path="../configs", config_name="dedup", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    cache_dir = Path(values["cache_dir"])
-    corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
-    result = run_dedup(corpus, dedup_params(values["dedup"]), out_dir=values["output"], cache=Cache(cache_dir))
+    with user_errors("dedup"):  # every configuration mistake is reported here, before any work
+        values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
+        check_keys(values, TOP_LEVEL, lambda: leaf_paths(DEDUP_GROUPS))
+        params = dedup_params(values["dedup"])
+        cache_dir = Path(values["cache_dir"])
+        corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
+    result = run_dedup(corpus, params, out_dir=values["output"], cache=Cache(cache_dir))
     print(console_summary(result.stats, result.out_dir))
 
 
 if __name__ == "__main__":
+    with user_errors("dedup"):
+        precheck_overrides(sys.argv[1:], TOP_LEVEL, DEDUP_GROUPS)
     main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from common.config import build
+from common.config import ConfigError, build
 from dedup.builtin.twemoji import TwemojiConfig
 from dedup.decide.cluster import ClusterRule
 from dedup.decide.semdedup import SemDedupParams
@@ -67,53 +67,68 @@ def dedup_values(params: DedupParams) -> dict[str, Any]:
 
 def corpus_spec(values: dict[str, Any]) -> CorpusSpec:
     values = dict(values)
-    twemoji = values.pop("twemoji", None) or {}
-    return CorpusSpec(**values, twemoji=build(TwemojiConfig, twemoji))
+    twemoji = build(TwemojiConfig, values.pop("twemoji", None) or {}, "corpus.twemoji")
+    return build(CorpusSpec, {**values, "twemoji": twemoji}, "corpus")
 
 
 def limits(values: dict[str, Any] | None) -> Limits:
-    return build(Limits, values)
+    return build(Limits, values, "limits")
+
+
+def _number(section: dict[str, Any], key: str, path: str) -> float:
+    value = section.pop(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}.{key}: expected a number, got {value!r}")
+    return float(value)
 
 
 def dedup_params(values: dict[str, Any]) -> DedupParams:
-    """The ``dedup`` config group → DedupParams."""
+    """The ``dedup`` config group → DedupParams (unknown keys, wrong types and bad ranges are ConfigErrors)."""
     v = dict(values)
     caption = dict(v.pop("caption"))
     image = dict(v.pop("image"))
-    minhash = MinHashParams(
-        num_perm=caption.pop("num_perm"),
-        seed=caption.pop("seed"),
-        ngram=caption.pop("ngram"),
-        char_ngrams=caption.pop("char_ngrams"),
+    minhash = build(
+        MinHashParams, {k: caption.pop(k) for k in ("num_perm", "seed", "ngram", "char_ngrams")}, "dedup.caption"
     )
-    lsh = LshParams(
-        threshold=caption.pop("lsh_threshold"),
-        bands=caption.pop("bands", None),
-        rows=caption.pop("rows", None),
-        max_bucket=caption.pop("max_bucket", 64),
+    lsh_threshold = _number(caption, "lsh_threshold", "dedup.caption")
+    lsh = build(
+        LshParams,
+        {"threshold": lsh_threshold, **{k: caption.pop(k) for k in ("bands", "rows", "max_bucket") if k in caption}},
+        "dedup.caption",
     )
     semantic = dict(caption.pop("semantic", None) or {})
-    semantic_threshold = semantic.pop("threshold", SEMANTIC_THRESHOLD)
-    caption_semantic = build(CaptionSemanticParams, semantic)
+    semantic_threshold = _number(semantic, "threshold", "dedup.caption.semantic") if "threshold" in semantic else None
+    caption_semantic = build(CaptionSemanticParams, semantic, "dedup.caption.semantic")
+    exact = v.pop("exact")
+    if not isinstance(exact, bool):
+        raise ConfigError(f"dedup.exact: expected true or false, got {exact!r}")
     rule = ClusterRule(
-        image_threshold=image.pop("threshold"),
-        caption_threshold=caption.pop("threshold"),
-        loose_image_threshold=image.pop("loose_threshold"),
-        use_exact=v.pop("exact"),
-        caption_semantic_threshold=semantic_threshold if caption_semantic.enabled else None,
+        image_threshold=_number(image, "threshold", "dedup.image"),
+        caption_threshold=_number(caption, "threshold", "dedup.caption"),
+        loose_image_threshold=_number(image, "loose_threshold", "dedup.image"),
+        use_exact=exact,
+        caption_semantic_threshold=(
+            (SEMANTIC_THRESHOLD if semantic_threshold is None else semantic_threshold)
+            if caption_semantic.enabled
+            else None
+        ),
     )
-    index = build(IndexParams, image.pop("index"))
-    embedder = build(EmbedderParams, image)
+    index = build(IndexParams, image.pop("index"), "dedup.image.index")
+    embedder = build(EmbedderParams, image, "dedup.image")
     if caption:
-        raise ValueError(f"unknown dedup.caption option(s): {sorted(caption)}")
-    semdedup = build(SemDedupParams, v.pop("semdedup", None))
-    return DedupParams(
-        minhash=minhash,
-        lsh=lsh,
-        caption_semantic=caption_semantic,
-        embedder=embedder,
-        index=index,
-        rule=rule,
-        semdedup=semdedup,
-        **v,
+        raise ConfigError(f"unknown key(s) {', '.join('dedup.caption.' + k for k in sorted(caption))}")
+    semdedup = build(SemDedupParams, v.pop("semdedup", None), "dedup.semdedup")
+    return build(
+        DedupParams,
+        {
+            "minhash": minhash,
+            "lsh": lsh,
+            "caption_semantic": caption_semantic,
+            "embedder": embedder,
+            "index": index,
+            "rule": rule,
+            "semdedup": semdedup,
+            **v,
+        },
+        "dedup",
     )

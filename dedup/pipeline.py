@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from common.atomic import write_json
+from common.atomic import committed_run, write_json
 from common.cache import Cache, entry_key
+from common.config import ConfigError, in_range, one_of
 from common.timing import StepTimer
 from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
 from dedup.decide.evaluate import evaluate
@@ -62,24 +63,31 @@ class DedupParams:
     sheet_clusters: int = 12
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        one_of("dedup.policy", self.policy, POLICIES)
+        if self.write_shards:
+            in_range("dedup.shard_size (with dedup.write_shards=true)", self.shard_size, 1)
+        in_range("dedup.sheet_clusters", self.sheet_clusters, 0)
         semantic = self.rule.caption_semantic_threshold
         if semantic is not None and not self.caption_semantic.enabled:
-            raise ValueError("rule.caption_semantic_threshold is set but caption_semantic.enabled is false")
+            raise ConfigError("rule.caption_semantic_threshold is set but caption_semantic.enabled is false")
         if semantic is not None and semantic < self.caption_semantic.floor:
-            raise ValueError(f"caption semantic threshold {semantic} < its floor {self.caption_semantic.floor}")
+            raise ConfigError(
+                f"dedup.caption.semantic.threshold {semantic} < dedup.caption.semantic.floor {self.caption_semantic.floor}"
+            )
         if self.rule.caption_threshold < self.lsh.threshold:
-            raise ValueError(
-                f"caption threshold {self.rule.caption_threshold} < lsh.threshold {self.lsh.threshold}: "
+            raise ConfigError(
+                f"dedup.caption.threshold {self.rule.caption_threshold} < dedup.caption.lsh_threshold {self.lsh.threshold}: "
                 "candidates below the LSH floor were never kept"
             )
         if self.rule.image_threshold < self.index.min_sim or self.rule.loose_image_threshold < self.index.min_sim:
             # Pairs below index.min_sim were never searched for; a lower threshold would silently find fewer.
-            raise ValueError(
-                f"image thresholds ({self.rule.image_threshold}, {self.rule.loose_image_threshold}) must be "
-                f">= index.min_sim ({self.index.min_sim})"
+            raise ConfigError(
+                f"dedup.image.threshold and loose_threshold ({self.rule.image_threshold}, "
+                f"{self.rule.loose_image_threshold}) must be >= dedup.image.index.min_sim ({self.index.min_sim})"
             )
+
+
+RESULT_NAMES = ("manifest.parquet", "clusters.parquet", "shards", "contact_sheet.png", "stats.json")  # marker last
 
 
 @dataclass
@@ -210,33 +218,36 @@ def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache
                 labels=found.labels, keeper=found.keeper, size=found.size, signal=found.signal, finite=finite
             )
 
-    with timer.step("apply"):
-        stats = write_outputs(
-            corpus,
-            units,
-            valid_rows=valid_rows,
-            decision=decision,
-            signatures=signatures,
-            usable=usable,
-            embeddings=safe_emb,
-            policy=params.policy,
-            out_dir=out_dir,
-            shard_size=params.shard_size if params.write_shards else 0,
-            sheet_clusters=params.sheet_clusters,
-        )
-    if corpus.ground_truth is not None and corpus.ground_truth.exists():
-        finite_idx = np.flatnonzero(decision.finite)
-        stats["evaluation"] = evaluate(keys[finite_idx].tolist(), decision.labels[finite_idx], corpus.ground_truth)
-    stats["corpus"] = {
-        "kind": corpus.kind,
-        "location": corpus.location,
-        "fingerprint": corpus.fingerprint,
-        **({"info": corpus.info} if corpus.info else {}),
-    }
-    stats["steps"] = timer.steps
-    stats["cache"] = {"hits": list(cache.hits), "misses": list(cache.misses)}
-    stats["params"] = asdict(params)
-    write_json(out_dir / "stats.json", stats)
+    # The outputs are staged and committed as a whole: an interrupted or failed run never leaves a mix of
+    # two results, or a result that looks complete and is not.
+    with committed_run(out_dir, RESULT_NAMES) as staging:
+        with timer.step("apply"):
+            stats = write_outputs(
+                corpus,
+                units,
+                valid_rows=valid_rows,
+                decision=decision,
+                signatures=signatures,
+                usable=usable,
+                embeddings=safe_emb,
+                policy=params.policy,
+                out_dir=staging,
+                shard_size=params.shard_size if params.write_shards else 0,
+                sheet_clusters=params.sheet_clusters,
+            )
+        if corpus.ground_truth is not None and corpus.ground_truth.exists():
+            finite_idx = np.flatnonzero(decision.finite)
+            stats["evaluation"] = evaluate(keys[finite_idx].tolist(), decision.labels[finite_idx], corpus.ground_truth)
+        stats["corpus"] = {
+            "kind": corpus.kind,
+            "location": corpus.location,
+            "fingerprint": corpus.fingerprint,
+            **({"info": corpus.info} if corpus.info else {}),
+        }
+        stats["steps"] = timer.steps
+        stats["cache"] = {"hits": list(cache.hits), "misses": list(cache.misses)}
+        stats["params"] = asdict(params)
+        write_json(staging / "stats.json", stats)
     return DedupResult(
         out_dir, out_dir / "shards" if params.write_shards else None, out_dir / "manifest.parquet", stats
     )

@@ -15,6 +15,12 @@ def console_summary(stats: dict[str, Any], out_dir: Path) -> str:
         f"  kept {status.get('kept', 0)}, duplicate {status.get('duplicate', 0)}, rejected {status.get('rejected', 0)}"
         f" (policy {stats['policy']})",
     ]
+    skipped = info.get("skipped_inputs", [])
+    if skipped:
+        shown = "; ".join(f"{s['path']} ({s['why']})" for s in skipped[:3])
+        lines.append(
+            f"  skipped {len(skipped)} files that are not shards: {shown}" + (" ..." if len(skipped) > 3 else "")
+        )
     if stats.get("rejected_by_reason"):
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats["rejected_by_reason"].items()))
         lines.append(f"  rejected by reason: {reasons}")
@@ -33,5 +39,6 @@ def console_summary(stats: dict[str, Any], out_dir: Path) -> str:
     if cached:
         lines.append(f"  reused from cache: {', '.join(cached)}")
     seconds = sum(float(v.get("seconds", 0)) for v in stats.get("steps", {}).values())
-    lines.append(f"  {seconds:.1f} s; outputs in {out_dir} (manifest.parquet, stats.json, contact_sheet.png, shards/)")
+    written = "manifest.parquet, stats.json, contact_sheet.png" + (", shards/" if stats.get("shards_written") else "")
+    lines.append(f"  {seconds:.1f} s; outputs in {out_dir} ({written})")
     return "\n".join(lines)

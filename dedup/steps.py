@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from common.atomic import write_table
 from dedup.io.corpus import Corpus
+from dedup.io.readers import printable
 from dedup.io.sample import Rejection, Sample
 from dedup.io.validate import Invalid, decode_image
 from dedup.signals.embed import EmbedderParams, make_embedder
@@ -60,7 +61,9 @@ def ingest(corpus: Corpus, folder: Path) -> None:
 
     def add(**row: object) -> None:
         for name, values in columns.items():
-            values.append(row.get(name))
+            value = row.get(name)
+            # Names and error texts may carry bytes that are not UTF-8 (surrogate escapes): pyarrow refuses them.
+            values.append(printable(value) if isinstance(value, str) else value)
 
     def reject(
         unit: int, item: Sample | Rejection, *, offset: int, reason: str, detail: str, caption: str | None = None

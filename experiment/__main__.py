@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from common.config import build
-from configs.registry import ALL_GROUPS, register
+from common.config import ConfigError, build, check_keys, user_errors
+from configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
 from diffusion.models import ModelConfig
@@ -29,26 +30,35 @@ log = logging.getLogger("train")
 
 
 def spec_from(values: dict[str, Any]) -> ExperimentSpec:
-    return ExperimentSpec(
-        name=values["name"],
-        arms=tuple(values["arms"]),
-        dedup=dedup_params(values["dedup"]),
-        model=build(ModelConfig, values["model"]),
-        train=build(TrainConfig, values["train"]),
-        audit=build(AuditConfig, values["extract"]),
-        mitigation=build(MitigationConfig, values["mitigation"]),
-    )
+    arms = values["arms"]
+    if not isinstance(arms, list) or not all(isinstance(a, str) for a in arms):
+        raise ConfigError(f"arms: expected a list of arm names, got {arms!r}")
+    try:
+        return ExperimentSpec(
+            name=str(values["name"]),
+            arms=tuple(arms),
+            dedup=dedup_params(values["dedup"]),
+            model=build(ModelConfig, values["model"], "model"),
+            train=build(TrainConfig, values["train"], "train"),
+            audit=build(AuditConfig, values["extract"], "extract"),
+            mitigation=build(MitigationConfig, values["mitigation"], "mitigation"),
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 register(ALL_GROUPS)
+TOP_LEVEL = {"cache_dir", "output", "name", "arms", "seed", *ALL_GROUPS}
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    spec = spec_from(values)
-    cache_dir = Path(values["cache_dir"])
-    corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
+    with user_errors("train"):  # every configuration mistake is reported here, before any work
+        values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
+        check_keys(values, TOP_LEVEL, lambda: leaf_paths(ALL_GROUPS))
+        spec = spec_from(values)
+        cache_dir = Path(values["cache_dir"])
+        corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
     out = Path(values["output"])
     metrics = run_experiment(spec, corpus, out_dir=out, cache_dir=cache_dir)
     if metrics:  # empty on the non-main processes of a multi-GPU launch
@@ -56,5 +66,12 @@ def main(cfg: DictConfig) -> None:
         print(console_summary(metrics, out))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """``python -m experiment`` / ``python -m train``: check the overrides, then hand over to Hydra."""
+    with user_errors("train"):
+        precheck_overrides(sys.argv[1:], TOP_LEVEL, ALL_GROUPS)
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from common.cache import Cache
-from common.config import build
-from configs.registry import ALL_GROUPS, register
+from common.config import build, check_keys, user_errors
+from configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
 from dedup.pipeline import run_dedup
@@ -29,17 +30,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 register(ALL_GROUPS)
+GROUPS = ("corpus", "dedup", "limits", "extract")
+TOP_LEVEL = {"cache_dir", "output", "model_dir", "resolution", *GROUPS}
 
 
 @hydra.main(config_path="../configs", config_name="extract", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    cache_dir = Path(values["cache_dir"])
-    out = Path(values["output"])
+    with user_errors("extract"):  # every configuration mistake is reported here, before any work
+        values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
+        check_keys(values, TOP_LEVEL, lambda: leaf_paths(GROUPS))
+        cache_dir = Path(values["cache_dir"])
+        out = Path(values["output"])
+        if not (Path(values["model_dir"]) / "memguard.json").exists():
+            raise FileNotFoundError(f"model_dir: {values['model_dir']} is not a model folder saved by memguard")
+        params = replace(dedup_params(values["dedup"]), policy="remove")
+        cfg_audit = build(AuditConfig, values["extract"], "extract")
+        corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
     model = load_model(values["model_dir"])
     resolution = values["resolution"] or model.config.resolution
-    corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
-    params = replace(dedup_params(values["dedup"]), policy="remove")
     cleaned = run_dedup(corpus, params, out_dir=out / "dedup", cache=Cache(cache_dir))
     reference = reference_set(cleaned, resolution, corpus.items())
     heldout = load_image_set(corpus.heldout, resolution, cache_dir) if corpus.heldout else None
@@ -48,7 +56,7 @@ def main(cfg: DictConfig) -> None:
         reference,
         heldout=np.asarray(heldout.images) if heldout else reference.images[:0],
         heldout_captions=heldout.captions if heldout else None,
-        cfg=build(AuditConfig, values["extract"]),
+        cfg=cfg_audit,
         out_dir=out,
     )
     print(json.dumps({k: metrics[k] for k in ("attack", "extracted_images", "extracted_duplicated_images")}))
@@ -56,4 +64,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with user_errors("extract"):
+        precheck_overrides(sys.argv[1:], TOP_LEVEL, GROUPS)
     main()

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from common.config import in_range
+
 
 @dataclass(frozen=True)
 class AuditConfig:
@@ -36,6 +38,17 @@ class AuditConfig:
     copy_thresholds: tuple[float, ...] = (0.5, 0.4)
     batch_size: int = 250
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("generations", "sample_steps", "n_nearest", "per_prompt", "min_clique", "tile_grid", "batch_size"):
+            in_range(f"extract.{name}", getattr(self, name), 1)
+        for name in ("top_k", "control_prompts", "mia_samples", "wen_generations", "wen_first_steps"):
+            in_range(f"extract.{name}", getattr(self, name), 0)
+        in_range("extract.delta", self.delta, 0.0)
+        in_range("extract.alpha", self.alpha, 0.0, 1.0)
+        in_range("extract.tau", self.tau, 0.0)
+        in_range("extract.verify_l2", self.verify_l2, 0.0)
+        in_range("extract.guidance", self.guidance, 0.0)
 
 
 def device_of(cfg: AuditConfig) -> str:

@@ -25,26 +25,78 @@ class CopyVerdict:
     similarity: float
 
 
+def as_rgb_uint8(image: Any, where: str = "image") -> np.ndarray:
+    """One image as diffusers pipelines return them — a PIL image, an HWC or CHW array, or a torch tensor;
+    uint8, or floats in [0, 1] (``output_type="np"``) — as an (H, W, 3) uint8 array. Grayscale becomes RGB,
+    alpha is composited on white. Anything else is a clear ValueError, never a silent guess."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB"))
+        return np.asarray(image.convert("RGB"))
+    if hasattr(image, "detach"):  # a torch tensor
+        image = image.detach().float().cpu().numpy()
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # CHW → HWC
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{where}: expected an (H, W[, 1|3|4]) or (1|3|4, H, W) image, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        pixels = arr.astype(np.float64) / 255.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        pixels = arr.astype(np.float64)
+        if not np.isfinite(pixels).all():
+            raise ValueError(f"{where}: contains NaN or Inf")
+        if pixels.min() < 0.0 or pixels.max() > 1.0:
+            raise ValueError(
+                f"{where}: float pixels must be in [0, 1] (diffusers' output_type='np'); got "
+                f"[{pixels.min():.3g}, {pixels.max():.3g}] — map [-1, 1] outputs with (x + 1) / 2 first"
+            )
+    else:
+        raise ValueError(f"{where}: unsupported dtype {arr.dtype} (uint8 or float in [0, 1])")
+    if pixels.shape[-1] == 4:
+        alpha = pixels[..., 3:]
+        pixels = pixels[..., :3] * alpha + (1.0 - alpha)
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
 class CopyGuard:
     """Index training images once; ``check`` tells for each generated image whether it is a near-copy."""
 
     def __init__(
         self,
-        training_images: Sequence[np.ndarray],
+        training_images: Sequence[Any],
         training_keys: Sequence[str],
         threshold: float = 0.98,
         embedder: Embedder | None = None,
     ) -> None:
+        if not -1.0 <= float(threshold) <= 1.0:  # also refuses NaN
+            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
+        if len(training_images) != len(training_keys):
+            raise ValueError(f"{len(training_images)} training images but {len(training_keys)} keys")
+        if not len(training_images):
+            raise ValueError("no training images to guard")
         self.embedder = embedder or make_embedder(EmbedderParams())
-        vectors = self.embedder.embed(list(training_images))
+        images = [as_rgb_uint8(im, f"training image {i}") for i, im in enumerate(training_images)]
+        vectors = self.embedder.embed(images)
         if not finite_rows(vectors).all():
-            raise ValueError("a training image has a non-finite embedding")
+            raise ValueError("the embedder returned a non-finite vector for a training image")
         self.keys = list(training_keys)
-        self.threshold = threshold
+        self.threshold = float(threshold)
         self.index = build_index(vectors, IndexParams(kind="flat"))
 
-    def check(self, images: Sequence[np.ndarray]) -> list[CopyVerdict]:
-        vectors = self.embedder.embed(list(images))
+    def check(self, images: Sequence[Any]) -> list[CopyVerdict]:
+        arrays = [as_rgb_uint8(im, f"image {i}") for i, im in enumerate(images)]
+        if not arrays:
+            return []
+        vectors = self.embedder.embed(arrays)
+        bad = np.flatnonzero(~finite_rows(vectors))
+        if len(bad):
+            raise ValueError(f"the embedder returned a non-finite vector for image(s) {bad.tolist()[:5]}")
         sims, idx = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
         return [
             CopyVerdict(bool(s >= self.threshold), self.keys[int(i)], float(s))
@@ -56,15 +108,7 @@ class CopyGuard:
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             output = pipeline(*args, **kwargs)
-            images = [
-                np.asarray(im.convert("RGB")) if isinstance(im, Image.Image) else _to_uint8(im) for im in output.images
-            ]
-            output.copy_verdicts = self.check(images)
+            output.copy_verdicts = self.check(list(output.images))
             return output
 
         return guarded
-
-
-def _to_uint8(image: Any) -> np.ndarray:
-    arr = np.asarray(image)
-    return arr if arr.dtype == np.uint8 else np.clip(np.rint(arr * 255), 0, 255).astype(np.uint8)

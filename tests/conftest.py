@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import tarfile
 from pathlib import Path
@@ -41,6 +44,12 @@ def raw_members(path: Path) -> tuple[list[tuple[str, bytes]], bool]:
     """(name, type flag) of each member by walking raw 512-byte headers — independent of tarfile and
     of our reader — and whether the archive ends properly (complete data and a zero end block)."""
     data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    elif data[:3] == b"BZh":
+        data = bz2.decompress(data)
+    elif data[:6] == b"\xfd7zXZ\x00":
+        data = lzma.decompress(data)
     pos, members, long_name = 0, [], None
     while pos + 512 <= len(data):
         header = data[pos : pos + 512]
@@ -52,12 +61,12 @@ def raw_members(path: Path) -> tuple[list[tuple[str, bytes]], bool]:
         if body_end > len(data):
             return members, False
         if kind == b"x":  # PAX header: "len path=NAME\n" records name the next member
-            for record in data[pos + 512 : body_end].decode().splitlines():
+            for record in data[pos + 512 : body_end].decode("utf-8", "surrogateescape").splitlines():
                 if " path=" in record:
                     long_name = record.split(" path=", 1)[1]
         else:
-            name = long_name or header[:100].rstrip(b"\0").decode()
-            prefix = header[345:500].rstrip(b"\0").decode()
+            name = long_name or header[:100].rstrip(b"\0").decode("utf-8", "surrogateescape")
+            prefix = header[345:500].rstrip(b"\0").decode("utf-8", "surrogateescape")
             if prefix and not long_name:
                 name = f"{prefix}/{name}"
             members.append((name, kind))

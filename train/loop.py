@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.atomic import atomic_path, write_json
+from common.config import ConfigError, in_range, one_of
 from diffusion.images import ImageSet
 from diffusion.models import DiffusionModel, save_model, trainable_parameters
 from diffusion.sampling import ema_weights, generate, grid
@@ -78,6 +79,23 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     fused_adam: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "sample_count", "sample_steps", "log_every", "max_bad_steps"):
+            in_range(f"train.{name}", getattr(self, name), 1)
+        for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "sample_every", "seed"):
+            in_range(f"train.{name}", getattr(self, name), 0)
+        in_range("train.lr", self.lr, 1e-12, 10.0)
+        in_range("train.weight_decay", self.weight_decay, 0.0)
+        in_range("train.grad_clip", self.grad_clip, 0.0)
+        in_range("train.ema_decay", self.ema_decay, 0.0, 1.0)
+        in_range("train.caption_dropout", self.caption_dropout, 0.0, 1.0)
+        one_of("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        one_of("train.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                f"train.batch_size {self.batch_size} is not divisible by train.grad_accum {self.grad_accum}"
+            )
 
 
 @dataclass

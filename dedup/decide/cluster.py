@@ -11,6 +11,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from common.config import in_range
+
 SIGNALS = ("exact_pixels", "image", "caption+image", "caption_semantic+image")  # in order of strength
 
 
@@ -30,6 +32,13 @@ class ClusterRule:
     loose_image_threshold: float = 0.8
     use_exact: bool = True
     caption_semantic_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        in_range("image threshold (dedup.image.threshold)", self.image_threshold, -1.0, 1.0)
+        in_range("loose image threshold (dedup.image.loose_threshold)", self.loose_image_threshold, -1.0, 1.0)
+        in_range("caption threshold (dedup.caption.threshold)", self.caption_threshold, 0.0, 1.0)
+        if self.caption_semantic_threshold is not None:
+            in_range("dedup.caption.semantic.threshold", self.caption_semantic_threshold, -1.0, 1.0)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from common.config import in_range
+
 
 @dataclass(frozen=True)
 class SemDedupParams:
@@ -17,6 +19,11 @@ class SemDedupParams:
     epsilon: float = 0.05
     keep_hard: bool = True  # keep the items farthest from the centroid first (the paper's default)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        in_range("dedup.semdedup.clusters", self.clusters, 1)
+        in_range("dedup.semdedup.iterations", self.iterations, 1)
+        in_range("dedup.semdedup.epsilon", self.epsilon, 0.0, 2.0)
 
 
 def semdedup(embeddings: np.ndarray, params: SemDedupParams) -> tuple[np.ndarray, np.ndarray]:

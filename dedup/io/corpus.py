@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Literal
 
 from common.cache import fingerprint
+from common.config import ConfigError
 from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
-from dedup.io.readers import Item, expand_urls, read_folder, read_shards
+from dedup.io.readers import Item, find_shards, read_folder, read_shards
 from dedup.io.validate import Limits
 
 
@@ -66,7 +67,7 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
             limits=limits,
         )
     if not spec.path:
-        raise ValueError(f"corpus kind {spec.kind!r} needs a path")
+        raise ConfigError(f"corpus.path is required for corpus={spec.kind}")
     gt = Path(spec.ground_truth) if spec.ground_truth else None
     if spec.kind == "folder":
         root = Path(spec.path)
@@ -83,7 +84,8 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
             limits=limits,
         )
     if spec.kind == "shards":
-        urls = [Path(u) for u in expand_urls(spec.path)]
+        found, skipped = find_shards(spec.path)
+        urls = [Path(u) for u in found]
         missing = [str(u) for u in urls if not u.exists()]
         if not urls or missing:
             raise FileNotFoundError(f"shards not found for {spec.path!r}: {missing[:5] or 'none matched'}")
@@ -93,7 +95,7 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
             fingerprint=_stat_fingerprint(urls),
             ground_truth=gt,
             heldout=spec.heldout,
-            info={},
+            info={"skipped_inputs": skipped} if skipped else {},
             limits=limits,
         )
-    raise ValueError(f"unknown corpus kind {spec.kind!r} (shards, folder, twemoji)")
+    raise ConfigError(f"corpus.kind must be one of shards, folder, twemoji; got {spec.kind!r}")

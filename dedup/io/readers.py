@@ -40,26 +40,63 @@ class _Group:
     key: str
     offset: int
     members: dict[str, bytes] = field(default_factory=dict)
+    problem: tuple[Reason, str] | None = None  # a member that could not be read: the unit is rejected
 
 
-def expand_urls(spec: str | Iterable[str]) -> list[str]:
-    """Expand brace patterns (``shard-{000000..000009}.tar``), globs-free, preserving order."""
+def printable(name: str) -> str:
+    """A name as valid UTF-8 text: tarfile and os hand back bytes that are not UTF-8 as surrogate escapes,
+    which pyarrow and ``str.encode`` refuse; they are recorded backslash-escaped instead (``\\xff``)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")  # any case
+
+
+def is_shard(name: str) -> bool:
+    return name.lower().endswith(SHARD_SUFFIXES)
+
+
+def find_shards(spec: str | Iterable[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Expand brace patterns (``shard-{000000..000009}.tar``) and folders (searched recursively for tars,
+    compressed or not, any case), preserving order. Returns the shards and what a folder held that is not
+    one (``{"path", "why"}``), so nothing is skipped silently."""
     specs = [spec] if isinstance(spec, str) else list(spec)
     out: list[str] = []
+    skipped: list[dict[str, str]] = []
     for one in specs:
         if one.startswith("pipe:"):
             raise ValueError(f"pipe: URLs run shell commands and are refused: {one!r}")
         path = Path(one)
-        if path.is_dir():
-            out.extend(str(p) for p in sorted(path.glob("*.tar")))
-        else:
+        if not path.is_dir():
             out.extend(braceexpand.braceexpand(one))
-    return out
+            continue
+
+        def unreadable(err: OSError) -> None:
+            skipped.append({"path": printable(str(err.filename)), "why": f"unreadable folder: {err.strerror}"})
+
+        for folder, dirs, files in os.walk(path, onerror=unreadable):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(folder, name)
+                if is_shard(name):
+                    out.append(full)
+                else:
+                    skipped.append(
+                        {"path": printable(full), "why": "not a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz)"}
+                    )
+    return out, skipped
+
+
+def expand_urls(spec: str | Iterable[str]) -> list[str]:
+    """The shards ``spec`` names (see ``find_shards``)."""
+    return find_shards(spec)[0]
 
 
 def _key_problem(key: str) -> str | None:
     if not key:
         return "empty key"
+    if printable(key) != key:
+        return "not UTF-8"
     if key.startswith("/") or ".." in key.split("/") or "\\" in key:
         return "path traversal"
     if len(key.encode()) > MAX_KEY_BYTES:
@@ -68,10 +105,21 @@ def _key_problem(key: str) -> str | None:
 
 
 def _group_to_item(group: _Group, source: str, limits: Limits) -> Item:
-    """Turn the members of one key into a Sample, or the Rejection that says why not."""
+    """Turn the members of one key into a Sample, or the Rejection that says why not — whatever goes wrong."""
+    try:
+        return _to_item(group, source, limits)
+    except MemoryError:
+        raise
+    except Exception as err:  # the per-sample boundary: one unit's surprise is one row, not a crashed run
+        return Rejection(printable(group.key), source, Reason.READ_ERROR, f"{type(err).__name__}: {err}", group.offset)
+
+
+def _to_item(group: _Group, source: str, limits: Limits) -> Item:
     problem = _key_problem(group.key)
     if problem:
-        return Rejection(group.key, source, Reason.BAD_KEY, problem, group.offset)
+        return Rejection(printable(group.key), source, Reason.BAD_KEY, problem, group.offset)
+    if group.problem is not None:
+        return Rejection(group.key, source, group.problem[0], group.problem[1], group.offset)
     lower = {ext.lower(): ext for ext in group.members}
     image_ext = next((lower[e] for e in IMAGE_EXTS if e in lower), None)
     caption_ext = next((lower[e] for e in CAPTION_EXTS if e in lower), None)
@@ -134,11 +182,11 @@ def read_tar(path: str, limits: Limits | None = None) -> Iterator[Item]:
                 return
             if member is None:
                 break
-            name = member.name
+            name = printable(member.name)
             if not member.isreg():
                 yield Rejection(name, path, Reason.NOT_REGULAR_FILE, f"tar type {member.type!r}", member.offset)
                 continue
-            match = _SPLIT.match(name)
+            match = _SPLIT.match(member.name)  # keys keep their raw bytes until checked
             if match is None:
                 yield Rejection(name, path, Reason.UNKNOWN_MEMBER, "no extension", member.offset)
                 continue
@@ -146,14 +194,16 @@ def read_tar(path: str, limits: Limits | None = None) -> Iterator[Item]:
             if ext.lower() in UNSAFE_EXTS:
                 yield Rejection(name, path, Reason.UNSAFE_MEMBER, f".{ext} is never unpickled", member.offset)
                 continue
+            too_large = member.size > limits.max_member_bytes
             try:
-                fh = tar.extractfile(member)
-                data = fh.read() if fh is not None else b""
-                if len(data) != member.size:
+                # An oversized member is never read: advancing to the next header streams past it in blocks.
+                fh = None if too_large else tar.extractfile(member)
+                data = fh.read(member.size + 1) if fh is not None else b""
+                if not too_large and len(data) != member.size:
                     raise EOFError(f"member data ends after {len(data)} of {member.size} bytes")
             except (tarfile.TarError, EOFError, OSError) as err:
                 offset = group.offset if group is not None and group.key == key else member.offset
-                yield Rejection(key, path, Reason.SHARD_TRUNCATED, f"member {name}: {err}", offset)
+                yield Rejection(printable(key), path, Reason.SHARD_TRUNCATED, f"member {name}: {err}", offset)
                 if group is not None and group.key != key:
                     yield _group_to_item(group, path, limits)
                 return
@@ -167,6 +217,8 @@ def read_tar(path: str, limits: Limits | None = None) -> Iterator[Item]:
                 yield _group_to_item(group, path, limits)
                 group = _Group(key, member.offset)
             group.members[ext] = data
+            if too_large:
+                group.problem = (Reason.TOO_LARGE, f"member {name}: {member.size} bytes > {limits.max_member_bytes}")
         if group is not None:
             yield _group_to_item(group, path, limits)
         end = _missing_end_marker(path, tar.offset)
@@ -203,7 +255,8 @@ def read_folder(root: str | os.PathLike[str], limits: Limits | None = None) -> I
     """Read an image folder where ``a/b/cat.jpg`` has its caption in ``a/b/cat.txt`` (and optional .json).
 
     The key is the relative path without extension, with ``/`` and ``.`` replaced so it is a valid
-    webdataset key; keys that collide after that become ``duplicate_key`` rejections.
+    webdataset key; keys that collide after that become ``duplicate_key`` rejections. A folder or file
+    that cannot be read is a row (``unreadable``), never skipped.
     """
     limits = limits or Limits()
     root = Path(root)
@@ -211,14 +264,23 @@ def read_folder(root: str | os.PathLike[str], limits: Limits | None = None) -> I
         raise NotADirectoryError(f"image folder not found: {root}")
     groups: dict[str, dict[str, Path]] = {}
     order: list[str] = []
-    for path in sorted(root.rglob("*")):
-        if path.is_dir() and not path.is_symlink():
-            continue
-        rel = path.relative_to(root).as_posix()
+    unreadable_dirs: list[OSError] = []
+    paths: list[Path] = []
+    for folder, dirs, files in os.walk(root, onerror=unreadable_dirs.append):
+        dirs.sort()
+        here = Path(folder)
+        # Links to folders are not followed (os.walk lists them as folders): record them as files are.
+        paths.extend(here / d for d in dirs if (here / d).is_symlink())
+        paths.extend(here / f for f in files)
+    for err in unreadable_dirs:
+        rel = printable(os.path.relpath(str(err.filename), root))
+        yield Rejection(rel, str(root), Reason.UNREADABLE, f"folder: {err.strerror}")
+    for path in sorted(paths):
+        rel = printable(path.relative_to(root).as_posix())
         if path.is_symlink() or not path.is_file():
             yield Rejection(rel, str(root), Reason.NOT_REGULAR_FILE, "symlink or special file")
             continue
-        stem, _, ext = rel.rpartition(".")
+        stem, _, ext = path.relative_to(root).as_posix().rpartition(".")
         if not stem:
             yield Rejection(rel, str(root), Reason.UNKNOWN_MEMBER, "no extension")
             continue
@@ -232,5 +294,16 @@ def read_folder(root: str | os.PathLike[str], limits: Limits | None = None) -> I
     registry = KeyRegistry()
     for stem in order:
         key = stem.replace("/", "__").replace(".", "_")
-        group = _Group(key, -1, {ext: p.read_bytes() for ext, p in groups[stem].items()})
-        yield registry.admit(_group_to_item(group, str(root / stem), limits))
+        group = _Group(key, -1)
+        for ext, path in groups[stem].items():
+            try:
+                size = path.stat().st_size
+                if size > limits.max_member_bytes:
+                    group.problem = (Reason.TOO_LARGE, f"{path.name}: {size} bytes > {limits.max_member_bytes}")
+                    group.members[ext] = b""
+                    continue
+                group.members[ext] = path.read_bytes()
+            except OSError as err:
+                group.problem = (Reason.UNREADABLE, f"{printable(path.name)}: {err.strerror or err}")
+                group.members[ext] = b""
+        yield registry.admit(_group_to_item(group, printable(str(root / stem)), limits))

@@ -53,6 +53,8 @@ class Reason(StrEnum):
     UNKNOWN_MEMBER = "unknown_member"  # a member with no extension we read
     SHARD_TRUNCATED = "shard_truncated"  # tar ends mid-header or mid-member; rows carry the offset
     SHARD_UNREADABLE = "shard_unreadable"  # not a tar at all / cannot be opened
+    UNREADABLE = "unreadable"  # a file or folder the reader may not open (permissions, I/O error)
+    READ_ERROR = "read_error"  # anything else that went wrong reading one unit (the exception in detail)
     NON_FINITE_EMBEDDING = "non_finite_embedding"  # an embedder returned NaN/Inf
 
 

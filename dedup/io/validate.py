@@ -22,11 +22,19 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds a sample must respect. ``max_pixels`` is checked on the header, before any decoding."""
+    """Bounds a sample must respect. ``max_pixels`` is checked on the header, before any decoding;
+    ``max_member_bytes`` on the tar header or file size, before any byte is read (a 1 MB .tar.gz can hold a
+    1 GiB member)."""
 
     max_pixels: int = 40_000_000
     min_side: int = 8
     max_caption_bytes: int = 16_384
+    max_member_bytes: int = 64 * 1024 * 1024  # per tar member or file, checked before its bytes are read
+
+    def __post_init__(self) -> None:
+        for name in ("max_pixels", "min_side", "max_caption_bytes", "max_member_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
 
 
 class Invalid(Exception):
@@ -110,5 +118,12 @@ def decode_image(data: bytes, limits: Limits | None = None) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         text = str(err).lower()
         truncated = "truncated" in text or "end of file" in text or "broken data stream" in text
-        raise Invalid(Reason.TRUNCATED if truncated else Reason.UNDECODABLE, str(err)) from err
+        raise Invalid(Reason.TRUNCATED if truncated else Reason.UNDECODABLE, f"{type(err).__name__}: {err}") from err
+    except MemoryError:
+        raise
+    except Exception as err:
+        # The per-sample boundary: Pillow's plugins raise more than OSError on malformed input (struct.error
+        # from a broken EXIF block, TypeError from some WebP/TIFF mutations). Whatever the type, one bad
+        # image becomes one rejected row, never a crashed run.
+        raise Invalid(Reason.UNDECODABLE, f"{type(err).__name__}: {err}") from err
     return np.asarray(rgb, dtype=np.uint8)

@@ -100,6 +100,10 @@ class ShardWriter:
     def close(self) -> None:
         self._close()
 
+    def abort(self) -> None:
+        """Drop the shard being written (its temporary file); finished shards stay."""
+        self._close(failed=True)
+
     def __enter__(self) -> ShardWriter:
         return self
 

@@ -37,7 +37,10 @@ def write_kept_shards(
                 writer.write(sample, float(weights[i]) if weights is not None else None)
             if i in thumbnails_of:
                 thumbs[i] = decode_image(sample.image, corpus.limits)
-    finally:
+    except BaseException:
         if writer is not None:
-            writer.close()
+            writer.abort()  # an interrupted shard is never committed under its final name
+        raise
+    if writer is not None:
+        writer.close()
     return (len(writer.shards) if writer is not None else 0), thumbs

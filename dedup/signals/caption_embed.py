@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.config import in_range
 from common.minilm import MINILM_DIM, load_minilm
 
 
@@ -25,6 +26,10 @@ class CaptionSemanticParams:
     weights: str | None = None  # a local MiniLM folder; null = the packaged one
     batch_size: int = 256
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        in_range("dedup.caption.semantic.floor", self.floor, -1.0, 1.0)
+        in_range("dedup.caption.semantic.batch_size", self.batch_size, 1)
 
 
 def embed_captions(captions: Sequence[str], usable: np.ndarray, params: CaptionSemanticParams) -> np.ndarray:

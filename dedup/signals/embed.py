@@ -20,6 +20,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from common.config import ConfigError, in_range, one_of
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -32,6 +34,10 @@ class Embedder(Protocol):
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 arrays (H, W, 3) → float32 (N, dim), rows of unit norm (or non-finite on failure)."""
         ...
+
+
+EMBEDDER_KINDS = ("pixels", "phash", "clip", "dino", "sscd")
+MODEL_KINDS = ("clip", "dino", "sscd")
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,20 @@ class EmbedderParams:
     image_size: int = 224
     batch_size: int = 64
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        one_of("dedup.image.kind", self.kind, EMBEDDER_KINDS)
+        in_range("dedup.image.grid", self.grid, 2, 64)
+        in_range("dedup.image.image_size", self.image_size, 8)
+        in_range("dedup.image.batch_size", self.batch_size, 1)
+        one_of("dedup.image.device", self.device, ("auto", "cpu", "cuda"))
+        if self.kind in MODEL_KINDS and not self.weights:
+            raise ConfigError(
+                f"dedup.image.kind={self.kind} needs dedup.image.weights: a local path to its weights "
+                "(nothing is downloaded)"
+            )
+        if self.weights and not Path(self.weights).exists():
+            raise FileNotFoundError(f"dedup.image.weights: {self.weights} does not exist")
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:

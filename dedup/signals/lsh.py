@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from datasketch import MinHashLSH
 
+from common.config import in_range
+
 _ROW_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -28,6 +30,13 @@ class LshParams:
     bands: int | None = None
     rows: int | None = None
     max_bucket: int = 64
+
+    def __post_init__(self) -> None:
+        in_range("dedup.caption.lsh_threshold", self.threshold, 0.01, 1.0)
+        for name in ("bands", "rows"):
+            if getattr(self, name) is not None:
+                in_range(f"dedup.caption.{name}", getattr(self, name), 1)
+        in_range("dedup.caption.max_bucket", self.max_bucket, 2)
 
 
 def bands_rows(params: LshParams, num_perm: int) -> tuple[int, int]:

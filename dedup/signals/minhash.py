@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from datasketch import MinHash
 
+from common.config import in_range
 from dedup.signals.minhash_kernel import hashed_signatures, word_signatures
 from dedup.signals.normalize import shingles
 
@@ -96,6 +97,11 @@ class MinHashParams:
     seed: int = 1
     ngram: int = 2
     char_ngrams: bool = False
+
+    def __post_init__(self) -> None:
+        in_range("dedup.caption.num_perm", self.num_perm, 1, 1024)
+        in_range("dedup.caption.ngram", self.ngram, 1)
+        in_range("dedup.caption.seed", self.seed, 0)
 
 
 class MinHasher:

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from common.config import in_range, one_of
+
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+
 
 @dataclass(frozen=True)
 class IndexParams:
@@ -27,6 +31,16 @@ class IndexParams:
     hnsw_m: int = 32
     ef_search: int = 128
     use_gpu: bool = True
+
+    def __post_init__(self) -> None:
+        one_of("dedup.image.index.kind", self.kind, INDEX_KINDS)
+        in_range("dedup.image.index.k", self.k, 1)
+        in_range("dedup.image.index.min_sim", self.min_sim, -1.0, 1.0)
+        in_range("dedup.image.index.exact_below", self.exact_below, 0)
+        if self.nlist is not None:
+            in_range("dedup.image.index.nlist", self.nlist, 1)
+        for name in ("nprobe", "hnsw_m", "ef_search"):
+            in_range(f"dedup.image.index.{name}", getattr(self, name), 1)
 
 
 def finite_rows(embeddings: np.ndarray) -> np.ndarray:
