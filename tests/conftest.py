@@ -94,6 +94,22 @@ def count_units(path: Path, unsafe: frozenset[str] = frozenset({"pyd", "pth"})) 
     return units + (0 if complete else 1)
 
 
+def build_tiny_clip(folder: Path) -> Path:
+    """A randomly initialised CLIP small enough for tests, saved as a local folder (nothing downloaded)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    layers = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
+    config = CLIPConfig(
+        text_config={**layers, "vocab_size": 99, "max_position_embeddings": 16},
+        vision_config={**layers, "image_size": 30, "patch_size": 6},
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    return folder
+
+
 TINY_TWEMOJI = TwemojiConfig(
     resolution=16,
     subset=120,

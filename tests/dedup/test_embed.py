@@ -10,7 +10,7 @@ import torch
 
 from dedup.signals.embed import EmbedderParams, PHashEmbedder, PixelEmbedder, make_embedder
 from dedup.signals.neighbors import IndexParams, knn, neighbor_pairs
-from tests.conftest import random_rgb
+from tests.conftest import build_tiny_clip, random_rgb
 
 
 def _images() -> list[np.ndarray]:
@@ -34,29 +34,7 @@ def test_flat_images_of_different_colours_stay_apart() -> None:
 
 
 def test_clip_loads_from_local_folder(tmp_path: Path) -> None:
-    from transformers import CLIPConfig, CLIPModel
-
-    config = CLIPConfig(
-        text_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "vocab_size": 99,
-            "max_position_embeddings": 16,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "image_size": 30,
-            "patch_size": 6,
-        },
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(tmp_path / "clip")
+    build_tiny_clip(tmp_path / "clip")
     embedder = make_embedder(EmbedderParams(kind="clip", weights=str(tmp_path / "clip"), batch_size=2, device="cpu"))
     emb = embedder.embed(_images())
     assert emb.shape == (4, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
