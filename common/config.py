@@ -110,6 +110,23 @@ def user_errors(entry: str) -> Iterator[None]:
         raise SystemExit(2) from None
 
 
+@contextmanager
+def disk_full_is_one_line(entry: str) -> Iterator[None]:
+    """A full disk while a run writes is reported as such (exit 1); what was committed before stays."""
+    import errno
+
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(
+            f"{entry}: error: no space left on the device ({err.filename or err}); nothing half-written was kept",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
+
+
 def check_keys(values: dict[str, Any], allowed: set[str], leaves: Callable[[], dict[str, list[str]]]) -> None:
     """Top-level keys must be known (``+policy=foo`` would otherwise add a key nothing reads); suggest the
     nested key a misplaced one probably meant."""

@@ -12,7 +12,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from common.config import ConfigError, build, check_keys, user_errors
+from common.config import ConfigError, build, check_keys, disk_full_is_one_line, user_errors
 from configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
@@ -60,7 +60,8 @@ def main(cfg: DictConfig) -> None:
         cache_dir = Path(values["cache_dir"])
         corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
     out = Path(values["output"])
-    metrics = run_experiment(spec, corpus, out_dir=out, cache_dir=cache_dir)
+    with disk_full_is_one_line("train"):
+        metrics = run_experiment(spec, corpus, out_dir=out, cache_dir=cache_dir)
     if metrics:  # empty on the non-main processes of a multi-GPU launch
         write_report(out, metrics)
         print(console_summary(metrics, out))
