@@ -40,7 +40,7 @@ VERSIONS: dict[str, int] = {
     "ingest": 2,
     "signatures": 2,
     "caption_pairs": 2,
-    "embeddings": 2,
+    "embeddings": 3,  # 3: the pixels embedder keeps brightness
     "image_neighbors": 2,
     "caption_embeddings": 2,
     "caption_neighbors": 2,

@@ -26,6 +26,7 @@ from dedup.io.corpus import Corpus
 from dedup.io.readers import read_shards
 from dedup.io.sample import Sample
 from dedup.pipeline import DedupParams, DedupResult, run_dedup
+from dedup.signals.embed import EmbedderParams
 from diffusion.images import ImageSet, load_image_set
 from diffusion.models import ModelConfig, build_model, load_model
 from extract.audit import audit
@@ -96,6 +97,7 @@ def _audit_arm(
     heldout: ImageSet | None,
     heldout_images: np.ndarray,
     cfg: AuditConfig,
+    embedder: EmbedderParams,
     work: Path,
 ) -> None:
     audit(
@@ -105,6 +107,7 @@ def _audit_arm(
         heldout_captions=heldout.captions if heldout is not None else None,
         cfg=cfg,
         out_dir=work,
+        embedder=embedder,
     )
 
 
@@ -157,6 +160,7 @@ def run_experiment(
                 "audit",
                 str(folder),
                 asdict(spec.audit),
+                asdict(spec.dedup.embedder),
                 reference.keys,
                 reference.dup_counts.tolist(),
                 reference.training_copies()[1].tolist(),
@@ -166,7 +170,9 @@ def run_experiment(
             audit_cache = cache.get(
                 "audit",
                 audit_key,
-                partial(_audit_arm, folder / "model", reference, heldout, heldout_images, spec.audit),
+                partial(
+                    _audit_arm, folder / "model", reference, heldout, heldout_images, spec.audit, spec.dedup.embedder
+                ),
                 resumable=True,
             )
             rec["cached"] = len(cache.hits) > hits

@@ -58,6 +58,7 @@ def main(cfg: DictConfig) -> None:
         heldout_captions=heldout.captions if heldout else None,
         cfg=cfg_audit,
         out_dir=out,
+        embedder=params.embedder,
     )
     print(json.dumps({k: metrics[k] for k in ("attack", "extracted_images", "extracted_duplicated_images")}))
     print(f"membership AUC {metrics['membership']['auc']}; outputs in {out}")

@@ -33,14 +33,16 @@ from extract.wen import wen_scores
 log = logging.getLogger(__name__)
 
 
-def _copy_similarity(generated: np.ndarray, reference: Reference, thresholds: tuple[float, ...]) -> dict[str, Any]:
-    """Somepalli's copy metric: the highest cosine of each generation with a training image, in the default
-    ``pixels`` embedder's space (8×8 colour grid) — not the embedder dedup was configured with."""
-    embedder = make_embedder(EmbedderParams())
+def _copy_similarity(
+    generated: np.ndarray, reference: Reference, thresholds: tuple[float, ...], params: EmbedderParams
+) -> dict[str, Any]:
+    """Somepalli's copy metric: the highest cosine of each generation with a training image, in the space
+    of the embedder dedup was configured with (the same one that decided what a duplicate is)."""
+    embedder = make_embedder(params)
     gen, ref = embedder.embed(list(generated)), embedder.embed(list(reference.images))
     best = (gen @ ref.T).max(axis=1) if len(gen) and len(ref) else np.zeros(0)
     return {
-        "embedder": "pixels",
+        "embedder": params.kind,
         "p95": round(float(np.percentile(best, 95)), 4) if len(best) else None,
         "max": round(float(best.max()), 4) if len(best) else None,
         **{f"share_above_{t}": round(float((best > t).mean()), 4) for t in thresholds},
@@ -52,7 +54,7 @@ def _closest(image: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 
 def audit_unconditional(
-    model: DiffusionModel, reference: Reference, *, cfg: AuditConfig, out_dir: Path
+    model: DiffusionModel, reference: Reference, *, cfg: AuditConfig, out_dir: Path, embedder: EmbedderParams
 ) -> dict[str, Any]:
     generated = generate_resumable(model, cfg.generations, cfg=cfg, folder=out_dir / "generations")
     save_grid(generated, out_dir / "generations.png")
@@ -97,12 +99,12 @@ def audit_unconditional(
         "extracted_duplicated_images": int((extracted_images & (reference.dup_counts > 1)).sum()),
         "by_duplicate_count": extraction_by_bucket(reference.dup_counts, extracted_images),
         "normalized_l2_percentiles": {str(p): round(float(np.percentile(result.score, p)), 4) for p in (1, 5, 50)},
-        "copy_similarity": _copy_similarity(generated, reference, cfg.copy_thresholds),
+        "copy_similarity": _copy_similarity(generated, reference, cfg.copy_thresholds, embedder),
     }
 
 
 def audit_conditional(
-    model: DiffusionModel, reference: Reference, *, cfg: AuditConfig, out_dir: Path
+    model: DiffusionModel, reference: Reference, *, cfg: AuditConfig, out_dir: Path, embedder: EmbedderParams
 ) -> dict[str, Any]:
     device = device_of(cfg)
     order = np.lexsort((np.arange(len(reference.keys)), -reference.dup_counts))
@@ -184,6 +186,7 @@ def audit_conditional(
             else np.zeros((0, *reference.images.shape[1:]), np.uint8),
             reference,
             cfg.copy_thresholds,
+            embedder,
         ),
     }
 
@@ -196,18 +199,21 @@ def audit(
     heldout_captions: list[str] | None,
     cfg: AuditConfig,
     out_dir: str | Path,
+    embedder: EmbedderParams | None = None,
 ) -> dict[str, Any]:
     """Attack ``model`` (Carlini's unconditional attack, or generate-and-filter for a conditional model),
     run membership inference against ``heldout`` (and Wen's detector for conditional models), measure copy
     similarity, stratify everything by duplicate count, and write matches.parquet, metrics.json and
-    figures under ``out_dir``. Generation is chunked and resumable: a killed audit continues."""
+    figures under ``out_dir``. Generation is chunked and resumable: a killed audit continues. Copy
+    similarity uses ``embedder`` — pass the dedup stage's, so that "copy" and "duplicate" mean one thing."""
+    embedder = embedder or EmbedderParams()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.unet.eval().to(device_of(cfg))
     if model.conditional:
-        metrics = audit_conditional(model, reference, cfg=cfg, out_dir=out)
+        metrics = audit_conditional(model, reference, cfg=cfg, out_dir=out, embedder=embedder)
     else:
-        metrics = audit_unconditional(model, reference, cfg=cfg, out_dir=out)
+        metrics = audit_unconditional(model, reference, cfg=cfg, out_dir=out, embedder=embedder)
     members = np.flatnonzero(reference.trained)
     captions = [reference.captions[i] for i in members] if model.conditional else None
     metrics["membership"] = membership_inference(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,17 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_wheel_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
+    # Build from a copy: setuptools writes build/ and *.egg-info into the source tree it builds.
+    source = tmp_path / "src"
+    top_level = {".git", ".cache", ".whl", "build", "dist", "runs", "multirun", "outputs"}
+
+    def skip(folder: str, names: list[str]) -> set[str]:  # top-level scratch only: dedup/outputs/ is code
+        here = {n for n in names if n.endswith(".egg-info") or n == "__pycache__"}
+        return here | (top_level & set(names) if Path(folder) == REPO else set())
+
+    shutil.copytree(REPO, source, ignore=skip)
     built = _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)],
         tmp_path,
     )
     assert built.returncode == 0, built.stderr[-2000:]

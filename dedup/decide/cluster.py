@@ -62,7 +62,7 @@ class Clusters:
     labels: np.ndarray  # cluster id per sample (0..C-1), singletons included
     keeper: np.ndarray  # per sample: index of its cluster's keeper
     size: np.ndarray  # per sample: its cluster's size
-    signal: np.ndarray  # per sample: strongest signal on an accepted edge touching it ("" if singleton)
+    signal: np.ndarray  # per sample: the signal joining it to its keeper ("keeper", or "" for a singleton)
     edges: Edges  # accepted edges
 
 
@@ -130,7 +130,8 @@ def _accept(
 
 @dataclass(frozen=True)
 class PairScorer:
-    """Scores one sample against many directly: the same signals the candidates carry."""
+    """Scores samples against each other directly, with the same signals the candidates carry: candidate
+    search (kNN with a fixed k, LSH) can miss pairs inside a large group of copies; this cannot."""
 
     embeddings: np.ndarray
     signatures: np.ndarray
@@ -146,8 +147,8 @@ class PairScorer:
         cap_sims = cap[others] @ cap[i] if cap is not None else np.full(len(others), np.nan, np.float32)
         return self.exact_groups[others] == self.exact_groups[i], sims, jac, cap_sims
 
-    def best_centre(self, members: np.ndarray, rule: ClusterRule) -> int:
-        """Position of the member that meets the rule with the most others (first on ties)."""
+    def degrees(self, members: np.ndarray, rule: ClusterRule) -> np.ndarray:
+        """How many other members each member meets the rule with (all pairs: O(m²))."""
         emb, sig, ok = self.embeddings[members], self.signatures[members], self.usable[members]
         sims = emb @ emb.T
         jac = (sig[:, None, :] == sig[None, :, :]).mean(axis=2)
@@ -155,53 +156,50 @@ class PairScorer:
         exact = self.exact_groups[members][:, None] == self.exact_groups[members][None, :]
         cap = self.caption_embeddings
         cap_sims = cap[members] @ cap[members].T if cap is not None else np.full_like(sims, np.nan)
-        degree = (_accept(exact, sims, jac, cap_sims, rule) >= 0).sum(axis=1)
-        return int(np.argmax(degree))
+        return (_accept(exact, sims, jac, cap_sims, rule) >= 0).sum(axis=1) - 1
 
 
-MEDOID_LIMIT = 512  # components larger than this pick centres by rank, not by an O(n²) search
+FULL_DEGREE_LIMIT = 512  # larger components order by candidate-edge degree, not an O(m²) count
 
 
 def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer: PairScorer) -> Clusters:
-    """Candidate components, then centre clustering inside each, so that every duplicate matches its
-    cluster's centre *directly* — never only through a chain of look-alikes (A~B~C, A and C different).
+    """Keepers chosen so that the kept set is clean by construction (the approach of SemDeDup/NeMo Curator):
 
-    Inside a component the centre is the member that meets the rule with the most pending members (for a
-    scraped image, its original sits between the variants); it takes every pending member that meets the
-    rule with it, and the rest repeat. The keeper of a cluster — the sample that stays — is
-    its best-ranked member (callers rank by largest resolution, then smallest key).
+    - no two kept samples of one candidate component meet the rule — checked directly, so also where the
+      candidate search missed the pair — and so no two kept samples have identical decoded pixels (exact
+      twins are always candidates, hence in one component);
+    - every removed sample meets the rule *directly* with the kept sample it is assigned to — never only
+      through a chain of look-alikes (A~B~C with A and C different never merges A with C).
+
+    Inside each component of accepted candidate edges, one pass in keeper-priority order: most matches
+    first (an original sits at the centre of its scraped variants, so keeping it removes them all), then
+    ``rank`` (callers rank by largest resolution, then smallest key). A sample is kept if it matches no kept
+    sample, else it joins the first kept sample it matches. Written by hand: no library computes a
+    priority-ordered maximal independent set with assignments.
     """
-    kept = edges.subset(_accept(edges.exact, edges.image_sim, edges.caption_jaccard, edges.caption_sim, rule) >= 0)
-    graph = coo_matrix((np.ones(len(kept.pairs)), (kept.pairs[:, 0], kept.pairs[:, 1])), shape=(n, n))
+    kept_edges = edges.subset(
+        _accept(edges.exact, edges.image_sim, edges.caption_jaccard, edges.caption_sim, rule) >= 0
+    )
+    graph = coo_matrix((np.ones(len(kept_edges.pairs)), (kept_edges.pairs[:, 0], kept_edges.pairs[:, 1])), shape=(n, n))
     _, components = connected_components(graph, directed=False)
-    centre = np.arange(n)
+    edge_degree = np.bincount(kept_edges.pairs.reshape(-1), minlength=n) if n else np.zeros(0, np.int64)
+    keeper = np.arange(n)
     signal = np.array([""] * n, dtype=object)
-    order = np.lexsort((np.arange(n), rank))
-    members_of: dict[int, list[int]] = {}
-    for i in order:  # members listed best rank first
-        members_of.setdefault(int(components[i]), []).append(int(i))
-    for members in members_of.values():
-        pending = np.asarray(members)
-        while len(pending) > 1:
-            pick = scorer.best_centre(pending, rule) if len(pending) <= MEDOID_LIMIT else 0
-            leader = int(pending[pick])
-            rest = np.delete(pending, pick)
-            which = _accept(*scorer(leader, rest), rule)
-            taken = rest[which >= 0]
-            centre[taken] = leader
-            signal[taken] = np.asarray(SIGNALS, dtype=object)[which[which >= 0]]
-            pending = rest[which < 0]
-    _, labels = np.unique(centre, return_inverse=True)
-    size = np.bincount(labels)[labels]
-    # The keeper is the best-ranked member of each cluster (rank order: first seen wins).
-    keeper_of_label = np.full(labels.max() + 1 if n else 0, -1, dtype=np.int64)
-    for i in order:
-        if keeper_of_label[labels[i]] < 0:
-            keeper_of_label[labels[i]] = i
-    keeper = keeper_of_label[labels]
-    # The centre matched every member; if the keeper is not the centre, the centre's own signal is
-    # the one that matched the keeper.
-    for i in np.flatnonzero((size > 1) & (centre == np.arange(n))):
-        signal[i] = signal[keeper[i]] if keeper[i] != i else ""
-    signal[keeper[size > 1]] = "keeper"
-    return Clusters(labels, keeper, size, signal, kept)
+    sizes = np.bincount(components) if n else np.zeros(0, np.int64)
+    in_groups = np.flatnonzero(sizes[components] > 1) if n else np.zeros(0, np.int64)
+    order = in_groups[np.lexsort((in_groups, components[in_groups]))]
+    for members in np.split(order, np.flatnonzero(np.diff(components[order])) + 1) if len(order) else []:
+        degree = scorer.degrees(members, rule) if len(members) <= FULL_DEGREE_LIMIT else edge_degree[members]
+        kept: list[int] = []
+        for i in members[np.lexsort((members, rank[members], -degree))]:
+            if kept:
+                codes = _accept(*scorer(int(i), np.asarray(kept)), rule)
+                hits = np.flatnonzero(codes >= 0)
+                if len(hits):
+                    keeper[i], signal[i] = kept[hits[0]], SIGNALS[int(codes[hits[0]])]
+                    continue
+            kept.append(int(i))
+    _, labels = np.unique(keeper, return_inverse=True)
+    size = np.bincount(labels)[labels] if n else np.zeros(0, np.int64)
+    signal[np.flatnonzero((keeper == np.arange(n)) & (size > 1))] = "keeper"
+    return Clusters(labels, keeper, size, signal, kept_edges)

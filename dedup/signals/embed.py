@@ -77,9 +77,15 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
         return (x / norms).astype(np.float32)
 
 
+BRIGHTNESS_ANCHOR = 0.1  # a constant component: the mean colour's magnitude, not only its direction, counts
+
+
 class PixelEmbedder:
-    """Downsampled pixels, mean-centred and unit-scaled, plus the mean colour so that flat images of
-    different colours stay apart. A mid-grey flat image (zero vector) maps to a fixed unit vector."""
+    """Downsampled pixels, mean-centred and unit-scaled (texture), plus the mean colour offset from mid-grey
+    and a small constant. Without the constant a flat image's vector is its colour offset alone, and
+    normalising keeps only its direction: flat white and flat grey 128 (or grey 127 and black) became the
+    same vector. With it, flat images of different brightness or colour stay apart, while the texture
+    still dominates the cosine of textured images (the constant adds 0.01 to a squared norm above 1)."""
 
     name = "pixels"
 
@@ -95,11 +101,8 @@ class PixelEmbedder:
             norm = float(np.linalg.norm(centred))
             texture = centred / norm if norm > 1e-6 else np.zeros_like(centred)
             colour = x.reshape(-1, 3).mean(axis=0) - 0.5
-            vec = np.concatenate([texture, colour])
-            if not np.any(vec):
-                vec[-1] = 1.0
-            rows.append(vec)
-        return l2_normalise(np.stack(rows)) if rows else np.zeros((0, 3 * self.size**2 + 3), np.float32)
+            rows.append(np.concatenate([texture, colour, [BRIGHTNESS_ANCHOR]]))
+        return l2_normalise(np.stack(rows)) if rows else np.zeros((0, 3 * self.size**2 + 4), np.float32)
 
 
 class PHashEmbedder:

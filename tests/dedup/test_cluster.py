@@ -1,4 +1,4 @@
-"""The pair rule, centre clustering (no chains), the keeper rule, SemDeDup."""
+"""The pair rule, keeper selection (a clean kept set, no chains), the keeper rule, SemDeDup."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ def test_chain_of_lookalikes_is_split() -> None:
         rank=np.arange(3),
         scorer=_scorer(emb, 3),
     )
-    # B is the centre (it matches both); A and C each match B directly and join it.
+    # B matches both, so it is kept first; A and C each match B directly and join it.
     assert found.labels.tolist() == [0, 0, 0]
-    # A chain of four: the centre B takes A and C; D matches only C, never B, so it stays apart.
+    # A chain of four: B (two matches, best rank) is kept and takes A and C; D matches only C, never B,
+    # and C is removed, so D is kept.
     emb2 = _unit([0, 10, 20, 30])
     pairs2 = np.array([[0, 1], [1, 2], [2, 3]])
     edges2 = merge_candidates(
