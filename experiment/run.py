@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from accelerate import PartialState
 
 from common.atomic import write_json
@@ -129,7 +130,8 @@ def run_experiment(
     started = time.perf_counter()
     # Under `accelerate launch` every process runs this function: the main process fills the caches first,
     # the others then read them; all processes train together; only the main process audits and reports.
-    state = PartialState()
+    # cpu=True without CUDA: several processes on a CPU machine (torchrun) then share one gloo group.
+    state = PartialState(cpu=not torch.cuda.is_available())
     with timer.step("dedup") as rec, state.main_process_first():
         cleaned = run_dedup(corpus, replace(spec.dedup, policy="remove"), out_dir=out / "dedup", cache=cache)
         rec["cached"] = not cache.misses

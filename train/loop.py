@@ -155,7 +155,12 @@ def train_model(
 ) -> TrainResult:
     out_dir = Path(out_dir)
     mitigation = mitigation or MitigationConfig()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with="tensorboard", project_dir=str(out_dir))
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        log_with="tensorboard",
+        project_dir=str(out_dir),
+        cpu=not torch.cuda.is_available(),  # the same choice as the experiment's PartialState
+    )
     device = accelerator.device
     torch.manual_seed(cfg.seed)
     unet = model.unet.to(device)
@@ -283,7 +288,10 @@ def train_model(
             accelerator.wait_for_everyone()
     seconds = time.perf_counter() - timer
     throughput = (images - warm_images) / max(time.perf_counter() - warm_time, 1e-9)
-    accelerator.end_training()
+    # Not accelerator.end_training(): it also destroys the process group, and an experiment trains several
+    # arms (and waits on barriers) in one process group.
+    for tracker in accelerator.trackers:
+        tracker.finish()
     model_dir = out_dir / "model"
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(unet)
