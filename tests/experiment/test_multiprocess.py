@@ -10,23 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.experiment.test_experiments import TINY
+
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "corpus.twemoji.subset=60",
-    "corpus.twemoji.resolution=16",
-    "corpus.twemoji.injection.fraction=0.1",
-    "corpus.twemoji.injection.min_count=4",
-    "corpus.twemoji.injection.max_count=8",
-    "model.resolution=16",
-    "model.channels=[16,32]",
-    "train.steps=6",
-    "train.batch_size=8",
-    "train.checkpoint_every=2",
-    "train.sample_every=0",
-    "extract.generations=8",
-    "extract.batch_size=8",
-    "extract.mia_samples=8",
-]
 
 
 def _figures(run: Path) -> dict[str, object]:
