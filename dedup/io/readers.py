@@ -32,7 +32,7 @@ from dedup.io.validate import Invalid, Limits, validate_caption
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 CAPTION_EXTS = ("txt",)
 META_EXTS = ("json",)
-# Members webdataset would unpickle or torch.load: we never open them (RELIABILITY.md).
+# Members webdataset would unpickle or torch.load: we never open them (docs/RELIABILITY.md).
 UNSAFE_EXTS = frozenset({"pyd", "pickle", "pkl", "pth", "pt", "ckpt", "npy", "npz", "mp", "msgpack"})
 MAX_KEY_BYTES = 200
 _SPLIT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext rule

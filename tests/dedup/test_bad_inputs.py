@@ -1,4 +1,4 @@
-"""Every bad input of RELIABILITY.md gets exactly one manifest row with the expected reason; no crash."""
+"""Every bad input of docs/RELIABILITY.md gets exactly one manifest row with the expected reason; no crash."""
 
 from __future__ import annotations
 
