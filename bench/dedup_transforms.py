@@ -19,7 +19,6 @@ import argparse
 import io
 import json
 import platform
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +32,8 @@ from common.cache import Cache
 from dedup.builtin.twemoji import emoji_files, render
 from dedup.decide.cluster import ClusterRule
 from dedup.io.corpus import CorpusSpec, open_corpus
+from dedup.io.sample import Sample
+from dedup.io.writer import ShardWriter
 from dedup.pipeline import DedupParams, run_dedup
 from dedup.signals.embed import EmbedderParams, make_embedder
 from dedup.signals.neighbors import IndexParams
@@ -90,15 +91,12 @@ def build_half(files: list[Path], resolution: int, seed: int) -> tuple[list[tupl
     return samples, origin
 
 
-def write_shard(samples: list[tuple[str, Image.Image]], path: Path) -> None:
-    with tarfile.open(path, "w") as tar:
+def write_shard(samples: list[tuple[str, Image.Image]], folder: Path) -> None:
+    with ShardWriter(folder, max_count=len(samples) + 1) as writer:
         for n, (key, image) in enumerate(samples):
             buf = io.BytesIO()
             image.save(buf, format="PNG")
-            for ext, data in (("png", buf.getvalue()), ("txt", f"caption number {n}".encode())):
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+            writer.write(Sample(key, f"caption number {n}", buf.getvalue(), "bench", "png"))
 
 
 def score(labels: dict[str, int], origin: dict[str, str]) -> dict[str, object]:
@@ -143,9 +141,8 @@ def choose_threshold(kind: str, samples: list[tuple[str, Image.Image]], origin: 
 
 def run_half(samples: list[tuple[str, Image.Image]], origin: dict[str, str], params: DedupParams) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
-        shard = Path(tmp) / "half.tar"
-        write_shard(samples, shard)
-        corpus = open_corpus(CorpusSpec(kind="shards", path=str(shard)), Path(tmp) / "cache")
+        write_shard(samples, Path(tmp) / "shards")
+        corpus = open_corpus(CorpusSpec(kind="shards", path=str(Path(tmp) / "shards")), Path(tmp) / "cache")
         result = run_dedup(corpus, params, out_dir=Path(tmp) / "out", cache=Cache(Path(tmp) / "cache"))
         rows = pq.read_table(result.manifest, columns=["key", "cluster_id"]).to_pylist()
     return {r["key"]: int(r["cluster_id"]) for r in rows}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dedup.io.validate import Invalid, to_rgb
 from dedup.signals.embed import Embedder, EmbedderParams, make_embedder
 from dedup.signals.neighbors import IndexParams, build_index, finite_rows
 
@@ -29,11 +30,11 @@ def as_rgb_uint8(image: Any, where: str = "image") -> np.ndarray:
     """One image as diffusers pipelines return them — a PIL image, an HWC or CHW array, or a torch tensor;
     uint8, or floats in [0, 1] (``output_type="np"``) — as an (H, W, 3) uint8 array. Grayscale becomes RGB,
     alpha is composited on white. Anything else is a clear ValueError, never a silent guess."""
-    if isinstance(image, Image.Image):
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB"))
-        return np.asarray(image.convert("RGB"))
+    if isinstance(image, Image.Image):  # the decoder's own conversion, so a PIL image means what it means there
+        try:
+            return np.asarray(to_rgb(image), dtype=np.uint8)
+        except Invalid as err:
+            raise ValueError(f"{where}: {err}") from err
     if hasattr(image, "detach"):  # a torch tensor
         image = image.detach().float().cpu().numpy()
     arr = np.asarray(image)

@@ -63,7 +63,7 @@ def validate_caption(raw: bytes, limits: Limits) -> str:
     return text
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any supported mode to RGB explicitly; transparency is composited on white."""
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -108,7 +108,7 @@ def decode_image(data: bytes, limits: Limits | None = None) -> np.ndarray:
                 raise Invalid(Reason.ANIMATED, f"{frames} frames")
             im.load()
             oriented: Image.Image = ImageOps.exif_transpose(im) or im
-            rgb = _to_rgb(oriented)
+            rgb = to_rgb(oriented)
     except Invalid:
         raise
     except Image.DecompressionBombError as err:
