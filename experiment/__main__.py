@@ -59,6 +59,8 @@ def main(cfg: DictConfig) -> None:
         spec = spec_from(values)
         cache_dir = Path(values["cache_dir"])
         corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
+        if not corpus.heldout:  # membership inference needs images the model never saw
+            raise ConfigError("corpus.heldout is required: shards never trained on, for membership inference")
     out = Path(values["output"])
     with disk_full_is_one_line("train"):
         metrics = run_experiment(spec, corpus, out_dir=out, cache_dir=cache_dir)

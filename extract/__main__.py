@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from common.cache import Cache
-from common.config import build, check_keys, user_errors
+from common.config import ConfigError, build, check_keys, user_errors
 from configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
@@ -46,6 +46,8 @@ def main(cfg: DictConfig) -> None:
         params = replace(dedup_params(values["dedup"]), policy="remove")
         cfg_audit = build(AuditConfig, values["extract"], "extract")
         corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
+        if not corpus.heldout:  # membership inference needs images the model never saw
+            raise ConfigError("corpus.heldout is required: shards never trained on, for membership inference")
     model = load_model(values["model_dir"])
     resolution = values["resolution"] or model.config.resolution
     cleaned = run_dedup(corpus, params, out_dir=out / "dedup", cache=Cache(cache_dir))

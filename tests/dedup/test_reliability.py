@@ -324,3 +324,15 @@ def test_fuzz_decoder_and_reader_for_a_minute_without_escapes(tmp_path: Path) ->
     report = json.loads(out.read_text())
     assert report["decoder"]["escapes"] == 0 and report["reader"]["escapes"] == 0, report
     assert report["decoder"]["inputs"] > 10_000
+
+
+def test_training_or_audit_without_heldout_is_a_one_line_error(small_corpus: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "train", "corpus=shards", f"corpus.path={small_corpus}", f"cache_dir={tmp_path / 'c'}"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2 and "corpus.heldout" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
