@@ -29,7 +29,7 @@ SEMANTIC_THRESHOLD = 0.9  # caption cosine of the semantic clause when the user 
 def dedup_values(params: DedupParams) -> dict[str, Any]:
     """``DedupParams`` → the nested vocabulary of the ``dedup`` config group (the inverse of ``dedup_params``).
 
-    caption.*: MinHash (``ngram``, ``char_ngrams``, ``num_perm``, ``seed``), LSH (``lsh_threshold`` — the
+    caption.*: ``enabled`` (false: image-only dedup), MinHash (``ngram``, ``char_ngrams``, ``num_perm``, ``seed``), LSH (``lsh_threshold`` — the
     cached candidate floor, ``bands``/``rows``/``max_bucket``), ``threshold`` (Jaccard of the caption+image
     clause) and ``semantic.*`` (the optional MiniLM signal, its ``threshold`` and cached ``floor``).
     image.*: the embedder, ``threshold`` (cosine alone), ``loose_threshold`` (with a caption match) and
@@ -39,6 +39,7 @@ def dedup_values(params: DedupParams) -> dict[str, Any]:
     semantic_threshold = rule.caption_semantic_threshold
     return {
         "caption": {
+            "enabled": params.caption_enabled,
             **asdict(params.minhash),
             "lsh_threshold": params.lsh.threshold,
             "bands": params.lsh.bands,
@@ -87,6 +88,9 @@ def dedup_params(values: dict[str, Any]) -> DedupParams:
     v = dict(values)
     caption = dict(v.pop("caption"))
     image = dict(v.pop("image"))
+    caption_enabled = caption.pop("enabled", True)
+    if not isinstance(caption_enabled, bool):
+        raise ConfigError(f"dedup.caption.enabled: expected true or false, got {caption_enabled!r}")
     minhash = build(
         MinHashParams, {k: caption.pop(k) for k in ("num_perm", "seed", "ngram", "char_ngrams")}, "dedup.caption"
     )
@@ -128,6 +132,7 @@ def dedup_params(values: dict[str, Any]) -> DedupParams:
             "index": index,
             "rule": rule,
             "semdedup": semdedup,
+            "caption_enabled": caption_enabled,
             **v,
         },
         "dedup",

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from common import storage
 from common.atomic import committed_run, write_json
 from common.cache import Cache, entry_key
 from common.config import ConfigError, in_range, one_of
+from common.storage import committed_remote_run
 from common.timing import StepTimer
 from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
 from dedup.decide.evaluate import evaluate
@@ -48,7 +50,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DedupParams:
-    """Everything the dedup stage needs besides the corpus. policy: remove | reweight | keep | semdedup."""
+    """Everything the dedup stage needs besides the corpus. policy: remove | reweight | keep | semdedup.
+    caption_enabled: false → image-only dedup (identical pixels and image cosine); captions are neither
+    required nor compared."""
 
     minhash: MinHashParams = field(default_factory=MinHashParams)
     lsh: LshParams = field(default_factory=LshParams)
@@ -61,9 +65,12 @@ class DedupParams:
     shard_size: int = 10_000
     write_shards: bool = True
     sheet_clusters: int = 12
+    caption_enabled: bool = True
 
     def __post_init__(self) -> None:
         one_of("dedup.policy", self.policy, POLICIES)
+        if not self.caption_enabled and self.caption_semantic.enabled:
+            raise ConfigError("dedup.caption.semantic.enabled=true needs dedup.caption.enabled=true")
         if self.write_shards:
             in_range("dedup.shard_size (with dedup.write_shards=true)", self.shard_size, 1)
         in_range("dedup.sheet_clusters", self.sheet_clusters, 0)
@@ -92,9 +99,11 @@ RESULT_NAMES = ("manifest.parquet", "clusters.parquet", "shards", "contact_sheet
 
 @dataclass
 class DedupResult:
-    out_dir: Path
-    shards: Path | None
-    manifest: Path
+    """Where the outputs went: local paths, or URLs when ``out_dir`` was in object storage."""
+
+    out_dir: str
+    shards: str | None
+    manifest: str
     stats: dict[str, object]
 
 
@@ -132,12 +141,13 @@ def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache
     """Find the near-duplicates of ``corpus`` and write the cleaned corpus under ``out_dir``: one manifest
     row per input unit, clusters, shards (unless ``params.write_shards`` is false), stats and a contact
     sheet. Steps before the thresholds are cached in ``cache``, so a threshold sweep reruns only the
-    clustering and the outputs."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    clustering and the outputs. ``out_dir`` may be an object-storage URL (``s3://bucket/clean``): the
+    outputs are then staged locally and committed there (``common.storage.committed_remote_run``)."""
+    out = str(out_dir).rstrip("/") if storage.is_remote(out_dir) else str(Path(out_dir))
     timer = StepTimer()
+    corpus = replace(corpus, captions=replace(corpus.captions, required=params.caption_enabled))
 
-    k_ingest = entry_key("ingest", corpus.fingerprint, asdict(corpus.limits))
+    k_ingest = entry_key("ingest", corpus.identity(), asdict(corpus.limits))
     ingest_dir = _cached(cache, timer, "ingest", k_ingest, lambda d: ingest(corpus, d))
     units = read_units(ingest_dir)
     valid_rows = np.flatnonzero(units.column("sample_index").to_numpy() >= 0)
@@ -145,24 +155,29 @@ def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache
     captions: list[str] = valid.column("caption_norm").to_pylist()
     n = len(valid_rows)
 
-    k_sig = entry_key("signatures", k_ingest, params.minhash)
-    signatures, usable = _cached_arrays(
-        cache,
-        timer,
-        "signatures",
-        k_sig,
-        ("signatures", "usable"),
-        lambda: compute_signatures(captions, params.minhash),
-    )
-    k_cap = entry_key("caption_pairs", k_sig, params.lsh)
-    cap_pairs, cap_jaccard = _cached_arrays(
-        cache,
-        timer,
-        "caption_pairs",
-        k_cap,
-        ("pairs", "jaccard"),
-        lambda: caption_pairs(signatures, usable, params.lsh),
-    )
+    if params.caption_enabled:
+        k_sig = entry_key("signatures", k_ingest, params.minhash)
+        signatures, usable = _cached_arrays(
+            cache,
+            timer,
+            "signatures",
+            k_sig,
+            ("signatures", "usable"),
+            lambda: compute_signatures(captions, params.minhash),
+        )
+        k_cap = entry_key("caption_pairs", k_sig, params.lsh)
+        cap_pairs, cap_jaccard = _cached_arrays(
+            cache,
+            timer,
+            "caption_pairs",
+            k_cap,
+            ("pairs", "jaccard"),
+            lambda: caption_pairs(signatures, usable, params.lsh),
+        )
+    else:  # image-only: no caption signal at all (a caption a corpus happens to carry is not compared)
+        signatures = np.zeros((n, params.minhash.num_perm), np.uint32)
+        usable = np.zeros(n, bool)
+        cap_pairs, cap_jaccard = np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
     k_emb = entry_key("embeddings", k_ingest, params.embedder)
     (embeddings,) = _cached_arrays(
         cache,
@@ -220,7 +235,8 @@ def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache
 
     # The outputs are staged and committed as a whole: an interrupted or failed run never leaves a mix of
     # two results, or a result that looks complete and is not.
-    with committed_run(out_dir, RESULT_NAMES) as staging:
+    commit = committed_remote_run(out, RESULT_NAMES) if storage.is_remote(out) else committed_run(out, RESULT_NAMES)
+    with commit as staging:
         with timer.step("apply"):
             stats = write_outputs(
                 corpus,
@@ -240,7 +256,7 @@ def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache
             stats["evaluation"] = evaluate(keys[finite_idx].tolist(), decision.labels[finite_idx], corpus.ground_truth)
         stats["corpus"] = {
             "kind": corpus.kind,
-            "location": corpus.location,
+            "location": storage.redact(corpus.location),
             "fingerprint": corpus.fingerprint,
             **({"info": corpus.info} if corpus.info else {}),
         }
@@ -248,9 +264,7 @@ def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache
         stats["cache"] = {"hits": list(cache.hits), "misses": list(cache.misses)}
         stats["params"] = asdict(params)
         write_json(staging / "stats.json", stats)
-    return DedupResult(
-        out_dir, out_dir / "shards" if params.write_shards else None, out_dir / "manifest.parquet", stats
-    )
+    return DedupResult(out, f"{out}/shards" if params.write_shards else None, f"{out}/manifest.parquet", stats)
 
 
 def _caption_semantics(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 
-def console_summary(stats: dict[str, Any], out_dir: Path) -> str:
+def console_summary(stats: dict[str, Any], out_dir: str) -> str:
     status = stats.get("status", {})
     info = stats.get("corpus", {}).get("info", {})
     lines = [
@@ -15,6 +14,12 @@ def console_summary(stats: dict[str, Any], out_dir: Path) -> str:
         f"  kept {status.get('kept', 0)}, duplicate {status.get('duplicate', 0)}, rejected {status.get('rejected', 0)}"
         f" (policy {stats['policy']})",
     ]
+    params = stats.get("params", {})
+    if params and not params.get("caption_enabled", True):
+        rule = params.get("rule", {})
+        lines.append(
+            f"  image-only: captions ignored; duplicates are identical pixels or image cosine >= {rule.get('image_threshold')}"
+        )
     skipped = info.get("skipped_inputs", [])
     if skipped:
         shown = "; ".join(f"{s['path']} ({s['why']})" for s in skipped[:3])

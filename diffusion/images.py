@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from common import storage
 from common.atomic import atomic_path, write_json
 from common.cache import Cache, entry_key
 from dedup.io.readers import expand_urls, read_shards
@@ -53,13 +54,11 @@ def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def load_image_set(shards: str, resolution: int, cache_dir: str | Path) -> ImageSet:
     """Decode the shards at ``resolution`` (cached by the shards' size/mtime and the resolution)."""
-    urls = [Path(u) for u in expand_urls(shards)]
+    urls = expand_urls(shards)
     if not urls:
-        raise FileNotFoundError(f"no shards match {shards!r}")
-    key = entry_key("images", [(str(u), u.stat().st_size, u.stat().st_mtime_ns) for u in urls], resolution)
-    folder = Cache(Path(cache_dir)).get(
-        "images", key, lambda work: _decode_into(work, [str(u) for u in urls], resolution)
-    )
+        raise FileNotFoundError(f"no shards match {storage.redact(shards)!r}")
+    key = entry_key("images", [storage.stat_key(u) for u in urls], resolution)
+    folder = Cache(Path(cache_dir)).get("images", key, lambda work: _decode_into(work, urls, resolution))
     index = json.loads((folder / "index.json").read_text())
     n = len(index["keys"])
     images = np.load(folder / "images.npy", mmap_mode="r") if n else np.zeros((0, resolution, resolution, 3), np.uint8)

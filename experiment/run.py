@@ -57,11 +57,11 @@ class ExperimentSpec:
 
 
 def _train_arm(
-    shards: Path, spec: ExperimentSpec, mitigation: MitigationConfig, cache: Cache, state: PartialState
+    shards: str, spec: ExperimentSpec, mitigation: MitigationConfig, cache: Cache, state: PartialState
 ) -> tuple[Path, dict[str, Any], bool]:
     """Train (or reuse) one arm; the cache key is everything that determines the weights. A killed
     training resumes from the checkpoints in the entry's partial folder."""
-    data = load_image_set(str(shards), spec.model.resolution, cache.root)
+    data = load_image_set(shards, spec.model.resolution, cache.root)
     key = entry_key(
         "train",
         data.keys,
@@ -135,7 +135,7 @@ def run_experiment(
     with timer.step("dedup") as rec, state.main_process_first():
         cleaned = run_dedup(corpus, replace(spec.dedup, policy="remove"), out_dir=out / "dedup", cache=cache)
         rec["cached"] = not cache.misses
-    shards = {"raw": Path(corpus.location), "dedup": cleaned.shards, "mitigated": cleaned.shards}
+    shards = {"raw": corpus.location, "dedup": cleaned.shards, "mitigated": cleaned.shards}
     if "reweight" in spec.arms:
         with timer.step("dedup_reweight"):
             reweighted = replace(spec.dedup, policy="reweight")
@@ -147,7 +147,7 @@ def run_experiment(
     for arm in spec.arms:
         mitigation = spec.mitigation if arm == "mitigated" else MitigationConfig()
         with timer.step(f"train_{arm}") as rec:
-            folder, result, cached = _train_arm(Path(str(shards[arm])), spec, mitigation, cache, state)
+            folder, result, cached = _train_arm(str(shards[arm]), spec, mitigation, cache, state)
             rec["cached"] = cached
         if not state.is_main_process:
             continue
@@ -191,8 +191,8 @@ def run_experiment(
     return metrics
 
 
-def _count(shards: Path | None) -> int:
-    return sum(1 for item in read_shards(str(shards)) if isinstance(item, Sample)) if shards else 0
+def _count(shards: str | None) -> int:
+    return sum(1 for item in read_shards(shards) if isinstance(item, Sample)) if shards else 0
 
 
 def _metrics(

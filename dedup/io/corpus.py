@@ -8,16 +8,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from common import storage
 from common.cache import fingerprint
 from common.config import ConfigError
 from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
-from dedup.io.readers import Item, find_shards, read_folder, read_shards
+from dedup.io.metadata import CaptionSource, sibling_parquet
+from dedup.io.readers import Item, find_shards, is_shard, read_folder, read_shards
 from dedup.io.validate import Limits
 
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    """kind: ``shards`` (path = folder, file or brace pattern), ``folder`` or ``twemoji``.
+    """kind: ``shards`` (path = folder, file, brace pattern or glob; local or ``s3://``/``gs://``/``hf://``
+    through fsspec), ``folder`` (local; ``.txt`` sidecars or a Hugging Face ``metadata.jsonl``/``.csv``)
+    or ``twemoji``.
+
+    caption_field: null → the ``.txt`` member, else the metadata's ``caption`` or ``text`` (a ``.json``
+    member, img2dataset's parquet beside the shard, or the imagefolder metadata file); a name → that
+    metadata field only.
 
     ground_truth: optional parquet of injected copies (key, origin, natural_group), for evaluation only.
     heldout: optional shards never trained on (membership inference).
@@ -27,6 +35,7 @@ class CorpusSpec:
     path: str | None = None
     ground_truth: str | None = None
     heldout: str | None = None
+    caption_field: str | None = None
     twemoji: TwemojiConfig = field(default_factory=TwemojiConfig)
 
 
@@ -41,16 +50,23 @@ class Corpus:
     heldout: str | None
     info: dict[str, object]
     limits: Limits
+    captions: CaptionSource = field(default_factory=CaptionSource)
 
     def items(self) -> Iterator[Item]:
         if self.kind == "folder":
-            return read_folder(self.location, self.limits)
-        return read_shards(self.location, self.limits)
+            return read_folder(self.location, self.limits, self.captions)
+        return read_shards(self.location, self.limits, self.captions)
+
+    def identity(self) -> str:
+        """What the ingested units depend on: the content, and where captions come from."""
+        return fingerprint(self.fingerprint, self.captions)
 
 
-def _stat_fingerprint(paths: list[Path]) -> str:
-    # Size + mtime, as make does: cheap for terabyte corpora, and a changed shard changes its stat.
-    return fingerprint([(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths])
+def _stat_fingerprint(paths: list[str]) -> str:
+    # Size + mtime (an object's ETag), as make does: cheap for terabyte corpora, and a changed shard
+    # changes its stat. A shard's img2dataset parquet is part of what it reads.
+    sidecars = [sibling_parquet(p) for p in paths if is_shard(p)]
+    return fingerprint([storage.stat_key(p) for p in paths + [s for s in sidecars if storage.exists(s)]])
 
 
 def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Limits | None = None) -> Corpus:
@@ -69,11 +85,14 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
     if not spec.path:
         raise ConfigError(f"corpus.path is required for corpus={spec.kind}")
     gt = Path(spec.ground_truth) if spec.ground_truth else None
+    captions = CaptionSource(field=spec.caption_field)
     if spec.kind == "folder":
-        root = Path(spec.path)
+        if storage.is_remote(spec.path):
+            raise ConfigError(f"corpus=folder reads a local folder; for {storage.redact(spec.path)} use corpus=shards")
+        root = Path(storage.local_path(spec.path))
         if not root.is_dir():
             raise NotADirectoryError(f"image folder not found: {root}")
-        files = sorted(p for p in root.rglob("*") if p.is_file())
+        files = sorted(str(p) for p in root.rglob("*") if p.is_file())
         return Corpus(
             kind="folder",
             location=str(root),
@@ -82,20 +101,23 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
             heldout=spec.heldout,
             info={},
             limits=limits,
+            captions=captions,
         )
     if spec.kind == "shards":
         found, skipped = find_shards(spec.path)
-        urls = [Path(u) for u in found]
-        missing = [str(u) for u in urls if not u.exists()]
-        if not urls or missing:
-            raise FileNotFoundError(f"shards not found for {spec.path!r}: {missing[:5] or 'none matched'}")
+        missing = [storage.redact(u) for u in found if not storage.exists(u)]
+        if not found or missing:
+            raise FileNotFoundError(
+                f"shards not found for {storage.redact(spec.path)!r}: {missing[:5] or 'none matched'}"
+            )
         return Corpus(
             kind="shards",
             location=spec.path,
-            fingerprint=_stat_fingerprint(urls),
+            fingerprint=_stat_fingerprint(found),
             ground_truth=gt,
             heldout=spec.heldout,
             info={"skipped_inputs": skipped} if skipped else {},
             limits=limits,
+            captions=captions,
         )
     raise ConfigError(f"corpus.kind must be one of shards, folder, twemoji; got {spec.kind!r}")

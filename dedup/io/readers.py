@@ -18,14 +18,22 @@ import lzma
 import os
 import re
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any
 
 import braceexpand
 
+from common import storage
+from dedup.io.metadata import (
+    CaptionSource,
+    caption_from_meta,
+    folder_metadata,
+    shard_metadata,
+    sibling_parquet,
+)
 from dedup.io.sample import Reason, Rejection, Sample
 from dedup.io.validate import Invalid, Limits, validate_caption
 
@@ -46,6 +54,7 @@ class _Group:
     offset: int
     members: dict[str, bytes] = field(default_factory=dict)
     problem: tuple[Reason, str] | None = None  # a member that could not be read: the unit is rejected
+    extra: dict[str, Any] | None = None  # its row in a metadata file (img2dataset parquet, metadata.jsonl)
 
 
 def printable(name: str) -> str:
@@ -63,17 +72,28 @@ def is_shard(name: str) -> bool:
 
 def find_shards(spec: str | Iterable[str]) -> tuple[list[str], list[dict[str, str]]]:
     """Expand brace patterns (``shard-{000000..000009}.tar``) and folders (searched recursively for tars,
-    compressed or not, any case), preserving order. Returns the shards and what a folder held that is not
-    one (``{"path", "why"}``), so nothing is skipped silently."""
+    compressed or not, any case), preserving order. Remote locations (``s3://bucket/{0..9}.tar``,
+    ``s3://bucket/*.tar``, ``s3://bucket/folder``) are expanded by their fsspec filesystem. Returns the
+    shards and what a folder held that is not one (``{"path", "why"}``), so nothing is skipped silently;
+    img2dataset's parquet beside a shard is that shard's metadata, not a skipped file."""
     specs = [spec] if isinstance(spec, str) else list(spec)
     out: list[str] = []
     skipped: list[dict[str, str]] = []
     for one in specs:
         if one.startswith("pipe:"):
             raise ValueError(f"pipe: URLs run shell commands and are refused: {one!r}")
-        path = Path(one)
+        if storage.is_remote(one):
+            for name in braceexpand.braceexpand(one):
+                listed = storage.expand_remote(name)
+                if listed == [name]:  # one named file, read as given (the caller reports a missing one)
+                    out.append(name)
+                    continue
+                out.extend(u for u in listed if is_shard(u))
+                skipped.extend(_not_shards([u for u in listed if not is_shard(u)], listed))
+            continue
+        path = Path(storage.local_path(one))
         if not path.is_dir():
-            out.extend(braceexpand.braceexpand(one))
+            out.extend(braceexpand.braceexpand(storage.local_path(one)))
             continue
 
         def unreadable(err: OSError) -> None:
@@ -81,15 +101,20 @@ def find_shards(spec: str | Iterable[str]) -> tuple[list[str], list[dict[str, st
 
         for folder, dirs, files in os.walk(path, onerror=unreadable):
             dirs.sort()
-            for name in sorted(files):
-                full = os.path.join(folder, name)
-                if is_shard(name):
-                    out.append(full)
-                else:
-                    skipped.append(
-                        {"path": printable(full), "why": "not a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz)"}
-                    )
+            names = [os.path.join(folder, name) for name in sorted(files)]
+            out.extend(n for n in names if is_shard(n))
+            skipped.extend(_not_shards([n for n in names if not is_shard(n)], names))
     return out, skipped
+
+
+def _not_shards(others: list[str], listed: list[str]) -> list[dict[str, str]]:
+    """The files of a listing that are neither shards nor a shard's img2dataset parquet."""
+    metadata = {sibling_parquet(n) for n in listed if is_shard(n)}
+    return [
+        {"path": printable(storage.redact(n)), "why": "not a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz)"}
+        for n in others
+        if n not in metadata
+    ]
 
 
 def expand_urls(spec: str | Iterable[str]) -> list[str]:
@@ -109,17 +134,17 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def _group_to_item(group: _Group, source: str, limits: Limits) -> Item:
+def _group_to_item(group: _Group, source: str, limits: Limits, captions: CaptionSource) -> Item:
     """Turn the members of one key into a Sample, or the Rejection that says why not — whatever goes wrong."""
     try:
-        return _to_item(group, source, limits)
+        return _to_item(group, source, limits, captions)
     except MemoryError:
         raise
     except Exception as err:  # the per-sample boundary: one unit's surprise is one row, not a crashed run
         return Rejection(printable(group.key), source, Reason.READ_ERROR, f"{type(err).__name__}: {err}", group.offset)
 
 
-def _to_item(group: _Group, source: str, limits: Limits) -> Item:
+def _to_item(group: _Group, source: str, limits: Limits, captions: CaptionSource) -> Item:
     problem = _key_problem(group.key)
     if problem:
         return Rejection(printable(group.key), source, Reason.BAD_KEY, problem, group.offset)
@@ -127,16 +152,10 @@ def _to_item(group: _Group, source: str, limits: Limits) -> Item:
         return Rejection(group.key, source, group.problem[0], group.problem[1], group.offset)
     lower = {ext.lower(): ext for ext in group.members}
     image_ext = next((lower[e] for e in IMAGE_EXTS if e in lower), None)
-    caption_ext = next((lower[e] for e in CAPTION_EXTS if e in lower), None)
-    if image_ext is None or caption_ext is None:
-        missing = "image" if image_ext is None else "caption"
-        detail = f"no {missing}; members: {sorted(group.members)}"
+    if image_ext is None:
+        detail = f"no image; members: {sorted(group.members)}"
         return Rejection(group.key, source, Reason.INCOMPLETE_SAMPLE, detail, group.offset)
-    try:
-        caption = validate_caption(group.members[caption_ext], limits)
-    except Invalid as err:
-        return Rejection(group.key, source, err.reason, err.detail, group.offset)
-    meta: dict[str, object] = {}
+    meta: dict[str, Any] = dict(group.extra or {})
     meta_ext = next((lower[e] for e in META_EXTS if e in lower), None)
     if meta_ext is not None:
         try:
@@ -145,7 +164,27 @@ def _to_item(group: _Group, source: str, limits: Limits) -> Item:
             return Rejection(group.key, source, Reason.BAD_META, str(err), group.offset)
         if not isinstance(loaded, dict):
             return Rejection(group.key, source, Reason.BAD_META, type(loaded).__name__, group.offset)
-        meta = loaded
+        meta.update(loaded)  # the sample's own .json wins over a metadata file's row
+    caption_ext = next((lower[e] for e in CAPTION_EXTS if e in lower), None)
+    raw: bytes | None = None
+    if captions.field is None and caption_ext is not None:
+        raw = group.members[caption_ext]
+        missing = ""
+    else:
+        text, missing = caption_from_meta(meta, captions)
+        raw = None if text is None else text.encode("utf-8", "surrogatepass")
+    caption = ""
+    if raw is None:
+        if captions.required:
+            where = "no .txt member and " if captions.field is None else ""
+            detail = f"no caption: {where}{missing}; members: {sorted(group.members)}"
+            return Rejection(group.key, source, Reason.INCOMPLETE_SAMPLE, detail, group.offset)
+    else:
+        try:
+            caption = validate_caption(raw, limits)
+        except Invalid as err:
+            if captions.required:
+                return Rejection(group.key, source, err.reason, err.detail, group.offset)
     return Sample(group.key, caption, group.members[image_ext], source, image_ext.lower(), meta)
 
 
@@ -165,7 +204,7 @@ class KeyRegistry:
         return item
 
 
-def _decompressed(raw: BinaryIO) -> BinaryIO:
+def _decompressed(raw: IO[bytes]) -> IO[bytes]:
     """The shard's bytes, decompressed by the standard library's gzip/bz2/lzma readers when compressed.
     Their ``read(n)`` returns at most n bytes however well the data compresses; tarfile's own stream
     decompression hands back whole decompressed blocks (10 MB per 10 KB of gzipped zeros) and slows to a
@@ -175,36 +214,53 @@ def _decompressed(raw: BinaryIO) -> BinaryIO:
     if magic[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     if magic[:3] == b"BZh":
-        return bz2.BZ2File(raw)  # type: ignore[return-value]
+        return bz2.BZ2File(raw)
     if magic == b"\xfd7zXZ\x00":
-        return lzma.LZMAFile(raw)  # type: ignore[return-value]
+        return lzma.LZMAFile(raw)
     return raw
 
 
-def read_tar(path: str, limits: Limits | None = None) -> Iterator[Item]:
-    """Stream one webdataset shard; yields one item per sample and one per unusable member."""
+def read_tar(path: str, limits: Limits | None = None, captions: CaptionSource | None = None) -> Iterator[Item]:
+    """Stream one webdataset shard (local or remote); yields one item per sample and one per unusable
+    member, then one per row of its img2dataset parquet that matched no sample."""
     limits = limits or Limits()
+    captions = captions or CaptionSource()
+    sidecar = shard_metadata(path)
+    yield from sidecar.problems
     with ExitStack() as files:
         try:
-            stream = files.enter_context(_decompressed(files.enter_context(open(path, "rb"))))
+            stream = files.enter_context(_decompressed(files.enter_context(storage.open_binary(path))))
             # 64 KiB reads: 16k calls stream past a 1 GiB member; larger buffers slow small members down
             # (tarfile copies the rest of its buffer on every read).
             tar = files.enter_context(tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 16))
         except (OSError, EOFError, tarfile.TarError) as err:
             yield Rejection("", path, Reason.SHARD_UNREADABLE, str(err), 0)
+            yield from sidecar.leftovers(path)
             return
-        yield from _read_members(tar, path, limits)
+        yield from _read_members(tar, path, limits, captions, sidecar.take)
+        yield from sidecar.leftovers(path)
 
 
-def _read_members(tar: tarfile.TarFile, path: str, limits: Limits) -> Iterator[Item]:
+def _read_members(
+    tar: tarfile.TarFile,
+    path: str,
+    limits: Limits,
+    captions: CaptionSource,
+    row_of: Callable[[str], dict[str, Any] | None],
+) -> Iterator[Item]:
     group: _Group | None = None
+
+    def item_of(group: _Group) -> Item:
+        group.extra = row_of(group.key)
+        return _group_to_item(group, path, limits, captions)
+
     while True:
         header_offset = tar.offset
         try:
             member = tar.next()
         except (tarfile.TarError, EOFError, OSError) as err:
             if group is not None:
-                yield _group_to_item(group, path, limits)
+                yield item_of(group)
                 group = None
             yield Rejection("", path, Reason.SHARD_TRUNCATED, f"header: {err}", header_offset)
             return
@@ -231,24 +287,25 @@ def _read_members(tar: tarfile.TarFile, path: str, limits: Limits) -> Iterator[I
                 raise EOFError(f"member data ends after {len(data)} of {member.size} bytes")
         except (tarfile.TarError, EOFError, OSError) as err:
             offset = group.offset if group is not None and group.key == key else member.offset
+            row_of(key)  # this row is the unit's one manifest row; its metadata row is not another
             yield Rejection(printable(key), path, Reason.SHARD_TRUNCATED, f"member {name}: {err}", offset)
             if group is not None and group.key != key:
-                yield _group_to_item(group, path, limits)
+                yield item_of(group)
             return
         if group is not None and group.key != key:
-            yield _group_to_item(group, path, limits)
+            yield item_of(group)
             group = None
         if group is None:
             group = _Group(key, member.offset)
         if ext in group.members:
             # Same key and extension twice in a row: a repeated sample written back to back.
-            yield _group_to_item(group, path, limits)
+            yield item_of(group)
             group = _Group(key, member.offset)
         group.members[ext] = data
         if too_large:
             group.problem = (Reason.TOO_LARGE, f"member {name}: {member.size} bytes > {limits.max_member_bytes}")
     if group is not None:
-        yield _group_to_item(group, path, limits)
+        yield item_of(group)
     end = _missing_end_marker(path, tar.offset)
     if end is not None:
         yield Rejection("", path, Reason.SHARD_TRUNCATED, end, tar.offset)
@@ -257,7 +314,7 @@ def _read_members(tar: tarfile.TarFile, path: str, limits: Limits) -> Iterator[I
 def _missing_end_marker(path: str, offset: int) -> str | None:
     """tarfile reads a header cut short, or no end marker, as a normal end of archive: check ourselves
     that an uncompressed shard ends with a zero block where the last member ends."""
-    with open(path, "rb") as fh:
+    with storage.open_binary(path) as fh:
         magic = fh.read(6)
         if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00":
             return None  # compressed: the decompressor itself raises on a truncated stream
@@ -268,25 +325,32 @@ def _missing_end_marker(path: str, offset: int) -> str | None:
     return None
 
 
-def read_shards(spec: str | Iterable[str], limits: Limits | None = None) -> Iterator[Item]:
+def read_shards(
+    spec: str | Iterable[str], limits: Limits | None = None, captions: CaptionSource | None = None
+) -> Iterator[Item]:
     """Read every shard matched by ``spec`` (paths, brace patterns, or a folder of .tar files)."""
     urls = expand_urls(spec)
     if not urls:
         raise FileNotFoundError(f"no shards match {spec!r}")
     registry = KeyRegistry()
     for url in urls:
-        for item in read_tar(url, limits):
+        for item in read_tar(url, limits, captions):
             yield registry.admit(item)
 
 
-def read_folder(root: str | os.PathLike[str], limits: Limits | None = None) -> Iterator[Item]:
-    """Read an image folder where ``a/b/cat.jpg`` has its caption in ``a/b/cat.txt`` (and optional .json).
+def read_folder(
+    root: str | os.PathLike[str], limits: Limits | None = None, captions: CaptionSource | None = None
+) -> Iterator[Item]:
+    """Read an image folder where ``a/b/cat.jpg`` has its caption in ``a/b/cat.txt`` (and optional .json),
+    or in a Hugging Face imagefolder ``metadata.jsonl`` / ``metadata.csv`` row (``file_name``, ``text``).
 
     The key is the relative path without extension, with ``/`` and ``.`` replaced so it is a valid
     webdataset key; keys that collide after that become ``duplicate_key`` rejections. A folder or file
-    that cannot be read is a row (``unreadable``), never skipped.
+    that cannot be read is a row (``unreadable``), never skipped; so is a metadata line that cannot be
+    used, or one naming an image that is not there.
     """
     limits = limits or Limits()
+    captions = captions or CaptionSource()
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"image folder not found: {root}")
@@ -303,7 +367,9 @@ def read_folder(root: str | os.PathLike[str], limits: Limits | None = None) -> I
     for err in unreadable_dirs:
         rel = printable(os.path.relpath(str(err.filename), root))
         yield Rejection(rel, str(root), Reason.UNREADABLE, f"folder: {err.strerror}")
-    for path in sorted(paths):
+    metadata = folder_metadata(root, paths)
+    yield from metadata.problems
+    for path in sorted(set(paths) - set(metadata.files)):
         rel = printable(path.relative_to(root).as_posix())
         if path.is_symlink() or not path.is_file():
             yield Rejection(rel, str(root), Reason.NOT_REGULAR_FILE, "symlink or special file")
@@ -323,6 +389,8 @@ def read_folder(root: str | os.PathLike[str], limits: Limits | None = None) -> I
     for stem in order:
         key = stem.replace("/", "__").replace(".", "_")
         group = _Group(key, -1)
+        rows = [metadata.rows.pop(f"{stem}.{ext}") for ext in groups[stem] if f"{stem}.{ext}" in metadata.rows]
+        group.extra = rows[0] if rows else None
         for ext, path in groups[stem].items():
             try:
                 size = path.stat().st_size
@@ -334,4 +402,5 @@ def read_folder(root: str | os.PathLike[str], limits: Limits | None = None) -> I
             except OSError as err:
                 group.problem = (Reason.UNREADABLE, f"{printable(path.name)}: {err.strerror or err}")
                 group.members[ext] = b""
-        yield registry.admit(_group_to_item(group, printable(str(root / stem)), limits))
+        yield registry.admit(_group_to_item(group, printable(str(root / stem)), limits, captions))
+    yield from metadata.leftovers(root)

@@ -47,7 +47,8 @@ class Reason(StrEnum):
     DUPLICATE_KEY = "duplicate_key"
     INCOMPLETE_SAMPLE = "incomplete_sample"  # image or caption member missing
     BAD_KEY = "bad_key"  # path traversal, empty, too long
-    BAD_META = "bad_meta"  # the .json sidecar is not a JSON object
+    BAD_META = "bad_meta"  # a .json sidecar that is not a JSON object; an unusable metadata row or file
+    NOT_DOWNLOADED = "not_downloaded"  # an img2dataset parquet row whose status is not success
     NOT_REGULAR_FILE = "not_regular_file"  # symlink, hardlink, device member in a tar
     UNSAFE_MEMBER = "unsafe_member"  # .pyd/.pth/.pkl and friends: pickles are never loaded
     UNKNOWN_MEMBER = "unknown_member"  # a member with no extension we read

@@ -56,13 +56,13 @@ def test_output_shards_hold_exactly_the_kept_samples(tiny) -> None:  # type: ign
     assert all(isinstance(i, Sample) for i in items)
     assert [i.key for i in items] == kept
     strict = wds.WebDataset(
-        sorted(str(p) for p in result.shards.glob("*.tar")), shardshuffle=False, handler=wds.reraise_exception
+        sorted(str(p) for p in Path(str(result.shards)).glob("*.tar")), shardshuffle=False, handler=wds.reraise_exception
     )
     assert sum(1 for _ in strict) == len(kept)
-    clusters = pq.read_table(result.out_dir / "clusters.parquet").to_pylist()
+    clusters = pq.read_table(Path(result.out_dir) / "clusters.parquet").to_pylist()
     assert clusters and all(c["size"] == len(c["members"]) >= 2 and c["keeper"] in kept for c in clusters)
-    assert (result.out_dir / "contact_sheet.png").stat().st_size > 0
-    stats = json.loads((result.out_dir / "stats.json").read_text())
+    assert (Path(result.out_dir) / "contact_sheet.png").stat().st_size > 0
+    stats = json.loads((Path(result.out_dir) / "stats.json").read_text())
     assert {"ingest", "signatures", "embeddings", "image_neighbors", "cluster", "apply"} <= set(stats["steps"])
     assert "precision" in stats["evaluation"]["injected"] and stats["evaluation"]["definitions"]
 

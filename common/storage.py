@@ -1,0 +1,142 @@
+"""Paths that may live in object storage: ``s3://``, ``gs://``, ``hf://``, ``https://`` through fsspec.
+
+A local path stays a plain path (``open``, ``os.walk``); anything with a protocol goes through the fsspec
+filesystem for it (``s3fs`` for ``s3://``: ``pip install -e '.[s3]'``). Credentials come only from the
+environment or fsspec's own configuration (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ``~/.aws``,
+``FSSPEC_S3_*``); they are never part of a path we log: ``redact`` strips user info and query strings
+(presigned URLs carry their signature there) from every location written to stats or the console.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from common.atomic import STAGING_PREFIX
+
+_PROTOCOL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+GLOB_CHARS = frozenset("*?[")
+
+
+def is_remote(location: str | os.PathLike[str]) -> bool:
+    """True for ``proto://...`` (``file://`` aside): a path that only fsspec can open."""
+    match = _PROTOCOL.match(str(location))
+    return match is not None and match.group(1).lower() != "file"
+
+
+def local_path(location: str | os.PathLike[str]) -> str:
+    """``file:///a/b`` → ``/a/b``; other local paths unchanged."""
+    text = str(location)
+    return text[len("file://") :] if text.lower().startswith("file://") else text
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path inside it) for a remote URL; a clear error when its package is missing."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as err:
+        raise ImportError(f"reading {redact(url)} needs an fsspec filesystem package: {err}") from None
+
+
+def redact(location: str) -> str:
+    """A location safe to log: no ``user:password@`` and no query string or fragment."""
+    if not is_remote(location):
+        return location
+    parts = urlsplit(location)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def open_binary(location: str) -> IO[bytes]:
+    """Open a local or remote file for reading bytes (remote reads are ranged, so ``seek`` is cheap)."""
+    if not is_remote(location):
+        return open(local_path(location), "rb")
+    fs, path = filesystem(location)
+    return fs.open(path, "rb")
+
+
+def exists(location: str) -> bool:
+    if not is_remote(location):
+        return Path(local_path(location)).exists()
+    fs, path = filesystem(location)
+    return bool(fs.exists(path))
+
+
+def is_dir(location: str) -> bool:
+    if not is_remote(location):
+        return Path(local_path(location)).is_dir()
+    fs, path = filesystem(location)
+    return bool(fs.isdir(path))
+
+
+def expand_remote(pattern: str) -> list[str]:
+    """One remote name (after brace expansion): a glob → its sorted matches; a folder → every file under
+    it, sorted; a file → itself (missing files are returned too: the caller reports them)."""
+    fs, path = filesystem(pattern)
+    fs.invalidate_cache()  # listings may be cached from before another process wrote
+    if GLOB_CHARS & set(path):
+        return [fs.unstrip_protocol(p) for p in sorted(fs.glob(path))]
+    if fs.isdir(path):
+        return [fs.unstrip_protocol(p) for p in sorted(fs.find(path))]
+    return [pattern]
+
+
+def stat_key(location: str) -> tuple[str, int, int | str]:
+    """What identifies a file's content cheaply: (location, size, mtime — or the object's ETag)."""
+    if not is_remote(location):
+        stat = Path(local_path(location)).stat()
+        return location, stat.st_size, stat.st_mtime_ns
+    fs, path = filesystem(location)
+    info = fs.info(path)
+    version = (
+        info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("mtime") or info.get("LastModified")
+    )
+    return redact(location), int(info.get("size") or 0), str(version)
+
+
+@contextmanager
+def committed_remote_run(final: str, names: tuple[str, ...]) -> Iterator[Path]:
+    """``common.atomic.committed_run`` for an object-storage folder: the outputs are written to a local
+    temporary folder, uploaded to a fresh ``<final>/.staging-*`` prefix, then moved into place with the
+    marker (``names[-1]``) removed first and written last — so after a kill at any point ``final`` holds the
+    previous complete result or nothing that looks complete. Stale staging prefixes of killed runs are
+    removed by the next run. Object stores have no locks: two runs writing one ``output=`` at the same
+    time are not refused here (they are on local disk)."""
+    fs, root = filesystem(final)
+    root = root.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="memguard-out-") as local:
+        yield Path(local)
+        fs.invalidate_cache()
+        for stale in fs.glob(f"{root}/{STAGING_PREFIX}*"):
+            fs.rm(stale, recursive=True)
+        staging = f"{root}/{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
+        *parts, marker = names
+        present = [name for name in names if (Path(local) / name).exists()]
+        for name in present:  # upload everything before touching the previous result
+            source = Path(local) / name
+            if source.is_dir():
+                fs.put(str(source), f"{staging}/{name}", recursive=True)
+            else:
+                fs.put_file(str(source), f"{staging}/{name}")
+        fs.invalidate_cache()
+        if fs.exists(f"{root}/{marker}"):
+            fs.rm(f"{root}/{marker}")
+        for name in parts:
+            if fs.exists(f"{root}/{name}"):
+                fs.rm(f"{root}/{name}", recursive=True)
+        for name in parts:
+            if name in present:
+                fs.mv(f"{staging}/{name}", f"{root}/{name}", recursive=True)
+        fs.mv(f"{staging}/{marker}", f"{root}/{marker}")
+        fs.invalidate_cache()
+        if fs.exists(staging):
+            fs.rm(staging, recursive=True)
