@@ -116,27 +116,31 @@ def committed_remote_run(final: str, names: tuple[str, ...]) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="memguard-out-") as local:
         yield Path(local)
         fs.invalidate_cache()
-        for stale in fs.glob(f"{root}/{STAGING_PREFIX}*"):
-            fs.rm(stale, recursive=True)
+        stale = [p for prefix in fs.glob(f"{root}/{STAGING_PREFIX}*") for p in fs.find(prefix)]
+        if stale:
+            fs.rm(stale)
         staging = f"{root}/{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
         *parts, marker = names
-        present = [name for name in names if (Path(local) / name).exists()]
-        for name in present:  # upload everything before touching the previous result
-            source = Path(local) / name
-            if source.is_dir():
-                fs.put(str(source), f"{staging}/{name}", recursive=True)
-            else:
-                fs.put_file(str(source), f"{staging}/{name}")
+        files = sorted(p for name in names for p in _files(Path(local) / name))
+        relative = [p.relative_to(local).as_posix() for p in files]
+        # Upload everything before touching the previous result (object by object: fsspec's recursive
+        # put/mv treat a "folder" differently depending on whether its prefix exists yet).
+        fs.put([str(p) for p in files], [f"{staging}/{r}" for r in relative])
         fs.invalidate_cache()
         if fs.exists(f"{root}/{marker}"):
             fs.rm(f"{root}/{marker}")
-        for name in parts:
-            if fs.exists(f"{root}/{name}"):
-                fs.rm(f"{root}/{name}", recursive=True)
-        for name in parts:
-            if name in present:
-                fs.mv(f"{staging}/{name}", f"{root}/{name}", recursive=True)
-        fs.mv(f"{staging}/{marker}", f"{root}/{marker}")
+        old = [p for name in parts for p in fs.find(f"{root}/{name}")]
+        if old:
+            fs.rm(old)
+        moved = [r for r in relative if r != marker]
+        if moved:
+            fs.copy([f"{staging}/{r}" for r in moved], [f"{root}/{r}" for r in moved])
+        fs.copy(f"{staging}/{marker}", f"{root}/{marker}")
         fs.invalidate_cache()
-        if fs.exists(staging):
-            fs.rm(staging, recursive=True)
+        fs.rm(fs.find(staging))
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return [p for p in path.rglob("*") if p.is_file()]
+    return [path] if path.exists() else []

@@ -56,7 +56,9 @@ def test_output_shards_hold_exactly_the_kept_samples(tiny) -> None:  # type: ign
     assert all(isinstance(i, Sample) for i in items)
     assert [i.key for i in items] == kept
     strict = wds.WebDataset(
-        sorted(str(p) for p in Path(str(result.shards)).glob("*.tar")), shardshuffle=False, handler=wds.reraise_exception
+        sorted(str(p) for p in Path(str(result.shards)).glob("*.tar")),
+        shardshuffle=False,
+        handler=wds.reraise_exception,
     )
     assert sum(1 for _ in strict) == len(kept)
     clusters = pq.read_table(Path(result.out_dir) / "clusters.parquet").to_pylist()
