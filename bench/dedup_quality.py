@@ -1,7 +1,8 @@
 """Dedup quality on the built-in corpus (default injection) against its ground truth, for the default
-rule and the optional caption-embedding signal at several thresholds, in one run.
+rule, the optional caption-embedding signal at several thresholds, and image-only dedup (captions
+ignored: ``dedup.caption.enabled=false``) at several image thresholds, in one run.
 
-    python bench/dedup_quality.py [--thresholds 0.9 0.95 0.98] [--out bench/dedup_quality.json]
+    python bench/dedup_quality.py [--thresholds 0.9 0.95 0.98] [--image-only 0.98 0.95 0.9]
 
 Precision/recall are over injected-copy pairs (natural variant groups are neither hits nor errors;
 definitions in dedup/evaluate.py). The caption embeddings are computed once and reused from the cache.
@@ -27,6 +28,7 @@ from dedup.signals.caption_embed import CaptionSemanticParams
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--thresholds", type=float, nargs="*", default=[0.9, 0.95, 0.98])
+    parser.add_argument("--image-only", type=float, nargs="*", default=[0.98, 0.95, 0.9])
     parser.add_argument("--cache", default=".cache")
     parser.add_argument("--out", type=Path, default=Path("bench/dedup_quality.json"))
     args = parser.parse_args()
@@ -43,12 +45,19 @@ def main() -> None:
                 ),
             )
         )
+    for t in args.image_only:
+        settings.append(
+            (
+                f"image-only {t}",
+                DedupParams(caption_enabled=False, rule=ClusterRule(image_threshold=t), write_shards=False),
+            )
+        )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, params) in enumerate(settings):
             cache = Cache(Path(args.cache))
             start = time.perf_counter()
-            result = run_dedup(corpus, params, Path(tmp) / str(i), cache)
+            result = run_dedup(corpus, params, out_dir=Path(tmp) / str(i), cache=cache)
             injected = result.stats["evaluation"]["injected"]  # type: ignore[index]
             rows.append(
                 {
