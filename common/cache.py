@@ -45,7 +45,7 @@ VERSIONS: dict[str, int] = {
     "caption_embeddings": 2,
     "caption_neighbors": 2,
     "images": 2,
-    "train": 3,
+    "train": 4,  # 4: model folders diffusers loads (model_index.json, LoRA in its format)
     "audit": 3,
 }
 COMPLETE = "_COMPLETE"  # JSON: kind, version, created (unix seconds)

@@ -1,27 +1,22 @@
 """Model builders from typed arguments: ``unet_uncond``, ``unet_text`` (MiniLM-conditioned), ``sd_finetune``.
 
 A ``DiffusionModel`` bundles what training, sampling and the attacks need: the trainable UNet, the noise
-scheduler, and (when present) the VAE and the caption encoder. It round-trips to a folder:
-``unet_uncond`` saves as a diffusers ``DDPMPipeline`` folder, ``sd_finetune`` as a
-``StableDiffusionPipeline`` folder, and every kind adds ``memguard.json`` so ``load_model`` rebuilds it.
+scheduler, and (when present) the VAE and the caption encoder. Saving and loading: ``diffusion.saved``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 
-from common.config import build
 from diffusion.text import CaptionEncoder
 
 KINDS = ("unet_uncond", "unet_text", "sd_finetune")
-CONFIG_FILE = "memguard.json"
 
 
 @dataclass(frozen=True)
@@ -181,14 +176,15 @@ def _build(config: ModelConfig, device: str) -> DiffusionModel:
     return _load_stable_diffusion(config)
 
 
-def _load_stable_diffusion(config: ModelConfig, unet_folder: Path | None = None) -> DiffusionModel:
+def _load_stable_diffusion(config: ModelConfig, root: Path | None = None) -> DiffusionModel:
+    """From ``root`` (default: ``config.pretrained``), a Stable Diffusion folder."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    root = Path(str(config.pretrained))
+    root = root or Path(str(config.pretrained))
     if not (root / "unet").is_dir():
         raise FileNotFoundError(f"not a Stable Diffusion folder (no unet/): {root}")
-    unet = UNet2DConditionModel.from_pretrained(unet_folder or root / "unet", local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True)
     vae = AutoencoderKL.from_pretrained(root / "vae", local_files_only=True).requires_grad_(False)
     tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
     encoder = CLIPTextModel.from_pretrained(root / "text_encoder", local_files_only=True).requires_grad_(False)
@@ -211,55 +207,3 @@ def _load_stable_diffusion(config: ModelConfig, unet_folder: Path | None = None)
 
 def trainable_parameters(model: DiffusionModel) -> list[torch.nn.Parameter]:
     return [p for p in model.unet.parameters() if p.requires_grad]
-
-
-def save_model(model: DiffusionModel, folder: str | Path, unet: torch.nn.Module | None = None) -> Path:
-    """Write the model (``unet`` overrides the weights, e.g. the EMA copy) as safetensors + memguard.json."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    net: Any = unet if unet is not None else model.unet
-    kind = model.config.kind
-    if kind == "unet_uncond":
-        from diffusers import DDPMPipeline
-
-        pipeline: Any = DDPMPipeline(unet=net, scheduler=model.scheduler)
-        pipeline.save_pretrained(folder, safe_serialization=True)
-    elif kind == "unet_text":
-        net.save_pretrained(folder / "unet", safe_serialization=True)
-        model.scheduler.save_pretrained(folder / "scheduler")
-    else:
-        if model.config.lora_rank > 0:
-            from peft.utils import get_peft_model_state_dict
-            from safetensors.torch import save_file
-
-            (folder / "unet_lora").mkdir(exist_ok=True)
-            save_file(
-                {k: v.contiguous() for k, v in get_peft_model_state_dict(net).items()},
-                str(folder / "unet_lora" / "adapter.safetensors"),
-            )
-        else:
-            net.save_pretrained(folder / "unet", safe_serialization=True)
-        model.scheduler.save_pretrained(folder / "scheduler")
-    (folder / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=2))
-    return folder
-
-
-def load_model(folder: str | Path, device: str = "cpu") -> DiffusionModel:
-    """Rebuild a saved model (weights from safetensors only)."""
-    folder = Path(folder)
-    config = build(ModelConfig, json.loads((folder / CONFIG_FILE).read_text()))
-    scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
-    if config.kind == "unet_uncond":
-        unet = UNet2DModel.from_pretrained(folder / "unet", local_files_only=True)
-        return DiffusionModel(config, unet.eval(), scheduler)
-    if config.kind == "unet_text":
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
-        return DiffusionModel(config, unet.eval(), scheduler, text=CaptionEncoder(config.text_encoder, device))
-    if config.lora_rank > 0:
-        from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        model = _load_stable_diffusion(config)
-        set_peft_model_state_dict(model.unet, load_file(str(folder / "unet_lora" / "adapter.safetensors")))
-        return model
-    return _load_stable_diffusion(config, unet_folder=folder / "unet")

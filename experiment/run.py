@@ -29,7 +29,8 @@ from dedup.io.sample import Sample
 from dedup.pipeline import DedupParams, DedupResult, run_dedup
 from dedup.signals.embed import EmbedderParams
 from diffusion.images import ImageSet, load_image_set
-from diffusion.models import ModelConfig, build_model, load_model
+from diffusion.models import ModelConfig, build_model
+from diffusion.saved import load_model
 from extract.audit import audit
 from extract.config import AuditConfig
 from extract.reference import Reference, reference_set

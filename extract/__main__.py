@@ -20,7 +20,7 @@ from dedup.config import corpus_spec, dedup_params, limits
 from dedup.io.corpus import open_corpus
 from dedup.pipeline import run_dedup
 from diffusion.images import load_image_set
-from diffusion.models import load_model
+from diffusion.saved import load_model
 from extract.audit import audit
 from extract.config import AuditConfig
 from extract.reference import reference_set

@@ -28,8 +28,9 @@ from tqdm import tqdm
 from common.atomic import atomic_path, write_json
 from common.config import ConfigError, in_range, one_of
 from diffusion.images import ImageSet
-from diffusion.models import DiffusionModel, save_model, trainable_parameters
+from diffusion.models import DiffusionModel, trainable_parameters
 from diffusion.sampling import ema_weights, generate, grid
+from diffusion.saved import save_model
 from train.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from train.data import EpochSampler
 from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, vocabulary, wen_keep_mask

@@ -10,8 +10,9 @@ import torch
 
 from dedup.builtin.twemoji import emoji_files, render
 from diffusion.images import ImageSet
-from diffusion.models import ModelConfig, build_model, save_model
+from diffusion.models import ModelConfig, build_model
 from diffusion.sampling import denoising_losses, generate
+from diffusion.saved import save_model
 from extract.attacks import unconditional_attack
 from extract.guard import CopyGuard
 from extract.membership import loss_attack

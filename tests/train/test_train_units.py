@@ -10,8 +10,9 @@ import torch
 
 from dedup.builtin.twemoji import build_twemoji
 from diffusion.images import load_image_set, square_resize
-from diffusion.models import ModelConfig, build_model, load_model
-from diffusion.sampling import denoising_losses, generate
+from diffusion.models import ModelConfig, build_model
+from diffusion.sampling import denoising_losses, generate, noise_for
+from diffusion.saved import load_model
 from tests.conftest import TINY_TWEMOJI
 from tests.train.tiny_sd import build_tiny_sd
 from train.checkpoint import latest_checkpoint, save_checkpoint
@@ -126,11 +127,41 @@ def test_each_model_kind_trains_saves_and_loads(kind: str, tiny_data, tmp_path: 
         loaded, [1], seed=0, steps=3, captions=captions[:1] if captions else None, guidance=2.0, progress=False
     )
     assert np.array_equal(images[1], again[0])  # per-index seeding: independent of the batch
-    if kind == "unet_uncond":
-        from diffusers import DiffusionPipeline
+    _loads_in_diffusers(kind, loaded, result.model_dir, captions, images)
 
-        pipe = DiffusionPipeline.from_pretrained(result.model_dir, local_files_only=True)
+
+def _loads_in_diffusers(kind: str, loaded, model_dir: Path, captions, images: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """The saved folder is what diffusers loads, with no memguard code, and it computes what we compute."""
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+
+    x = torch.randn((1, *loaded.latent_shape), generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([500])
+    if kind == "unet_uncond":
+        pipe = DiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
         assert type(pipe).__name__ == "DDPMPipeline"
+        assert pipe(batch_size=1, num_inference_steps=2, output_type="np").images.shape == (1, 16, 16, 3)
+    elif kind == "unet_text":  # its pipeline code is in the folder: diffusers asks for consent to run it
+        pipe = DiffusionPipeline.from_pretrained(model_dir, local_files_only=True, trust_remote_code=True)
+        assert type(pipe).__name__ == "MiniLMTextToImagePipeline"
+        torch.testing.assert_close(
+            pipe.encode_prompt(captions[:1]), loaded.encode_captions(captions[:1]), atol=1e-5, rtol=0
+        )
+        noise = noise_for([0], loaded.latent_shape, 0)
+        out = pipe(captions[:1], num_inference_steps=3, guidance_scale=2.0, latents=noise, output_type="np").images
+        assert np.abs(out[0].astype(int) - images[0].astype(int)).max() <= 1  # our sampler, theirs: one image
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
+        cond = loaded.encode_captions(["a cat"])
+        if kind == "sd_lora":
+            base_eps = pipe.unet(x, t, encoder_hidden_states=cond).sample
+            pipe.load_lora_weights(model_dir)
+            assert not torch.allclose(pipe.unet(x, t, encoder_hidden_states=cond).sample, base_eps)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                pipe.unet(x, t, encoder_hidden_states=cond).sample, loaded.unet(x, t, encoder_hidden_states=cond).sample
+            )
+        out = pipe("a cat", num_inference_steps=2, height=16, width=16, output_type="np").images
+        assert out.shape == (1, 16, 16, 3) and np.isfinite(out).all()
 
 
 def test_nan_loss_is_skipped_then_halts(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
