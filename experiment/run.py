@@ -158,6 +158,9 @@ def run_experiment(
         samples = sorted((folder / "samples").glob("*.png"))
         if samples:
             shutil.copyfile(samples[-1], arm_dir / "train" / "samples.png")
+        # The trained model (a diffusers folder) and its training logs live in the cache; the run links them.
+        for name, target in (("model", folder / "model"), ("logs", folder / "train")):
+            _link(arm_dir / "train" / name, target)
         with timer.step(f"extract_{arm}") as rec:
             audit_key = entry_key(
                 "audit",
@@ -190,6 +193,13 @@ def run_experiment(
     if state.is_main_process:
         write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _link(link: Path, target: Path) -> None:
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    if target.exists():
+        link.symlink_to(target.resolve(), target_is_directory=True)
 
 
 def _count(shards: str | None) -> int:

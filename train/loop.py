@@ -10,8 +10,10 @@ EMA, optimizer) is read and written in one place on purpose.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -52,7 +54,9 @@ class TrainConfig:
     with ``ema_decay`` (with warm-up) is what gets saved. caption_dropout: share of captions replaced by the
     null condition (classifier-free guidance). mixed_precision: no | bf16 | fp16 (GPU). seed: every random
     draw. checkpoint_every / keep_checkpoints: resumable checkpoints and how many stay; sample_every /
-    sample_count / sample_steps: sample grids during training (0: never); log_every: TensorBoard scalars;
+    sample_count / sample_steps: sample grids during training (0: never); log_every: scalars to the
+    ``log_with`` tracker (tensorboard | wandb | none); keep_final_checkpoints: keep the resumable checkpoints
+    after the model is saved (they are several times its size: removed by default);
     max_bad_steps: consecutive non-finite steps skipped before the run halts. channels_last, compile,
     fused_adam: GPU speed switches.
     """
@@ -77,6 +81,8 @@ class TrainConfig:
     sample_steps: int = 25
     log_every: int = 50
     max_bad_steps: int = 20
+    log_with: str = "tensorboard"
+    keep_final_checkpoints: bool = False
     channels_last: bool = False
     compile: bool = False
     fused_adam: bool = False
@@ -93,6 +99,9 @@ class TrainConfig:
         in_range("train.caption_dropout", self.caption_dropout, 0.0, 1.0)
         one_of("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
         one_of("train.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        one_of("train.log_with", self.log_with, ("tensorboard", "wandb", "none"))
+        if self.log_with == "wandb" and importlib.util.find_spec("wandb") is None:
+            raise ConfigError("train.log_with=wandb needs the wandb package (pip install wandb)")
         if self.batch_size % self.grad_accum:
             raise ConfigError(
                 f"train.batch_size {self.batch_size} is not divisible by train.grad_accum {self.grad_accum}"
@@ -158,7 +167,7 @@ def train_model(
     mitigation = mitigation or MitigationConfig()
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
-        log_with="tensorboard",
+        log_with=None if cfg.log_with == "none" else cfg.log_with,
         project_dir=str(out_dir),
         cpu=not torch.cuda.is_available(),  # the same choice as the experiment's PartialState
     )
@@ -311,6 +320,8 @@ def train_model(
                 "config": asdict(cfg),
             },
         )
+        if not cfg.keep_final_checkpoints:  # the model is saved: a rerun has nothing left to resume
+            shutil.rmtree(ckpt_root, ignore_errors=True)
     model.unet = accelerator.unwrap_model(unet)
     return TrainResult(model_dir, cfg.steps, seconds, throughput, skipped, last_loss, start_step)
 

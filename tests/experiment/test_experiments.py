@@ -69,6 +69,10 @@ def test_every_experiment_composes_and_runs(experiment: str, tmp_path: Path, cac
     assert set(metrics["arms"]) == set(spec.arms)
     for arm in spec.arms:
         assert (tmp_path / "arms" / arm / "extract" / "metrics.json").exists()
+        train_dir = tmp_path / "arms" / arm / "train"
+        assert (train_dir / "model" / "model_index.json").exists() and any((train_dir / "logs").iterdir())
+        # The checkpoints (several times the model's size) are gone once the model is saved.
+        assert not (train_dir / "model").resolve().parent.joinpath("checkpoints").exists()
     assert (tmp_path / "report.html").exists() and (tmp_path / "extraction_by_duplicates.png").exists()
 
 

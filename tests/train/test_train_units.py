@@ -184,3 +184,23 @@ def test_denoising_loss_is_reproducible(tiny_data) -> None:  # type: ignore[no-u
     np.testing.assert_allclose(again, a, rtol=1e-5, atol=1e-6)
     assert not np.allclose(other_seed, a)
     assert not np.allclose(a[:3], a[3:])
+
+
+def test_trackers_and_checkpoint_pruning(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    from common.config import ConfigError
+
+    model = build_model(ModelConfig(kind="unet_uncond", resolution=16, channels=(16, 32)))
+    quiet = TrainConfig(steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, sample_every=0, log_with="none")
+    train_model(model, tiny_data, quiet, out_dir=tmp_path / "quiet")
+    assert not (tmp_path / "quiet" / "train").exists() and not (tmp_path / "quiet" / "checkpoints").exists()
+    kept = TrainConfig(
+        steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, sample_every=0, keep_final_checkpoints=True
+    )
+    train_model(model, tiny_data, kept, out_dir=tmp_path / "kept")
+    assert latest_checkpoint(tmp_path / "kept" / "checkpoints") is not None
+    assert any((tmp_path / "kept" / "train").iterdir())  # TensorBoard events
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(ConfigError, match="wandb"):
+            TrainConfig(log_with="wandb")
