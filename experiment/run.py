@@ -36,6 +36,7 @@ from extract.config import AuditConfig
 from extract.reference import Reference, reference_set
 from train.loop import TrainConfig, train_model
 from train.mitigations import MitigationConfig
+from train.source import open_training_data
 
 log = logging.getLogger(__name__)
 ARMS = ("raw", "dedup", "reweight", "mitigated")
@@ -62,16 +63,8 @@ def _train_arm(
 ) -> tuple[Path, dict[str, Any], bool]:
     """Train (or reuse) one arm; the cache key is everything that determines the weights. A killed
     training resumes from the checkpoints in the entry's partial folder."""
-    data = load_image_set(shards, spec.model.resolution, cache.root)
-    key = entry_key(
-        "train",
-        data.keys,
-        data.captions,
-        data.weights.tolist(),
-        asdict(spec.model),
-        asdict(spec.train),
-        asdict(mitigation),
-    )
+    data, content = open_training_data(shards, resolution=spec.model.resolution, cfg=spec.train, cache_dir=cache.root)
+    key = entry_key("train", *content, asdict(spec.model), asdict(spec.train), asdict(mitigation))
     hits = len(cache.hits)
 
     def train(work: Path) -> None:

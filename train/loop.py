@@ -34,7 +34,7 @@ from diffusion.models import DiffusionModel, trainable_parameters
 from diffusion.sampling import ema_weights, generate, grid
 from diffusion.saved import save_model
 from train.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
-from train.data import EpochSampler
+from train.data import MemmapData, TrainingData
 from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, vocabulary, wen_keep_mask
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,10 @@ class TrainConfig:
     draw. checkpoint_every / keep_checkpoints: resumable checkpoints and how many stay; sample_every /
     sample_count / sample_steps: sample grids during training (0: never); log_every: scalars to the
     ``log_with`` tracker (tensorboard | wandb | none); keep_final_checkpoints: keep the resumable checkpoints
-    after the model is saved (they are several times its size: removed by default);
+    after the model is saved (they are several times its size: removed by default); data: memmap (decode
+    the corpus once into a memmap: fastest for small corpora) | stream (read the shards as training goes:
+    any size; ``shuffle_buffer`` samples, ``loader_workers`` DataLoader processes) | auto (stream when the
+    shards hold more than ``memmap_max_gib``); random_crop (stream only) / random_flip: augmentations;
     max_bad_steps: consecutive non-finite steps skipped before the run halts. channels_last, compile,
     fused_adam: GPU speed switches.
     """
@@ -83,6 +86,12 @@ class TrainConfig:
     max_bad_steps: int = 20
     log_with: str = "tensorboard"
     keep_final_checkpoints: bool = False
+    data: str = "auto"
+    memmap_max_gib: float = 2.0
+    shuffle_buffer: int = 1000
+    loader_workers: int = 0
+    random_crop: bool = False
+    random_flip: bool = False
     channels_last: bool = False
     compile: bool = False
     fused_adam: bool = False
@@ -100,6 +109,12 @@ class TrainConfig:
         one_of("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
         one_of("train.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
         one_of("train.log_with", self.log_with, ("tensorboard", "wandb", "none"))
+        one_of("train.data", self.data, ("auto", "memmap", "stream"))
+        in_range("train.shuffle_buffer", self.shuffle_buffer, 1)
+        in_range("train.loader_workers", self.loader_workers, 0)
+        in_range("train.memmap_max_gib", self.memmap_max_gib, 0.0)
+        if self.random_crop and self.data == "memmap":
+            raise ConfigError("train.random_crop needs train.data=stream (the memmap holds centre crops)")
         if self.log_with == "wandb" and importlib.util.find_spec("wandb") is None:
             raise ConfigError("train.log_with=wandb needs the wandb package (pip install wandb)")
         if self.batch_size % self.grad_accum:
@@ -157,7 +172,7 @@ def _restore(
 
 def train_model(
     model: DiffusionModel,
-    data: ImageSet,
+    data: ImageSet | TrainingData,
     cfg: TrainConfig,
     *,
     out_dir: str | Path,
@@ -191,8 +206,8 @@ def train_model(
     )
     ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75, foreach=True)
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = EpochSampler(data.weights, cfg.seed)
-    vocab = vocabulary(data.captions)
+    source = MemmapData(data, cfg.seed, random_flip=cfg.random_flip) if isinstance(data, ImageSet) else data
+    vocab = vocabulary(source.vocabulary_captions()) if {"rc", "rt"} & set(mitigation.kinds) else []
     ckpt_root = out_dir / "checkpoints"
 
     start_step = 0
@@ -210,6 +225,9 @@ def train_model(
             f"divisible by {accelerator.num_processes} processes"
         )
 
+    batches = source.batches(
+        start_step * cfg.grad_accum, micro, rank=accelerator.process_index, world=accelerator.num_processes
+    )
     skipped, last_loss, images, timer = 0, math.nan, 0, time.perf_counter()
     bar = tqdm(
         range(start_step, cfg.steps),
@@ -229,7 +247,7 @@ def train_model(
             group["lr"] = lr
         step_loss = torch.zeros((), device=device)
         for m in range(cfg.grad_accum):
-            index = sampler.batch(step * cfg.grad_accum + m, micro)
+            batch = next(batches)  # batch number step * grad_accum + m: this process's share
             # Every process draws the whole micro-batch's randomness, then keeps its slice: the draws
             # (and so the result) do not depend on the number of processes.
             noise = torch.randn((micro, *model.latent_shape), generator=generator)
@@ -237,20 +255,19 @@ def train_model(
             drop = torch.rand(micro, generator=generator) < cfg.caption_dropout
             caption_rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=generator)))
             mine = slice(accelerator.process_index, None, accelerator.num_processes)
-            index, noise, t, drop = index[mine], noise[mine].to(device), t[mine].to(device), drop[mine].to(device)
-            x0 = model.to_latents(torch.from_numpy(data.pixels(index)).to(device))
+            noise, t, drop = noise[mine].to(device), t[mine].to(device), drop[mine].to(device)
+            x0 = model.to_latents(torch.from_numpy(batch.pixels).to(device))
             x_t = model.scheduler.add_noise(x0, noise, t)
             cond = None
-            keep = torch.ones(len(index), dtype=torch.bool, device=device)
+            n = len(batch.captions)
+            keep = torch.ones(n, dtype=torch.bool, device=device)
             if model.conditional:
                 captions = [
-                    transform_caption(
-                        data.captions[i], data.alt_captions[i], config=mitigation, rng=caption_rng, vocab=vocab
-                    )
-                    for i in index
+                    transform_caption(caption, alts, config=mitigation, rng=caption_rng, vocab=vocab)
+                    for caption, alts in zip(batch.captions, batch.alt_captions, strict=True)
                 ]
                 encoded = model.encode_captions(captions, device)
-                null = model.null_condition(len(index), device)
+                null = model.null_condition(n, device)
                 assert encoded is not None and null is not None
                 cond = gaussian_noise_injection(encoded, mitigation, generator)
                 if "wen" in mitigation.kinds:
@@ -264,11 +281,11 @@ def train_model(
             with accelerator.autocast():
                 eps = model.eps(x_t, t, cond, unet=forward)
                 per_sample = ((eps.float() - model.target(x0, noise, t).float()) ** 2).flatten(1).mean(1)
-                loss = (per_sample * keep).sum() / max(1, len(index)) / cfg.grad_accum
+                loss = (per_sample * keep).sum() / max(1, n) / cfg.grad_accum
             with accelerator.no_sync(unet) if m < cfg.grad_accum - 1 else nullcontext():
                 accelerator.backward(loss)
             step_loss += loss.detach()
-            images += len(index) * accelerator.num_processes
+            images += n * accelerator.num_processes
         # The clipped-gradient norm is computed anyway; a NaN/Inf anywhere in the gradients shows up in it.
         grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         if not (bool(torch.isfinite(step_loss)) and bool(torch.isfinite(grad_norm))):
@@ -290,7 +307,9 @@ def train_model(
             )
             bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.0f}")
         if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps) and accelerator.is_main_process:
-            _sample_grid(model, accelerator.unwrap_model(unet), ema, data, cfg, out_dir / "samples" / f"{done:08d}.png")
+            _sample_grid(
+                model, accelerator.unwrap_model(unet), ema, source, cfg, out_dir / "samples" / f"{done:08d}.png"
+            )
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
             if accelerator.is_main_process:
                 tensors, state = _flat_state(accelerator.unwrap_model(unet), ema, optimizer, generator)
@@ -327,9 +346,9 @@ def train_model(
 
 
 def _sample_grid(
-    model: DiffusionModel, unet: torch.nn.Module, ema: EMAModel, data: ImageSet, cfg: TrainConfig, path: Path
+    model: DiffusionModel, unet: torch.nn.Module, ema: EMAModel, data: TrainingData, cfg: TrainConfig, path: Path
 ) -> None:
-    captions = [data.captions[i] for i in range(min(cfg.sample_count, len(data)))] if model.conditional else None
+    captions = data.prompts(cfg.sample_count) if model.conditional else None
     with ema_weights(unet, ema):
         images = generate(
             model,

@@ -15,10 +15,12 @@ from pathlib import Path
 import torch
 
 import train.checkpoint as checkpoint
+from dedup.io.readers import expand_urls
 from diffusion.images import load_image_set
 from diffusion.models import ModelConfig, build_model
 from train.data import EpochSampler
 from train.loop import TrainConfig, train_model
+from train.stream import StreamData, StreamOptions
 
 
 def main() -> None:
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--die-in-save", type=int, default=0)
     parser.add_argument("--keep", type=int, default=2)
+    parser.add_argument("--stream", type=int, default=-1, help="stream from the shards with this many workers")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -54,7 +57,16 @@ def main() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         checkpoint.save_file = dying_save
-    data = load_image_set(args.shards, 16, args.cache)
+    data = (
+        load_image_set(args.shards, 16, args.cache)
+        if args.stream < 0
+        else StreamData(
+            expand_urls(args.shards),
+            resolution=16,
+            seed=0,
+            options=StreamOptions(shuffle_buffer=32, workers=args.stream),
+        )
+    )
     model = build_model(ModelConfig(kind="unet_uncond", resolution=16, channels=(16, 32)))
     cfg = TrainConfig(
         steps=args.steps,

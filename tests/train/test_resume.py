@@ -81,6 +81,37 @@ def test_kill_at_random_step_then_resume(
     assert _order(out) == _order(uninterrupted)
 
 
+@pytest.fixture(scope="module")
+def streamed(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    shards = build_twemoji(TINY_TWEMOJI, cache_dir / "corpus").train
+    out = tmp_path_factory.mktemp("resume") / "streamed"
+    proc = _run(shards, cache_dir, out, "--stream", "2")
+    assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    return shards, out
+
+
+def test_streaming_loader_resumes_mid_epoch_bit_identical(
+    streamed: tuple[Path, Path], cache_dir: Path, tmp_path: Path
+) -> None:
+    """Streaming from the shards with two DataLoader workers; ~130 samples, batches of 8: the kill
+    lands mid-epoch, and the resumed run replays each worker's stream to its next batch."""
+    shards, uninterrupted = streamed
+    out = tmp_path / "killed"
+    proc = _run(shards, cache_dir, out, "--stream", "2")
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "checkpoints").glob("step-*")):
+        time.sleep(0.05)
+    time.sleep(float(np.random.default_rng(2).uniform(0, 0.5)))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed_from = sorted((out / "checkpoints").glob("step-*"))
+    assert resumed_from, "killed before the first checkpoint"
+    resumed = _run(shards, cache_dir, out, "--stream", "2")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:] if resumed.stderr else ""
+    a, b = _weights(uninterrupted), _weights(out)
+    assert [k for k in a if not np.array_equal(a[k], b[k])] == []
+
+
 def test_kill_inside_checkpoint_save_then_resume(reference: tuple[Path, Path], cache_dir: Path, tmp_path: Path) -> None:
     shards, uninterrupted = reference
     out = tmp_path / "killed_in_save"
