@@ -37,10 +37,8 @@ log = logging.getLogger(__name__)
 # are then never hit again (``prune --stale`` removes them).
 VERSIONS: dict[str, int] = {
     "corpus": 2,
-    "ingest": 2,
-    "signatures": 2,
+    "map": 1,  # one part (shard or folder): units, signatures, embeddings (dedup/shardmap.py)
     "caption_pairs": 2,
-    "embeddings": 3,  # 3: the pixels embedder keeps brightness
     "image_neighbors": 2,
     "caption_embeddings": 2,
     "caption_neighbors": 2,

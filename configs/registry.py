@@ -26,6 +26,7 @@ def _plain(value: Any) -> Any:
 _DATACLASSES = {
     "corpus": ("dedup.io.corpus", "CorpusSpec"),
     "limits": ("dedup.io.validate", "Limits"),
+    "executor": ("dedup.executor", "ExecutorConfig"),
     "model": ("diffusion.models", "ModelConfig"),
     "train": ("train.loop", "TrainConfig"),
     "mitigation": ("train.mitigations", "MitigationConfig"),
@@ -46,7 +47,7 @@ def group_defaults(group: str) -> dict[str, Any]:
     return _plain(asdict(getattr(importlib.import_module(module), name)()))
 
 
-DEDUP_GROUPS = ("corpus", "dedup", "limits")
+DEDUP_GROUPS = ("corpus", "dedup", "limits", "executor")
 ALL_GROUPS = (*DEDUP_GROUPS, "model", "train", "mitigation", "extract")
 
 

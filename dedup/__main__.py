@@ -12,9 +12,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from common.cache import Cache
-from common.config import check_keys, disk_full_is_one_line, user_errors
+from common.config import build, check_keys, disk_full_is_one_line, user_errors
 from configs.registry import DEDUP_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
+from dedup.executor import ExecutorConfig
 from dedup.io.corpus import open_corpus
 from dedup.pipeline import run_dedup
 from dedup.report import console_summary
@@ -35,8 +36,9 @@ def main(cfg: DictConfig) -> None:
         params = dedup_params(values["dedup"])
         cache_dir = Path(values["cache_dir"])
         corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
+        executor = build(ExecutorConfig, values["executor"], "executor")
     with disk_full_is_one_line("dedup"):
-        result = run_dedup(corpus, params, out_dir=values["output"], cache=Cache(cache_dir))
+        result = run_dedup(corpus, params, out_dir=values["output"], cache=Cache(cache_dir), workers=executor.workers)
     print(console_summary(result.stats, result.out_dir))
 
 

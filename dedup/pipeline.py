@@ -1,4 +1,4 @@
-"""The dedup stage: cached steps (ingest → signatures → caption pairs → embeddings → image pairs), then
+"""The dedup stage: cached steps (the map stage per part → caption pairs → image pairs), then
 clustering and a policy, then the outputs: cleaned shards, manifest.parquet, clusters.parquet,
 stats.json and a contact sheet. Callable without Hydra:
 ``run_dedup(corpus, DedupParams(), out_dir=out, cache=Cache(cache_dir))``.
@@ -30,20 +30,13 @@ from dedup.io.corpus import Corpus
 from dedup.outputs.apply import write_outputs
 from dedup.outputs.decision import Decision
 from dedup.outputs.manifest import POLICIES
+from dedup.shardmap import MapParams, map_corpus
 from dedup.signals.caption_embed import CaptionSemanticParams, embed_captions
 from dedup.signals.embed import EmbedderParams
 from dedup.signals.lsh import LshParams, caption_pairs
 from dedup.signals.minhash import MinHashParams
 from dedup.signals.neighbors import IndexParams, finite_rows
-from dedup.steps import (
-    MIN_CAPTION_CHARS,
-    compute_embeddings,
-    compute_neighbor_pairs,
-    compute_signatures,
-    ingest,
-    long_enough,
-    read_units,
-)
+from dedup.steps import MIN_CAPTION_CHARS, compute_neighbor_pairs, long_enough
 
 log = logging.getLogger(__name__)
 
@@ -137,35 +130,37 @@ def _cached_arrays(
     return _load(folder, *names)
 
 
-def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache: Cache) -> DedupResult:
+def run_dedup(
+    corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache: Cache, workers: int = 0
+) -> DedupResult:
     """Find the near-duplicates of ``corpus`` and write the cleaned corpus under ``out_dir``: one manifest
     row per input unit, clusters, shards (unless ``params.write_shards`` is false), stats and a contact
     sheet. Steps before the thresholds are cached in ``cache``, so a threshold sweep reruns only the
     clustering and the outputs. ``out_dir`` may be an object-storage URL (``s3://bucket/clean``): the
-    outputs are then staged locally and committed there (``common.storage.committed_remote_run``)."""
+    outputs are then staged locally and committed there (``common.storage.committed_remote_run``).
+    ``workers``: processes of the map stage (0: all cores); the result does not depend on it."""
     out = str(out_dir).rstrip("/") if storage.is_remote(out_dir) else str(Path(out_dir))
     timer = StepTimer()
     corpus = replace(corpus, captions=replace(corpus.captions, required=params.caption_enabled))
 
-    k_ingest = entry_key("ingest", corpus.identity(), asdict(corpus.limits))
-    ingest_dir = _cached(cache, timer, "ingest", k_ingest, lambda d: ingest(corpus, d))
-    units = read_units(ingest_dir)
+    with timer.step("map") as record:  # one read and one decode of every unit, per part, cached per part
+        mapped = map_corpus(
+            corpus,
+            MapParams(corpus.limits, corpus.captions, params.minhash, params.embedder),
+            cache=cache,
+            workers=workers,
+        )
+        record.update(cached=mapped.computed == 0, parts=mapped.parts, parts_computed=mapped.computed)
+    k_map = mapped.key
+    units, embeddings = mapped.units, mapped.embeddings
     valid_rows = np.flatnonzero(units.column("sample_index").to_numpy() >= 0)
     valid = units.take(pa.array(valid_rows))
     captions: list[str] = valid.column("caption_norm").to_pylist()
     n = len(valid_rows)
 
     if params.caption_enabled:
-        k_sig = entry_key("signatures", k_ingest, params.minhash)
-        signatures, usable = _cached_arrays(
-            cache,
-            timer,
-            "signatures",
-            k_sig,
-            ("signatures", "usable"),
-            lambda: compute_signatures(captions, params.minhash),
-        )
-        k_cap = entry_key("caption_pairs", k_sig, params.lsh)
+        signatures, usable = mapped.signatures, mapped.usable
+        k_cap = entry_key("caption_pairs", k_map, params.lsh)
         cap_pairs, cap_jaccard = _cached_arrays(
             cache,
             timer,
@@ -178,16 +173,7 @@ def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache
         signatures = np.zeros((n, params.minhash.num_perm), np.uint32)
         usable = np.zeros(n, bool)
         cap_pairs, cap_jaccard = np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-    k_emb = entry_key("embeddings", k_ingest, params.embedder)
-    (embeddings,) = _cached_arrays(
-        cache,
-        timer,
-        "embeddings",
-        k_emb,
-        ("embeddings",),
-        lambda: (compute_embeddings(corpus, units, params.embedder),),
-    )
-    k_nn = entry_key("image_neighbors", k_emb, params.index)
+    k_nn = entry_key("image_neighbors", k_map, params.index)
     img_pairs, img_sims = _cached_arrays(
         cache,
         timer,
@@ -197,7 +183,7 @@ def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache
         lambda: compute_neighbor_pairs(embeddings, params.index),
     )
 
-    caption_emb, semantic_pairs = _caption_semantics(cache, timer, k_ingest, captions, params)
+    caption_emb, semantic_pairs = _caption_semantics(cache, timer, k_map, captions, params)
 
     with timer.step("cluster"):
         finite = finite_rows(embeddings) if n else np.zeros(0, bool)
@@ -268,14 +254,14 @@ def run_dedup(corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache
 
 
 def _caption_semantics(
-    cache: Cache, timer: StepTimer, k_ingest: str, captions: list[str], params: DedupParams
+    cache: Cache, timer: StepTimer, k_map: str, captions: list[str], params: DedupParams
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The optional third signal: MiniLM caption embeddings and their neighbour pairs (both cached)."""
     semantic = params.caption_semantic
     if not semantic.enabled:
         return None, None
     usable = long_enough(captions)
-    k_emb = entry_key("caption_embeddings", k_ingest, semantic.weights, MIN_CAPTION_CHARS)
+    k_emb = entry_key("caption_embeddings", k_map, semantic.weights, MIN_CAPTION_CHARS)
     (vectors,) = _cached_arrays(
         cache,
         timer,

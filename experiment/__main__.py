@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from common.config import ConfigError, build, check_keys, disk_full_is_one_line, user_errors
 from configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
+from dedup.executor import ExecutorConfig
 from dedup.io.corpus import open_corpus
 from diffusion.models import ModelConfig
 from experiment.report import console_summary, write_report
@@ -42,6 +43,7 @@ def spec_from(values: dict[str, Any]) -> ExperimentSpec:
             train=build(TrainConfig, values["train"], "train"),
             audit=build(AuditConfig, values["extract"], "extract"),
             mitigation=build(MitigationConfig, values["mitigation"], "mitigation"),
+            executor=build(ExecutorConfig, values["executor"], "executor"),
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err

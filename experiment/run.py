@@ -23,6 +23,7 @@ from accelerate import PartialState
 from common.atomic import write_json
 from common.cache import COMPLETE, Cache, entry_key
 from common.timing import StepTimer, peak_rss_mb
+from dedup.executor import ExecutorConfig
 from dedup.io.corpus import Corpus
 from dedup.io.readers import read_shards
 from dedup.io.sample import Sample
@@ -51,6 +52,7 @@ class ExperimentSpec:
     train: TrainConfig
     audit: AuditConfig
     mitigation: MitigationConfig = field(default_factory=MitigationConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def __post_init__(self) -> None:
         unknown = set(self.arms) - set(ARMS)
@@ -127,13 +129,21 @@ def run_experiment(
     # cpu=True without CUDA: several processes on a CPU machine (torchrun) then share one gloo group.
     state = PartialState(cpu=not torch.cuda.is_available())
     with timer.step("dedup") as rec, state.main_process_first():
-        cleaned = run_dedup(corpus, replace(spec.dedup, policy="remove"), out_dir=out / "dedup", cache=cache)
+        cleaned = run_dedup(
+            corpus,
+            replace(spec.dedup, policy="remove"),
+            out_dir=out / "dedup",
+            cache=cache,
+            workers=spec.executor.workers,
+        )
         rec["cached"] = not cache.misses
     shards = {"raw": corpus.location, "dedup": cleaned.shards, "mitigated": cleaned.shards}
     if "reweight" in spec.arms:
         with timer.step("dedup_reweight"):
             reweighted = replace(spec.dedup, policy="reweight")
-            shards["reweight"] = run_dedup(corpus, reweighted, out_dir=out / "dedup_reweight", cache=cache).shards
+            shards["reweight"] = run_dedup(
+                corpus, reweighted, out_dir=out / "dedup_reweight", cache=cache, workers=spec.executor.workers
+            ).shards
     reference = reference_set(cleaned, spec.model.resolution, corpus.items())
     heldout = _heldout(corpus, spec.model.resolution, cache.root)
     heldout_images = np.asarray(heldout.images) if heldout is not None else reference.images[:0]

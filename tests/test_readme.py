@@ -6,7 +6,6 @@ usage."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -45,8 +44,11 @@ def test_the_readme_lists_the_commands_we_expect() -> None:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def inputs(tmp_path_factory: pytest.TempPathFactory, s3_env: dict[str, str]) -> Path:
+    import json
     import tarfile
+
+    from common.storage import filesystem
 
     root = tmp_path_factory.mktemp("readme")
     (root / "shards").mkdir()
@@ -60,6 +62,16 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(3):
         (photos / f"cat{i}.png").write_bytes(encode(random_rgb(10 + i)))
         (photos / f"cat{i}.txt").write_text(f"a cat {i}")
+    hf = root / "hf" / "train"  # the Hugging Face imagefolder layout
+    hf.mkdir(parents=True)
+    with open(hf.parent / "metadata.jsonl", "w") as fh:
+        for i in range(3):
+            (hf / f"{i}.png").write_bytes(encode(random_rgb(20 + i)))
+            fh.write(json.dumps({"file_name": f"train/{i}.png", "text": f"picture {i}"}) + "\n")
+    fs, _ = filesystem("s3://bucket")  # the README's object-storage commands run against a local S3 server
+    fs.mkdir("bucket")
+    for part in range(2):
+        fs.put_file(str(root / "shards" / f"part-{part}.tar"), f"bucket/laion/{part:05d}.tar")
     build_tiny_clip(root / "clip")
     return root
 
@@ -68,6 +80,8 @@ def _as_run_here(command: str, root: Path, n: int) -> str:
     shards = f"'{root}/shards/part-{{0..1}}.tar'"
     swaps = {
         "'/data/laion/{00000..00099}.tar'": shards,
+        "'s3://bucket/laion/{00000..00099}.tar'": "'s3://bucket/laion/{00000..00001}.tar'",
+        "/data/hf-imagefolder": f"{root}/hf",
         "'/data/{000..099}.tar'": shards,
         "'/data/heldout/{0..3}.tar'": f"'{root}/shards/part-{{1..1}}.tar'",
         "/data/laion-clean": f"{root}/out{n}",
@@ -112,11 +126,11 @@ def _compose_as_typed(command: str) -> None:
 
 
 @pytest.mark.parametrize("n", range(len(COMMANDS)), ids=[c[:60] for c in COMMANDS])
-def test_readme_command_runs_as_typed(n: int, inputs: Path) -> None:
+def test_readme_command_runs_as_typed(n: int, inputs: Path, s3_env: dict[str, str]) -> None:
     command = _as_run_here(COMMANDS[n], inputs, n)
     if command.startswith(("python -m train", "python -m extract")):
         _compose_as_typed(command)
         return
-    env = {**os.environ, "MEMGUARD_CACHE": str(inputs / "cache"), "HF_HUB_OFFLINE": "1", "WDS_SECURE": "1"}
+    env = {**s3_env, "MEMGUARD_CACHE": str(inputs / "cache"), "HF_HUB_OFFLINE": "1", "WDS_SECURE": "1"}
     proc = subprocess.run(["bash", "-c", command], cwd=inputs, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"

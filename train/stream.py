@@ -16,8 +16,12 @@ processes and workers: resume with the same ones. Replaying costs reading up to 
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
+import os
+import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +39,7 @@ from diffusion.images import square_resize
 from train.data import Batch
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,17 @@ class ShardStream(torch.utils.data.IterableDataset[Batch]):
             number += slots
 
 
+def _die_with_parent(_: int) -> None:
+    """A DataLoader worker blocked on a full queue never notices that its parent was SIGKILLed (torch's
+    watchdog only runs while it waits for work): ask Linux to kill it along with the parent."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
 class StreamData:
     """Training data read from shards as it is needed (``train.data=stream``)."""
 
@@ -153,7 +169,11 @@ class StreamData:
         stream = ShardStream(self, start=start, size=size // world, rank=rank, world=world)
         workers = self.options.workers
         loader: Any = torch.utils.data.DataLoader(
-            stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0
+            stream,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            worker_init_fn=_die_with_parent if workers else None,
         )
         return iter(loader)
 

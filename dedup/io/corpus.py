@@ -57,10 +57,6 @@ class Corpus:
             return read_folder(self.location, self.limits, self.captions)
         return read_shards(self.location, self.limits, self.captions)
 
-    def identity(self) -> str:
-        """What the ingested units depend on: the content, and where captions come from."""
-        return fingerprint(self.fingerprint, self.captions)
-
 
 def _stat_fingerprint(paths: list[str]) -> str:
     # Size + mtime (an object's ETag), as make does: cheap for terabyte corpora, and a changed shard

@@ -19,7 +19,7 @@ def _slow_build(root: str, tag: str, log: str) -> str:
         time.sleep(0.5)
         (folder / "value.txt").write_text(tag)
 
-    return str(Cache(Path(root)).get("ingest", "k1", compute))
+    return str(Cache(Path(root)).get("map", "k1", compute))
 
 
 def test_concurrent_runs_build_an_entry_once_and_both_read_it(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_concurrent_runs_build_an_entry_once_and_both_read_it(tmp_path: Path) ->
     assert paths[0] == paths[1]
     assert log.read_text().count("start") == 1  # the second waited for the lock, then hit
     assert (Path(paths[0]) / "value.txt").read_text() in ("a", "b")
-    assert json.loads((Path(paths[0]) / COMPLETE).read_text())["version"] == VERSIONS["ingest"]
+    assert json.loads((Path(paths[0]) / COMPLETE).read_text())["version"] == VERSIONS["map"]
 
 
 def test_failed_build_leaves_nothing_complete_and_restarts_clean(tmp_path: Path) -> None:
@@ -41,10 +41,10 @@ def test_failed_build_leaves_nothing_complete_and_restarts_clean(tmp_path: Path)
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        cache.get("ingest", "k", broken)
-    assert not cache.path("ingest", "k").exists()
+        cache.get("map", "k", broken)
+    assert not cache.path("map", "k").exists()
     seen: list[list[str]] = []
-    cache.get("ingest", "k", lambda folder: seen.append(sorted(p.name for p in folder.iterdir())))
+    cache.get("map", "k", lambda folder: seen.append(sorted(p.name for p in folder.iterdir())))
     assert seen == [[]]  # not resumable: the partial folder was emptied
 
 
@@ -75,18 +75,18 @@ def test_keys_carry_the_kind_version(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_list_and_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     cache = Cache(tmp_path)
-    cache.get("ingest", "a", lambda f: (f / "x").write_bytes(b"1234"))
+    cache.get("map", "a", lambda f: (f / "x").write_bytes(b"1234"))
     cache.get("audit", "b", lambda f: None)
     with pytest.raises(RuntimeError):
         cache.get("train", "c", lambda f: (_ for _ in ()).throw(RuntimeError("killed")), resumable=True)
     assert main(["--root", str(tmp_path), "list"]) == 0
     listing = capsys.readouterr().out
-    assert "ingest" in listing and "complete" in listing and "partial" in listing
+    assert "map" in listing and "complete" in listing and "partial" in listing
     assert [e.kind for e in prune(tmp_path, partial=True)] == ["train"]
     monkeypatch.setitem(VERSIONS, "audit", VERSIONS["audit"] + 1)
     assert [e.kind for e in prune(tmp_path, stale=True)] == ["audit"]
-    assert [e.kind for e in entries(tmp_path)] == ["ingest"]
-    assert main(["--root", str(tmp_path), "prune", "--kind", "ingest"]) == 0
+    assert [e.kind for e in entries(tmp_path)] == ["map"]
+    assert main(["--root", str(tmp_path), "prune", "--kind", "map"]) == 0
     assert entries(tmp_path) == []
 
 

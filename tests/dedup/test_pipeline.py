@@ -65,7 +65,7 @@ def test_output_shards_hold_exactly_the_kept_samples(tiny) -> None:  # type: ign
     assert clusters and all(c["size"] == len(c["members"]) >= 2 and c["keeper"] in kept for c in clusters)
     assert (Path(result.out_dir) / "contact_sheet.png").stat().st_size > 0
     stats = json.loads((Path(result.out_dir) / "stats.json").read_text())
-    assert {"ingest", "signatures", "embeddings", "image_neighbors", "cluster", "apply"} <= set(stats["steps"])
+    assert {"map", "caption_pairs", "image_neighbors", "cluster", "apply"} <= set(stats["steps"])
     assert "precision" in stats["evaluation"]["injected"] and stats["evaluation"]["definitions"]
 
 
@@ -75,8 +75,8 @@ def test_threshold_sweep_reuses_cached_steps(tiny, cache_dir: Path, tmp_path: Pa
     params = DedupParams(rule=ClusterRule(image_threshold=0.99, caption_threshold=0.9), write_shards=False)
     result = run_dedup(corpus, params, out_dir=tmp_path, cache=cache)
     assert cache.misses == []
-    assert {"ingest", "signatures", "caption_pairs", "embeddings", "image_neighbors"} <= set(cache.hits)
-    assert all(result.stats["steps"][s]["cached"] for s in ("signatures", "embeddings", "image_neighbors"))
+    assert {"map", "caption_pairs", "image_neighbors"} <= set(cache.hits)
+    assert all(result.stats["steps"][s]["cached"] for s in ("map", "caption_pairs", "image_neighbors"))
 
 
 def test_reweight_and_keep_policies(tiny, cache_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -110,7 +110,8 @@ def test_non_finite_embedding_is_a_rejection(tiny, tmp_path: Path, monkeypatch: 
         return out
 
     monkeypatch.setattr(PixelEmbedder, "embed", faulty)
-    result = run_dedup(corpus, DedupParams(write_shards=False), out_dir=tmp_path, cache=Cache(tmp_path / "cache"))
+    params = DedupParams(write_shards=False)  # one worker: the patched embedder runs in this process
+    result = run_dedup(corpus, params, out_dir=tmp_path, cache=Cache(tmp_path / "cache"), workers=1)
     rows = pq.read_table(result.manifest).to_pylist()
     nan_rows = [r for r in rows if r["reason"] == str(Reason.NON_FINITE_EMBEDDING)]
     assert len(nan_rows) >= 1 and len(rows) == result.stats["input_units"]

@@ -301,7 +301,7 @@ def test_bad_config_is_one_line_and_exit_2_before_any_work(override: str, key: s
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0] and "Traceback" not in proc.stderr, proc.stderr
-    assert not (tmp_path / "c" / "ingest").exists()  # nothing was read
+    assert not (tmp_path / "c" / "map").exists()  # nothing was read
 
 
 def test_limits_refuse_nonsense() -> None:

@@ -81,6 +81,14 @@ def test_kill_at_random_step_then_resume(
     assert _order(out) == _order(uninterrupted)
 
 
+def _alive(pid: str) -> bool:
+    """Running (a zombie waiting to be reaped is dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def streamed(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     shards = build_twemoji(TINY_TWEMOJI, cache_dir / "corpus").train
@@ -102,8 +110,14 @@ def test_streaming_loader_resumes_mid_epoch_bit_identical(
     while time.time() < deadline and not list((out / "checkpoints").glob("step-*")):
         time.sleep(0.05)
     time.sleep(float(np.random.default_rng(2).uniform(0, 0.5)))
+    workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(workers) == 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 10  # the loader workers die with their parent, not orphaned
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not [w for w in workers if _alive(w)]
     resumed_from = sorted((out / "checkpoints").glob("step-*"))
     assert resumed_from, "killed before the first checkpoint"
     resumed = _run(shards, cache_dir, out, "--stream", "2")

@@ -1,0 +1,212 @@
+"""Dedup at corpus scale: wall time per step, samples/s, peak RSS and precision/recall on a synthetic
+img2dataset-like corpus with known duplicates, for 1 and 2 map workers; and the limit — reading and
+decoding every image on all cores, nothing else.
+
+    python bench/dedup_scale.py [--samples 100000] [--workers 1 2] [--out bench/dedup_scale.json]
+
+The corpus: 64-px JPEGs (smooth random pictures, each with its own random caption), 10,000 per shard;
+3% of the originals get 1–10 copies, each a JPEG re-encode at another quality with its caption's case
+changed, placed anywhere in the corpus. Each setting runs ``python -m dedup`` in a fresh process on a cold
+cache (its peak RSS is its own) and scores the manifest against the ground truth: a pair is predicted
+when both samples share a cluster; precision and recall are over pairs of copies of one original.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+PER_SHARD = 10_000
+WORDS = [
+    "red",
+    "blue",
+    "green",
+    "small",
+    "large",
+    "old",
+    "new",
+    "city",
+    "river",
+    "mountain",
+    "portrait",
+    "street",
+    "dog",
+    "cat",
+    "house",
+    "tree",
+    "car",
+    "sky",
+]
+
+
+def _picture(rng: np.random.Generator) -> Image.Image:
+    small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((64, 64), Image.Resampling.BICUBIC)
+
+
+def _jpeg(image: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _write_shard(args: tuple[Path, int, list[tuple[str, int, int, bool]], int]) -> None:
+    """One shard: (key, original id, quality, upper-case caption) per sample, pictures re-drawn from seeds."""
+    path, seed, rows, _ = args
+    with tarfile.open(path, "w") as tar:
+        for key, origin, quality, upper in rows:
+            rng = np.random.default_rng([seed, origin])
+            caption = " ".join(rng.choice(WORDS, 8))
+            for name, data in ((f"{key}.jpg", _jpeg(_picture(rng), quality)), (f"{key}.txt", caption.encode())):
+                data = data.upper() if upper and name.endswith(".txt") else data
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(data), 0
+                tar.addfile(info, io.BytesIO(data))
+
+
+def build_corpus(folder: Path, n: int, seed: int = 0) -> Path:
+    """Shards plus ``truth.json`` (key → original id)."""
+    rng = np.random.default_rng(seed)
+    originals = int(n / (1 + 0.03 * 5.5))
+    copies = rng.integers(1, 11, originals) * (rng.random(originals) < 0.03)
+    ids = np.concatenate([np.arange(originals), np.repeat(np.arange(originals), copies)])[:n]
+    order = rng.permutation(len(ids))
+    ids = ids[order]
+    first = np.zeros(len(ids), bool)
+    _, first_pos = np.unique(ids, return_index=True)
+    first[first_pos] = True
+    quality = np.where(first, 90, rng.integers(60, 85, len(ids)))
+    upper = ~first & (rng.random(len(ids)) < 0.5)
+    rows = [(f"{i:09d}", int(o), int(q), bool(u)) for i, (o, q, u) in enumerate(zip(ids, quality, upper, strict=True))]
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (folder / f"{s:05d}.tar", seed, rows[s * PER_SHARD : (s + 1) * PER_SHARD], s)
+        for s in range(-(-len(rows) // PER_SHARD))
+    ]
+    with ProcessPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        list(pool.map(_write_shard, jobs))
+    (folder / "truth.json").write_text(json.dumps({k: o for k, o, _, _ in rows}))
+    return folder
+
+
+def score(manifest: Path, truth: dict[str, int]) -> dict[str, float]:
+    rows = pq.read_table(manifest, columns=["key", "cluster_id"]).to_pylist()
+    clusters = [r["cluster_id"] for r in rows]
+    origins = [truth[r["key"]] for r in rows]
+
+    def pairs(counts: Counter[object]) -> int:
+        return sum(c * (c - 1) // 2 for c in counts.values())
+
+    tp = pairs(Counter(zip(clusters, origins, strict=True)))
+    predicted, true = pairs(Counter(clusters)), pairs(Counter(origins))
+    return {"precision": round(tp / predicted, 4) if predicted else 1.0, "recall": round(tp / true, 4) if true else 1.0}
+
+
+def _decode_shard(path: str) -> int:
+    from dedup.io.readers import read_tar
+    from dedup.io.sample import Sample
+    from dedup.io.validate import decode_image
+
+    count = 0
+    for item in read_tar(path):
+        if isinstance(item, Sample):
+            decode_image(item.image)
+            count += 1
+    return count
+
+
+def read_decode_limit(folder: Path) -> dict[str, float]:
+    """Read and decode every image on all cores, nothing else: the ceiling of any one-pass map stage."""
+    shards = sorted(str(p) for p in folder.glob("*.tar"))
+    start = time.perf_counter()
+    with ProcessPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        n = sum(pool.map(_decode_shard, shards))
+    seconds = time.perf_counter() - start
+    return {"samples": n, "seconds": round(seconds, 1), "samples_per_s": round(n / seconds)}
+
+
+# ``python -m dedup`` that reports its own peak RSS and its largest map worker's when it exits.
+WRAPPER = """
+import atexit, resource, runpy, sys
+def report():
+    print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+atexit.register(report)
+sys.argv = ["dedup", *sys.argv[1:]]
+runpy.run_module("dedup", run_name="__main__")
+"""
+
+
+def run_dedup_cli(folder: Path, workers: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [f"corpus.path={folder}", f"output={tmp}/out", f"cache_dir={tmp}/cache", f"executor.workers={workers}"]
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", WRAPPER, "corpus=shards", *args],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "WDS_SECURE": "1"},
+        )
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            raise SystemExit(proc.stderr[-3000:])
+        rss = next(line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("RSS "))
+        stats = json.loads((Path(tmp) / "out" / "stats.json").read_text())
+        quality = score(Path(tmp) / "out" / "manifest.parquet", json.loads((folder / "truth.json").read_text()))
+    steps = {k: round(float(v["seconds"]), 2) for k, v in stats["steps"].items()}
+    return {
+        "workers": workers,
+        "wall_s": round(wall, 1),
+        "samples_per_s": round(stats["input_units"] / wall),
+        "peak_rss_mb": round(int(rss[0]) / 1024),
+        "largest_worker_rss_mb": round(int(rss[1]) / 1024),
+        "steps_s": steps,
+        **quality,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, nargs="*", default=[2, 1])
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "memguard-dedup-scale")
+    parser.add_argument("--out", type=Path, default=Path("bench/dedup_scale.json"))
+    args = parser.parse_args()
+    folder = args.work / f"n{args.samples}"
+    if not (folder / "truth.json").exists():
+        build_corpus(folder, args.samples)
+    report: dict[str, object] = {
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}",
+        "samples": args.samples,
+        "per_shard": PER_SHARD,
+        "read_decode_limit": read_decode_limit(folder),
+    }
+    print(json.dumps(report), flush=True)
+    runs = []
+    for workers in args.workers:
+        runs.append(run_dedup_cli(folder, workers))
+        print(json.dumps(runs[-1]), flush=True)
+    report["runs"] = runs
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

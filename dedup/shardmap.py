@@ -1,0 +1,231 @@
+"""The map stage: one pass per input part (a shard, or a whole image folder) that reads every unit once
+and decodes every image once, yielding all that the global steps need per sample — validation status and
+reason, pixel hash, normalised caption, MinHash signature, image embedding, size.
+
+Each part's output is its own cache entry (``map/<key>``: ``units.parquet`` with one row per unit in
+order, ``signatures.npy``, ``usable.npy``, ``embeddings.npy`` for its valid samples), keyed by the part's
+identity (path, size, mtime or ETag, plus its img2dataset parquet) and the parameters that shape the
+outputs. A rerun skips finished parts; a killed run recomputes only the parts it had not finished; a
+changed shard recomputes only itself. Parts run in a process pool (``executor.workers``, all cores by
+default); the result does not depend on the number of workers: parts are joined in input order.
+
+Joining applies what crosses parts: a key already seen in an earlier part is ``duplicate_key`` (as the
+sequential reader does), and valid samples get a dense ``sample_index`` across the corpus.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from common import storage
+from common.atomic import write_table
+from common.cache import Cache, entry_key, fingerprint
+from dedup.io.corpus import Corpus
+from dedup.io.metadata import CaptionSource, sibling_parquet
+from dedup.io.readers import Item, KeyRegistry, find_shards, printable, read_folder, read_tar
+from dedup.io.sample import Reason, Rejection
+from dedup.io.validate import Invalid, Limits, decode_image
+from dedup.signals.embed import EmbedderParams, make_embedder
+from dedup.signals.minhash import MinHashParams
+from dedup.signals.normalize import normalize_caption
+from dedup.steps import compute_signatures, pixel_hash
+
+UNIT_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("offset", pa.int64()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("caption", pa.string()),
+        ("caption_norm", pa.string()),
+        ("image_ext", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("pixel_hash", pa.string()),
+        ("read_as_sample", pa.bool_()),  # the reader made a Sample of it (its key then counts for duplicate_key)
+    ]
+)
+UNIT_COLUMNS = tuple(UNIT_SCHEMA.names)
+
+
+@dataclass(frozen=True)
+class MapParams:
+    limits: Limits
+    captions: CaptionSource
+    minhash: MinHashParams
+    embedder: EmbedderParams
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """The joined map outputs: ``units`` (one row per input unit, corpus order, with ``sample_index``)
+    and per valid sample ``signatures``, ``usable``, ``embeddings``; ``key`` identifies all of it."""
+
+    units: pa.Table
+    signatures: np.ndarray
+    usable: np.ndarray
+    embeddings: np.ndarray
+    key: str
+    parts: int
+    computed: int
+
+
+def _read(kind: str, part: str, params: MapParams) -> Iterator[Item]:
+    if kind == "folder":
+        return read_folder(part, params.limits, params.captions)
+    registry = KeyRegistry()  # repeats inside the shard; repeats across shards are found when joining
+    return (registry.admit(item) for item in read_tar(part, params.limits, params.captions))
+
+
+def map_part(kind: str, part: str, params: MapParams, folder: Path) -> None:
+    """Read and decode one part once; write its units, signatures, usable mask and embeddings."""
+    columns: dict[str, list[object]] = {name: [] for name in UNIT_COLUMNS}
+    embedder = make_embedder(params.embedder)
+    vectors: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+
+    def add(**row: object) -> None:
+        for name, values in columns.items():
+            value = row.get(name)
+            values.append(printable(value) if isinstance(value, str) else value)
+
+    for item in _read(kind, part, params):
+        if isinstance(item, Rejection):
+            add(key=item.key, source=item.source, offset=item.offset, status="rejected", reason=str(item.reason),
+                detail=item.detail[:500], read_as_sample=False)  # fmt: skip
+            continue
+        try:
+            rgb = decode_image(item.image, params.limits)
+        except Invalid as err:
+            add(key=item.key, source=item.source, offset=-1, status="rejected", reason=str(err.reason),
+                detail=err.detail[:500], caption=item.caption, read_as_sample=True)  # fmt: skip
+            continue
+        add(key=item.key, source=item.source, offset=-1, status="valid", reason="", detail="", caption=item.caption,
+            caption_norm=normalize_caption(item.caption), image_ext=item.image_ext, width=rgb.shape[1],
+            height=rgb.shape[0], pixel_hash=pixel_hash(rgb), read_as_sample=True)  # fmt: skip
+        batch.append(rgb)
+        if len(batch) >= params.embedder.batch_size:
+            vectors.append(embedder.embed(batch))
+            batch = []
+    if batch:
+        vectors.append(embedder.embed(batch))
+    units = pa.table(columns, schema=UNIT_SCHEMA)
+    valid = [c for c, s in zip(columns["caption_norm"], columns["status"], strict=True) if s == "valid"]
+    signatures, usable = compute_signatures([str(c) for c in valid], params.minhash)
+    embeddings = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, 1), np.float32)
+    write_table(folder / "units.parquet", units)
+    for name, array in (("signatures", signatures), ("usable", usable), ("embeddings", embeddings)):
+        np.save(folder / f"{name}.npy", array, allow_pickle=False)
+
+
+def _part_identity(kind: str, part: str, corpus: Corpus) -> object:
+    if kind == "folder":
+        return corpus.fingerprint
+    sidecar = sibling_parquet(part)
+    return [storage.stat_key(part), storage.stat_key(sidecar) if storage.exists(sidecar) else None]
+
+
+def _map_into_cache(kind: str, part: str, params: MapParams, cache_root: str, key: str) -> bool:
+    """Run in a worker: fill the part's cache entry unless it is complete. True if it was computed."""
+    cache = Cache(Path(cache_root))
+    cache.get("map", key, lambda folder: map_part(kind, part, params, folder))
+    return bool(cache.misses)
+
+
+def _one_thread() -> None:
+    """The pool is the parallelism: each worker's compiled kernels use one thread (no oversubscription)."""
+    import numba
+
+    numba.set_num_threads(1)
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, workers: int = 0) -> Mapped:
+    """Map every part of ``corpus`` (cached per part; ``workers`` processes, 0 = all cores) and join."""
+    kind = "folder" if corpus.kind == "folder" else "shards"
+    parts = [corpus.location] if kind == "folder" else find_shards(corpus.location)[0]
+    if not parts:
+        raise FileNotFoundError(f"no shards match {storage.redact(corpus.location)!r}")
+    keys = [entry_key("map", _part_identity(kind, p, corpus), asdict(params)) for p in parts]
+    workers = min(workers or default_workers(), len(parts))
+    jobs = [(kind, p, params, str(cache.root), k) for p, k in zip(parts, keys, strict=True)]
+    if workers > 1:
+        # Not fork: the parent may already run OpenMP threads (faiss, torch, numba), and a forked child of
+        # such a process can deadlock (GNU OpenMP refuses outright). A fork server that imported this
+        # module once starts each worker in milliseconds.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+            computed = sum(pool.map(_map_into_cache, *zip(*jobs, strict=True)))
+    else:
+        computed = sum(_map_into_cache(*job) for job in jobs)
+    (cache.misses if computed else cache.hits).append("map")
+    return _join([cache.path("map", k) for k in keys], fingerprint("joined", keys), len(parts), computed)
+
+
+def _join(folders: list[Path], key: str, parts: int, computed: int) -> Mapped:
+    tables = [pq.read_table(f / "units.parquet") for f in folders]
+    units = pa.concat_tables(tables) if tables else UNIT_SCHEMA.empty_table()
+    arrays = {
+        name: [np.load(f / f"{name}.npy", allow_pickle=False) for f in folders]
+        for name in ("signatures", "usable", "embeddings")
+    }
+    valid = pc.equal(units.column("status"), "valid").to_numpy(zero_copy_only=False)
+    status = units.column("status").to_numpy(zero_copy_only=False).astype(object)
+    reason = units.column("reason").to_numpy(zero_copy_only=False).astype(object)
+    detail = units.column("detail").to_numpy(zero_copy_only=False).astype(object)
+    keys = units.column("key").to_numpy(zero_copy_only=False)
+    sources = units.column("source").to_numpy(zero_copy_only=False)
+    as_sample = units.column("read_as_sample").to_numpy(zero_copy_only=False)
+    part_of = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
+    # Keys repeated across parts: the first part's sample stays, later ones are duplicate_key (a repeat
+    # inside one part was already one in its map).
+    first: dict[str, tuple[int, str]] = {}
+    cross = np.zeros(len(keys), bool)
+    for row in np.flatnonzero(as_sample):
+        seen = first.setdefault(keys[row], (int(part_of[row]), str(sources[row])))
+        if seen[0] != part_of[row]:
+            cross[row] = True
+            status[row], reason[row], detail[row] = "rejected", str(Reason.DUPLICATE_KEY), f"first seen in {seen[1]}"
+    kept_valid = valid & ~cross
+    sample_index = np.where(kept_valid, np.cumsum(kept_valid) - 1, -1)
+    keep_rows = kept_valid[valid]  # per valid row of the maps: still a sample after joining
+    blank = pa.nulls(len(keys))
+    columns = {name: units.column(name) for name in units.column_names if name != "read_as_sample"}
+    columns.update(status=pa.array(status, pa.string()), reason=pa.array(reason, pa.string()),
+                   detail=pa.array(detail, pa.string()))  # fmt: skip
+    if cross.any():
+        for name in ("caption", "caption_norm", "image_ext", "pixel_hash", "width", "height"):
+            columns[name] = pc.if_else(pa.array(cross), blank.cast(columns[name].type), columns[name])
+    table = pa.table({"unit": np.arange(len(keys)), **columns, "sample_index": sample_index})
+    table = table.select(["unit", *[c for c in UNIT_COLUMNS if c != "read_as_sample"], "sample_index"])
+
+    def joined(name: str) -> np.ndarray:
+        # A part without valid samples has (0, 1) embeddings whatever the embedder's width: skip empties.
+        found = [a for a in arrays[name] if len(a)] or arrays[name][:1]
+        return np.concatenate(found)[keep_rows]
+
+    return Mapped(
+        units=table,
+        signatures=joined("signatures"),
+        usable=joined("usable"),
+        embeddings=joined("embeddings"),
+        key=key,
+        parts=parts,
+        computed=computed,
+    )
