@@ -29,14 +29,34 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def partial_folder(root: Path, step: int) -> Path:
+    return root / f".step-{step:08d}.partial"
+
+
+def begin_checkpoint(root: Path, step: int) -> Path:
+    """A fresh partial folder for the checkpoint of ``step`` (other writers, e.g. accelerate's
+    ``save_state`` in every process, may add to it before ``finish_checkpoint``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = partial_folder(root, step)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
 def save_checkpoint(
     root: Path, step: int, *, tensors: dict[str, torch.Tensor], state: dict[str, Any], keep: int
 ) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
+    begin_checkpoint(root, step)
+    return finish_checkpoint(root, step, tensors=tensors, state=state, keep=keep)
+
+
+def finish_checkpoint(
+    root: Path, step: int, *, tensors: dict[str, torch.Tensor], state: dict[str, Any], keep: int
+) -> Path:
+    """Write our tensors and state into the partial folder, mark it complete, rename it into place, then
+    rotate old checkpoints out."""
     final = root / f"step-{step:08d}"
-    tmp = root / f".step-{step:08d}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = partial_folder(root, step)
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
     state = {**state, "step": step, "tensors_sha256": _digest(tmp / "state.safetensors")}
     (tmp / "state.json").write_text(json.dumps(state, indent=1))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from diffusers.training_utils import EMAModel
 from PIL import Image
 from tqdm import tqdm
@@ -33,7 +34,16 @@ from diffusion.images import ImageSet
 from diffusion.models import DiffusionModel, trainable_parameters
 from diffusion.sampling import ema_weights, generate, grid
 from diffusion.saved import save_model
-from train.checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from train.checkpoint import (
+    begin_checkpoint,
+    finish_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    partial_folder,
+    save_checkpoint,
+)
 from train.data import MemmapData, TrainingData
 from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, vocabulary, wen_keep_mask
 
@@ -53,7 +63,10 @@ class TrainConfig:
     ``weight_decay`` and ``adam_betas``; gradients clipped to norm ``grad_clip``; an EMA of the weights
     with ``ema_decay`` (with warm-up) is what gets saved. caption_dropout: share of captions replaced by the
     null condition (classifier-free guidance). mixed_precision: no | bf16 | fp16 (GPU). seed: every random
-    draw. checkpoint_every / keep_checkpoints: resumable checkpoints and how many stay; sample_every /
+    draw. checkpoint_every / keep_checkpoints: resumable checkpoints and how many stay; checkpoint_format:
+    memguard (safetensors + JSON, no pickle: one process or DDP) | accelerate (``accelerator.save_state``,
+    loaded with ``torch.load(weights_only=True)``; what FSDP and DeepSpeed need, chosen for them
+    automatically); sample_every /
     sample_count / sample_steps: sample grids during training (0: never); log_every: scalars to the
     ``log_with`` tracker (tensorboard | wandb | none); keep_final_checkpoints: keep the resumable checkpoints
     after the model is saved (they are several times its size: removed by default); data: memmap (decode
@@ -78,6 +91,7 @@ class TrainConfig:
     mixed_precision: str = "no"
     seed: int = 0
     checkpoint_every: int = 500
+    checkpoint_format: str = "memguard"
     keep_checkpoints: int = 2
     sample_every: int = 1000
     sample_count: int = 32
@@ -110,6 +124,7 @@ class TrainConfig:
         one_of("train.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
         one_of("train.log_with", self.log_with, ("tensorboard", "wandb", "none"))
         one_of("train.data", self.data, ("auto", "memmap", "stream"))
+        one_of("train.checkpoint_format", self.checkpoint_format, ("memguard", "accelerate"))
         in_range("train.shuffle_buffer", self.shuffle_buffer, 1)
         in_range("train.loader_workers", self.loader_workers, 0)
         in_range("train.memmap_max_gib", self.memmap_max_gib, 0.0)
@@ -144,27 +159,35 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+ACCELERATE_STATE = "accelerate"  # the folder accelerate's save_state writes inside a checkpoint
+
+
 def _flat_state(
-    unet: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer, generator: torch.Generator
+    unet: torch.nn.Module | None, ema: EMAModel, optimizer: torch.optim.Optimizer | None, generator: torch.Generator
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = {f"model.{k}": v for k, v in unet.state_dict().items()}
+    """Our part of a checkpoint: the EMA and the generator always; the model and optimizer unless
+    accelerate's ``save_state`` holds them (``None``)."""
+    tensors = {f"model.{k}": v for k, v in unet.state_dict().items()} if unet is not None else {}
     tensors.update({f"ema.{i}": p for i, p in enumerate(ema.shadow_params)})
-    opt_tensors, opt_meta = optimizer_to_flat(optimizer)
-    tensors.update(opt_tensors)
+    state: dict[str, Any] = {"ema": {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}}
+    if optimizer is not None:
+        opt_tensors, state["optimizer"] = optimizer_to_flat(optimizer)
+        tensors.update(opt_tensors)
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    ema_meta = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
-    return tensors, {"optimizer": opt_meta, "ema": ema_meta}
+    return tensors, state
 
 
 def _restore(
     folder: Path, unet: torch.nn.Module, ema: EMAModel, optimizer: torch.optim.Optimizer, generator: torch.Generator
 ) -> dict[str, Any]:
+    """Everything of our format; in accelerate's, the model and optimizer are loaded after ``prepare``."""
     tensors, state = load_checkpoint(folder)
-    unet.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if "optimizer" in state:
+        unet.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        optimizer_from_flat(optimizer, tensors, state["optimizer"])
     shadow = [tensors[f"ema.{i}"] for i in range(len(ema.shadow_params))]
     ema.load_state_dict({**state["ema"], "shadow_params": shadow})
-    optimizer_from_flat(optimizer, tensors, state["optimizer"])
     generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
     return state
@@ -216,6 +239,10 @@ def train_model(
         start_step = int(_restore(latest, model.unet, ema, optimizer, generator)["step"])
         log.info("resuming from %s (step %d)", latest, start_step)
     unet, optimizer = accelerator.prepare(unet, optimizer)
+    if latest is not None and (latest / ACCELERATE_STATE).is_dir():
+        accelerator.load_state(str(latest / ACCELERATE_STATE))
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    use_accelerate_state = cfg.checkpoint_format == "accelerate" or sharded
     forward = torch.compile(unet) if cfg.compile else unet
     accelerator.init_trackers("train", config={k: str(v) for k, v in asdict(cfg).items()})
     micro = cfg.batch_size // cfg.grad_accum
@@ -311,7 +338,17 @@ def train_model(
                 model, accelerator.unwrap_model(unet), ema, source, cfg, out_dir / "samples" / f"{done:08d}.png"
             )
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-            if accelerator.is_main_process:
+            if use_accelerate_state:  # every process writes its shard of the state, then one commits
+                if accelerator.is_main_process:
+                    begin_checkpoint(ckpt_root, done)
+                accelerator.wait_for_everyone()
+                partial = partial_folder(ckpt_root, done)
+                accelerator.save_state(str(partial / ACCELERATE_STATE), safe_serialization=True)
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    tensors, state = _flat_state(None, ema, None, generator)
+                    finish_checkpoint(ckpt_root, done, tensors=tensors, state=state, keep=cfg.keep_checkpoints)
+            elif accelerator.is_main_process:
                 tensors, state = _flat_state(accelerator.unwrap_model(unet), ema, optimizer, generator)
                 save_checkpoint(ckpt_root, done, tensors=tensors, state=state, keep=cfg.keep_checkpoints)
             accelerator.wait_for_everyone()

@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--die-in-save", type=int, default=0)
     parser.add_argument("--keep", type=int, default=2)
     parser.add_argument("--stream", type=int, default=-1, help="stream from the shards with this many workers")
+    parser.add_argument("--format", default="memguard", help="train.checkpoint_format")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -75,6 +76,7 @@ def main() -> None:
         warmup_steps=4,
         checkpoint_every=4,
         keep_checkpoints=args.keep,
+        checkpoint_format=args.format,
         log_every=4,
     )
     train_model(model, data, cfg, out_dir=out)

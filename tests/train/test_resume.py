@@ -58,13 +58,17 @@ def reference(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return shards, out
 
 
-@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    ("seed", "fmt"), [(0, "memguard"), (3, "accelerate"), pytest.param(1, "memguard", marks=pytest.mark.slow)]
+)
 def test_kill_at_random_step_then_resume(
-    reference: tuple[Path, Path], cache_dir: Path, tmp_path: Path, seed: int
+    reference: tuple[Path, Path], cache_dir: Path, tmp_path: Path, seed: int, fmt: str
 ) -> None:
+    """Both checkpoint formats: ours, and accelerate's save_state / load_state (what FSDP and DeepSpeed
+    runs use) plus our EMA and generator."""
     shards, uninterrupted = reference
     out = tmp_path / "killed"
-    proc = _run(shards, cache_dir, out)
+    proc = _run(shards, cache_dir, out, "--format", fmt)
     rng = np.random.default_rng(seed)  # seeded: a failure names the moment that broke resume
     deadline = time.time() + 300
     target = int(rng.integers(1, 5))  # die after 1..4 complete checkpoints, at a random moment
@@ -73,7 +77,9 @@ def test_kill_at_random_step_then_resume(
     time.sleep(float(rng.uniform(0, 0.5)))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resumed = _run(shards, cache_dir, out)
+    if fmt == "accelerate":
+        assert all((c / "accelerate" / "model.safetensors").exists() for c in (out / "checkpoints").glob("step-*"))
+    resumed = _run(shards, cache_dir, out, "--format", fmt)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:] if resumed.stderr else ""
     a, b = _weights(uninterrupted), _weights(out)
     assert a.keys() == b.keys()
