@@ -236,6 +236,8 @@ def run_dedup(
                 out_dir=staging,
                 shard_size=params.shard_size if params.write_shards else 0,
                 sheet_clusters=params.sheet_clusters,
+                layout=mapped.layout,
+                workers=workers,
             )
         if corpus.ground_truth is not None and corpus.ground_truth.exists():
             finite_idx = np.flatnonzero(decision.finite)

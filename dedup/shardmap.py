@@ -15,11 +15,8 @@ sequential reader does), and valid samples get a dense ``sample_index`` across t
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +27,7 @@ import pyarrow.parquet as pq
 from common import storage
 from common.atomic import write_table
 from common.cache import Cache, entry_key, fingerprint
+from dedup.executor import run_parts
 from dedup.io.corpus import Corpus
 from dedup.io.metadata import CaptionSource, sibling_parquet
 from dedup.io.readers import Item, KeyRegistry, find_shards, printable, read_folder, read_tar
@@ -69,6 +67,15 @@ class MapParams:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """The parts of a corpus in order, and how many unit rows each has (consecutive in ``units``)."""
+
+    kind: str  # shards | folder
+    parts: list[str]
+    rows: list[int]
+
+
+@dataclass(frozen=True)
 class Mapped:
     """The joined map outputs: ``units`` (one row per input unit, corpus order, with ``sample_index``)
     and per valid sample ``signatures``, ``usable``, ``embeddings``; ``key`` identifies all of it."""
@@ -80,13 +87,15 @@ class Mapped:
     key: str
     parts: int
     computed: int
+    layout: Layout
 
 
-def _read(kind: str, part: str, params: MapParams) -> Iterator[Item]:
+def read_part(kind: str, part: str, limits: Limits, captions: CaptionSource) -> Iterator[Item]:
+    """One part's items, exactly as the map stage saw them (the apply stage reads them again)."""
     if kind == "folder":
-        return read_folder(part, params.limits, params.captions)
+        return read_folder(part, limits, captions)
     registry = KeyRegistry()  # repeats inside the shard; repeats across shards are found when joining
-    return (registry.admit(item) for item in read_tar(part, params.limits, params.captions))
+    return (registry.admit(item) for item in read_tar(part, limits, captions))
 
 
 def map_part(kind: str, part: str, params: MapParams, folder: Path) -> None:
@@ -101,7 +110,7 @@ def map_part(kind: str, part: str, params: MapParams, folder: Path) -> None:
             value = row.get(name)
             values.append(printable(value) if isinstance(value, str) else value)
 
-    for item in _read(kind, part, params):
+    for item in read_part(kind, part, params.limits, params.captions):
         if isinstance(item, Rejection):
             add(key=item.key, source=item.source, offset=item.offset, status="rejected", reason=str(item.reason),
                 detail=item.detail[:500], read_as_sample=False)  # fmt: skip
@@ -144,17 +153,6 @@ def _map_into_cache(kind: str, part: str, params: MapParams, cache_root: str, ke
     return bool(cache.misses)
 
 
-def _one_thread() -> None:
-    """The pool is the parallelism: each worker's compiled kernels use one thread (no oversubscription)."""
-    import numba
-
-    numba.set_num_threads(1)
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0))
-
-
 def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, workers: int = 0) -> Mapped:
     """Map every part of ``corpus`` (cached per part; ``workers`` processes, 0 = all cores) and join."""
     kind = "folder" if corpus.kind == "folder" else "shards"
@@ -162,20 +160,11 @@ def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, workers: int 
     if not parts:
         raise FileNotFoundError(f"no shards match {storage.redact(corpus.location)!r}")
     keys = [entry_key("map", _part_identity(kind, p, corpus), asdict(params)) for p in parts]
-    workers = min(workers or default_workers(), len(parts))
     jobs = [(kind, p, params, str(cache.root), k) for p, k in zip(parts, keys, strict=True)]
-    if workers > 1:
-        # Not fork: the parent may already run OpenMP threads (faiss, torch, numba), and a forked child of
-        # such a process can deadlock (GNU OpenMP refuses outright). A fork server that imported this
-        # module once starts each worker in milliseconds.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-            computed = sum(pool.map(_map_into_cache, *zip(*jobs, strict=True)))
-    else:
-        computed = sum(_map_into_cache(*job) for job in jobs)
+    computed = sum(run_parts(_map_into_cache, jobs, workers))
     (cache.misses if computed else cache.hits).append("map")
-    return _join([cache.path("map", k) for k in keys], fingerprint("joined", keys), len(parts), computed)
+    mapped = _join([cache.path("map", k) for k in keys], fingerprint("joined", keys), len(parts), computed)
+    return replace(mapped, layout=Layout(kind, parts, mapped.layout.rows))
 
 
 def _join(folders: list[Path], key: str, parts: int, computed: int) -> Mapped:
@@ -228,4 +217,5 @@ def _join(folders: list[Path], key: str, parts: int, computed: int) -> Mapped:
         key=key,
         parts=parts,
         computed=computed,
+        layout=Layout("", [], [t.num_rows for t in tables]),
     )

@@ -1,17 +1,12 @@
 """Step functions shared by the map stage (``dedup.shardmap``) and the global steps of the pipeline
-(``dedup.pipeline``): the pixel hash, caption signatures, neighbour pairs, and re-reading the valid samples
-for the apply step."""
+(``dedup.pipeline``): the pixel hash, caption signatures, neighbour pairs."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 
 import numpy as np
-import pyarrow as pa
 
-from dedup.io.corpus import Corpus
-from dedup.io.sample import Sample
 from dedup.signals.minhash import MinHasher, MinHashParams
 from dedup.signals.neighbors import IndexParams, finite_rows, neighbor_pairs
 
@@ -21,18 +16,6 @@ def pixel_hash(rgb: np.ndarray) -> str:
     digest = hashlib.sha1(np.ascontiguousarray(rgb).tobytes(), usedforsecurity=False)
     digest.update(str(rgb.shape).encode())
     return digest.hexdigest()
-
-
-def valid_samples(corpus: Corpus, units: pa.Table) -> Iterator[tuple[int, Sample]]:
-    """Re-read the corpus and yield ``(sample_index, Sample)`` for the units ingest found valid."""
-    index = units.column("sample_index").to_numpy()
-    for unit, item in enumerate(corpus.items()):
-        if unit >= len(index):
-            raise RuntimeError(f"corpus changed since ingest: more than {len(index)} units")
-        if index[unit] >= 0:
-            if not isinstance(item, Sample):
-                raise RuntimeError(f"corpus changed since ingest at unit {unit}")
-            yield int(index[unit]), item
 
 
 MIN_CAPTION_CHARS = 3  # shorter normalised captions ("a", "") never enter the caption index

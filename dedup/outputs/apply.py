@@ -16,6 +16,7 @@ from dedup.outputs.decision import Decision
 from dedup.outputs.manifest import build_manifest, sample_status
 from dedup.outputs.shards import write_kept_shards
 from dedup.outputs.stats import build_stats
+from dedup.shardmap import Layout
 
 SHEET_MEMBERS = 12  # thumbnails per contact-sheet row
 
@@ -33,6 +34,8 @@ def write_outputs(
     out_dir: Path,
     shard_size: int,
     sheet_clusters: int,
+    layout: Layout,
+    workers: int = 0,
 ) -> dict[str, object]:
     """Write manifest.parquet, clusters.parquet, shards/ (unless ``shard_size`` is 0) and
     contact_sheet.png under ``out_dir``; ``valid_rows`` maps each valid sample to its unit row."""
@@ -51,13 +54,16 @@ def write_outputs(
     status, weight = sample_status(decision, policy)
     sheet = [m[:SHEET_MEMBERS] for m in ranked[:sheet_clusters]]
     shards_written, thumbs = write_kept_shards(
-        corpus,
-        units,
+        layout,
+        units.column("sample_index").to_numpy(),
+        limits=corpus.limits,
+        captions=corpus.captions,
         kept=status == "kept",
         weights=weight if policy == "reweight" else None,
         out_dir=out_dir,
         shard_size=shard_size,
         thumbnails_of={int(i) for m in sheet for i in m},
+        workers=workers,
     )
     # Each row: the keeper first (framed green), then the removed members (red).
     contact_sheet(

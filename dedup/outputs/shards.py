@@ -1,46 +1,119 @@
-"""The cleaned corpus: one pass over the input that copies kept samples into new shards (and picks the
-contact sheet's thumbnails on the way)."""
+"""The cleaned corpus: each input part is read once more (never decoded, thumbnails aside) and its kept
+samples copied into output shards of its own — ``shard-<part>-<n>.tar`` — so the parts run in parallel
+(``executor.workers``) and the output does not depend on how many workers ran. Sorted by name, the output
+shards hold the kept samples in input order."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
-from dedup.io.corpus import Corpus
-from dedup.io.validate import decode_image
+from dedup.executor import run_parts
+from dedup.io.metadata import CaptionSource
+from dedup.io.sample import Sample
+from dedup.io.validate import Limits, decode_image
 from dedup.io.writer import ShardWriter
-from dedup.steps import valid_samples
+from dedup.shardmap import Layout, read_part
+
+
+@dataclass(frozen=True)
+class PartApply:
+    """What one worker needs for one part: its items' sample indices, and its slice of the decisions."""
+
+    index: int
+    kind: str
+    part: str
+    limits: Limits
+    captions: CaptionSource
+    sample_index: np.ndarray  # per unit row of the part: its sample index, or -1
+    first: int  # the part's first sample index (its valid samples are numbered consecutively)
+    kept: np.ndarray  # per valid sample of the part
+    weights: np.ndarray | None
+    thumbnails_of: frozenset[int]
+    folder: Path
+    shard_size: int
+
+
+def _apply_part(job: PartApply) -> tuple[int, dict[int, np.ndarray]]:
+    writer = ShardWriter(job.folder, job.shard_size, prefix=f"shard-{job.index:06d}") if job.shard_size else None
+    thumbs: dict[int, np.ndarray] = {}
+    try:
+        for row, item in enumerate(read_part(job.kind, job.part, job.limits, job.captions)):
+            if row >= len(job.sample_index):
+                raise RuntimeError(f"{job.part} changed since it was mapped: more than {len(job.sample_index)} units")
+            i = int(job.sample_index[row])
+            if i < 0:
+                continue
+            if not isinstance(item, Sample):
+                raise RuntimeError(f"{job.part} changed since it was mapped (unit {row})")
+            local = i - job.first
+            if writer is not None and job.kept[local]:
+                writer.write(item, float(job.weights[local]) if job.weights is not None else None)
+            if i in job.thumbnails_of:
+                thumbs[i] = decode_image(item.image, job.limits)
+    except BaseException:
+        if writer is not None:
+            writer.abort()  # an interrupted shard is never committed under its final name
+        raise
+    if writer is None:
+        return 0, thumbs
+    writer.close()
+    return len(writer.shards), thumbs
 
 
 def write_kept_shards(
-    corpus: Corpus,
-    units: pa.Table,
+    layout: Layout,
+    sample_index: np.ndarray,
     *,
+    limits: Limits,
+    captions: CaptionSource,
     kept: np.ndarray,
     weights: np.ndarray | None,
     out_dir: Path,
     shard_size: int,
     thumbnails_of: set[int],
+    workers: int = 0,
 ) -> tuple[int, dict[int, np.ndarray]]:
     """Write the samples where ``kept`` (per valid sample) into ``out_dir/shards`` (none when
-    ``shard_size`` is 0), with ``weights`` as their ``sampling_weight`` when given; decode the samples in
-    ``thumbnails_of``. Returns (shards written, thumbnails)."""
-    thumbs: dict[int, np.ndarray] = {}
+    ``shard_size`` is 0: at most ``shard_size`` samples per output shard), with ``weights`` as their
+    ``sampling_weight`` when given; decode the samples in ``thumbnails_of``. ``sample_index`` is per unit
+    row of the whole corpus, the parts' rows consecutive as ``layout`` says. Returns (shards written,
+    thumbnails)."""
     if not shard_size and not thumbnails_of:
-        return 0, thumbs
-    writer = ShardWriter(out_dir / "shards", shard_size) if shard_size else None
-    try:
-        for i, sample in valid_samples(corpus, units):
-            if writer is not None and kept[i]:
-                writer.write(sample, float(weights[i]) if weights is not None else None)
-            if i in thumbnails_of:
-                thumbs[i] = decode_image(sample.image, corpus.limits)
-    except BaseException:
-        if writer is not None:
-            writer.abort()  # an interrupted shard is never committed under its final name
-        raise
-    if writer is not None:
-        writer.close()
-    return (len(writer.shards) if writer is not None else 0), thumbs
+        return 0, {}
+    jobs: list[tuple[PartApply]] = []
+    start = 0
+    for n, (part, rows) in enumerate(zip(layout.parts, layout.rows, strict=True)):
+        index = sample_index[start : start + rows]
+        start += rows
+        valid = index[index >= 0]
+        first = int(valid[0]) if len(valid) else 0
+        span = slice(first, first + len(valid))
+        wanted = frozenset(i for i in thumbnails_of if first <= i < first + len(valid))
+        if not (shard_size and kept[span].any()) and not wanted:
+            continue  # nothing to copy from this part
+        jobs.append(
+            (
+                PartApply(
+                    n,
+                    layout.kind,
+                    part,
+                    limits,
+                    captions,
+                    index,
+                    first,
+                    kept[span],
+                    weights[span] if weights is not None else None,
+                    wanted,
+                    out_dir / "shards",
+                    shard_size,
+                ),
+            )
+        )
+    shards, thumbs = 0, {}
+    for written, found in run_parts(_apply_part, jobs, workers):
+        shards += written
+        thumbs.update(found)
+    return shards, thumbs

@@ -223,8 +223,10 @@ def test_interrupted_write_keeps_the_previous_result(
         return real_write(self, sample, weight)
 
     monkeypatch.setattr(ShardWriter, "write", dying_write)
-    with pytest.raises(KeyboardInterrupt if failure == "sigint" else OSError):
-        run_dedup(corpus, DedupParams(policy="remove", shard_size=7), out_dir=out, cache=Cache(tmp_path / "c"))
+    with pytest.raises(KeyboardInterrupt if failure == "sigint" else OSError):  # one worker: the fault is in-process
+        run_dedup(
+            corpus, DedupParams(policy="remove", shard_size=7), out_dir=out, cache=Cache(tmp_path / "c"), workers=1
+        )
     assert _listing(out) == listing  # the previous result, untouched: no staging folder, no temp file
     assert {name: (out / name).read_bytes() for name in before} == before
     monkeypatch.setattr(ShardWriter, "write", real_write)
