@@ -22,7 +22,8 @@ from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
 from diffusion.images import load_image_set
 from diffusion.models import ModelConfig, build_model
 from diffusion.sampling import denoising_losses, generate, grid
-from train.loop import TrainConfig, train_model
+from train.config import TrainConfig
+from train.loop import train_model
 
 TIMESTEPS = [50, 100, 200, 400, 700]
 

@@ -24,7 +24,8 @@ from diffusers.training_utils import EMAModel
 from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
 from diffusion.images import load_image_set
 from diffusion.models import ModelConfig, build_model
-from train.loop import TrainConfig, train_model
+from train.config import TrainConfig
+from train.loop import train_model
 
 
 def plain_loop(model_cfg: ModelConfig, data, steps: int, batch: int, device: str) -> float:  # type: ignore[no-untyped-def]

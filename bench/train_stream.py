@@ -55,7 +55,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from diffusion.models import ModelConfig, build_model
-    from train.loop import TrainConfig, train_model
+    from train.config import TrainConfig
+    from train.loop import train_model
     from train.source import open_training_data
 
     torch.set_num_threads(2)

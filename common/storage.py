@@ -71,13 +71,6 @@ def exists(location: str) -> bool:
     return bool(fs.exists(path))
 
 
-def is_dir(location: str) -> bool:
-    if not is_remote(location):
-        return Path(local_path(location)).is_dir()
-    fs, path = filesystem(location)
-    return bool(fs.isdir(path))
-
-
 def expand_remote(pattern: str) -> list[str]:
     """One remote name (after brace expansion): a glob → its sorted matches; a folder → every file under
     it, sorted; a file → itself (missing files are returned too: the caller reports them)."""

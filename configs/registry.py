@@ -28,7 +28,7 @@ _DATACLASSES = {
     "limits": ("dedup.io.validate", "Limits"),
     "executor": ("dedup.executor", "ExecutorConfig"),
     "model": ("diffusion.models", "ModelConfig"),
-    "train": ("train.loop", "TrainConfig"),
+    "train": ("train.config", "TrainConfig"),
     "mitigation": ("train.mitigations", "MitigationConfig"),
     "extract": ("extract.config", "AuditConfig"),
 }

@@ -28,10 +28,11 @@ from common import storage
 from common.atomic import write_table
 from common.cache import Cache, entry_key, fingerprint
 from dedup.executor import run_parts
-from dedup.io.corpus import Corpus
-from dedup.io.metadata import CaptionSource, sibling_parquet
-from dedup.io.readers import Item, KeyRegistry, find_shards, printable, read_folder, read_tar
-from dedup.io.sample import Reason, Rejection
+from dedup.io.corpus import Corpus, file_identity
+from dedup.io.discover import find_shards
+from dedup.io.metadata import CaptionSource
+from dedup.io.readers import Item, KeyRegistry, read_folder, read_tar
+from dedup.io.sample import Reason, Rejection, printable
 from dedup.io.validate import Invalid, Limits, decode_image
 from dedup.signals.embed import EmbedderParams, make_embedder
 from dedup.signals.minhash import MinHashParams
@@ -140,10 +141,7 @@ def map_part(kind: str, part: str, params: MapParams, folder: Path) -> None:
 
 
 def _part_identity(kind: str, part: str, corpus: Corpus) -> object:
-    if kind == "folder":
-        return corpus.fingerprint
-    sidecar = sibling_parquet(part)
-    return [storage.stat_key(part), storage.stat_key(sidecar) if storage.exists(sidecar) else None]
+    return corpus.fingerprint if kind == "folder" else file_identity(part)
 
 
 def _map_into_cache(kind: str, part: str, params: MapParams, cache_root: str, key: str) -> bool:

@@ -19,7 +19,8 @@ from tqdm import tqdm
 from common import storage
 from common.atomic import atomic_path, write_json
 from common.cache import Cache, entry_key
-from dedup.io.readers import expand_urls, read_shards
+from dedup.io.discover import expand_urls
+from dedup.io.readers import read_shards
 from dedup.io.sample import Rejection
 from dedup.io.validate import Invalid, decode_image
 

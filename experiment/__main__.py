@@ -21,7 +21,7 @@ from diffusion.models import ModelConfig
 from experiment.report import console_summary, write_report
 from experiment.run import ExperimentSpec, run_experiment
 from extract.config import AuditConfig
-from train.loop import TrainConfig
+from train.config import TrainConfig
 from train.mitigations import MitigationConfig
 
 os.environ.setdefault("WDS_SECURE", "1")

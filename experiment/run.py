@@ -35,7 +35,8 @@ from diffusion.saved import load_model
 from extract.audit import audit
 from extract.config import AuditConfig
 from extract.reference import Reference, reference_set
-from train.loop import TrainConfig, train_model
+from train.config import TrainConfig
+from train.loop import train_model
 from train.mitigations import MitigationConfig
 from train.source import open_training_data
 

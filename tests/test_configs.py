@@ -18,7 +18,7 @@ from dedup.signals.lsh import LshParams, bands_rows
 from diffusion.models import ModelConfig
 from experiment.__main__ import spec_from
 from extract.config import AuditConfig
-from train.loop import TrainConfig
+from train.config import TrainConfig
 from train.mitigations import MitigationConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -10,7 +10,6 @@ EMA, optimizer) is read and written in one place on purpose.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import shutil
@@ -29,7 +28,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.atomic import atomic_path, write_json
-from common.config import ConfigError, in_range, one_of
 from diffusion.images import ImageSet
 from diffusion.models import DiffusionModel, trainable_parameters
 from diffusion.sampling import ema_weights, generate, grid
@@ -44,6 +42,7 @@ from train.checkpoint import (
     partial_folder,
     save_checkpoint,
 )
+from train.config import TrainConfig
 from train.data import MemmapData, TrainingData
 from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, vocabulary, wen_keep_mask
 
@@ -52,90 +51,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
     """Too many steps with a non-finite loss."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The training budget and optimiser; the defaults are the 2-core CPU profile (``train=cpu``).
-
-    steps: optimizer steps; batch_size: samples per step over all devices (split into ``grad_accum``
-    micro-batches). lr warms up linearly over ``warmup_steps``, then follows ``lr_schedule``; AdamW with
-    ``weight_decay`` and ``adam_betas``; gradients clipped to norm ``grad_clip``; an EMA of the weights
-    with ``ema_decay`` (with warm-up) is what gets saved. caption_dropout: share of captions replaced by the
-    null condition (classifier-free guidance). mixed_precision: no | bf16 | fp16 (GPU). seed: every random
-    draw. checkpoint_every / keep_checkpoints: resumable checkpoints and how many stay; checkpoint_format:
-    memguard (safetensors + JSON, no pickle: one process or DDP) | accelerate (``accelerator.save_state``,
-    loaded with ``torch.load(weights_only=True)``; what FSDP and DeepSpeed need, chosen for them
-    automatically); sample_every /
-    sample_count / sample_steps: sample grids during training (0: never); log_every: scalars to the
-    ``log_with`` tracker (tensorboard | wandb | none); keep_final_checkpoints: keep the resumable checkpoints
-    after the model is saved (they are several times its size: removed by default); data: memmap (decode
-    the corpus once into a memmap: fastest for small corpora) | stream (read the shards as training goes:
-    any size; ``shuffle_buffer`` samples, ``loader_workers`` DataLoader processes) | auto (stream when the
-    shards hold more than ``memmap_max_gib``); random_crop (stream only) / random_flip: augmentations;
-    max_bad_steps: consecutive non-finite steps skipped before the run halts. channels_last, compile,
-    fused_adam: GPU speed switches.
-    """
-
-    steps: int = 2000
-    batch_size: int = 64
-    grad_accum: int = 1
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    lr_schedule: str = "cosine"  # constant | cosine (to zero at the last step: a quiet end sharpens samples)
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    caption_dropout: float = 0.1
-    mixed_precision: str = "no"
-    seed: int = 0
-    checkpoint_every: int = 500
-    checkpoint_format: str = "memguard"
-    keep_checkpoints: int = 2
-    sample_every: int = 1000
-    sample_count: int = 32
-    sample_steps: int = 25
-    log_every: int = 50
-    max_bad_steps: int = 20
-    log_with: str = "tensorboard"
-    keep_final_checkpoints: bool = False
-    data: str = "auto"
-    memmap_max_gib: float = 2.0
-    shuffle_buffer: int = 1000
-    loader_workers: int = 0
-    random_crop: bool = False
-    random_flip: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    fused_adam: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "sample_count", "sample_steps", "log_every", "max_bad_steps"):
-            in_range(f"train.{name}", getattr(self, name), 1)
-        for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "sample_every", "seed"):
-            in_range(f"train.{name}", getattr(self, name), 0)
-        in_range("train.lr", self.lr, 1e-12, 10.0)
-        in_range("train.weight_decay", self.weight_decay, 0.0)
-        in_range("train.grad_clip", self.grad_clip, 0.0)
-        in_range("train.ema_decay", self.ema_decay, 0.0, 1.0)
-        in_range("train.caption_dropout", self.caption_dropout, 0.0, 1.0)
-        one_of("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        one_of("train.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
-        one_of("train.log_with", self.log_with, ("tensorboard", "wandb", "none"))
-        one_of("train.data", self.data, ("auto", "memmap", "stream"))
-        one_of("train.checkpoint_format", self.checkpoint_format, ("memguard", "accelerate"))
-        in_range("train.shuffle_buffer", self.shuffle_buffer, 1)
-        in_range("train.loader_workers", self.loader_workers, 0)
-        in_range("train.memmap_max_gib", self.memmap_max_gib, 0.0)
-        if self.random_crop and self.data == "memmap":
-            raise ConfigError("train.random_crop needs train.data=stream (the memmap holds centre crops)")
-        if self.log_with == "wandb" and importlib.util.find_spec("wandb") is None:
-            raise ConfigError("train.log_with=wandb needs the wandb package (pip install wandb)")
-        if self.batch_size % self.grad_accum:
-            raise ConfigError(
-                f"train.batch_size {self.batch_size} is not divisible by train.grad_accum {self.grad_accum}"
-            )
 
 
 @dataclass

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from common import storage
-from dedup.io.readers import expand_urls
+from dedup.io.discover import expand_urls
 from diffusion.images import load_image_set
+from train.config import TrainConfig
 from train.data import MemmapData, TrainingData
-from train.loop import TrainConfig
 from train.stream import StreamData, StreamOptions
 
 GIB = 1 << 30

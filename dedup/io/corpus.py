@@ -12,8 +12,9 @@ from common import storage
 from common.cache import fingerprint
 from common.config import ConfigError
 from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
+from dedup.io.discover import find_shards, is_shard
 from dedup.io.metadata import CaptionSource, sibling_parquet
-from dedup.io.readers import Item, find_shards, is_shard, read_folder, read_shards
+from dedup.io.readers import Item, read_folder, read_shards
 from dedup.io.validate import Limits
 
 
@@ -58,11 +59,15 @@ class Corpus:
         return read_shards(self.location, self.limits, self.captions)
 
 
+def file_identity(path: str) -> list[object]:
+    """Size + mtime (an object's ETag), as make does: cheap for terabyte corpora, and a changed file changes
+    its stat. A shard's img2dataset parquet is part of what it reads."""
+    sidecar = sibling_parquet(path) if is_shard(path) else None
+    return [storage.stat_key(path), storage.stat_key(sidecar) if sidecar and storage.exists(sidecar) else None]
+
+
 def _stat_fingerprint(paths: list[str]) -> str:
-    # Size + mtime (an object's ETag), as make does: cheap for terabyte corpora, and a changed shard
-    # changes its stat. A shard's img2dataset parquet is part of what it reads.
-    sidecars = [sibling_parquet(p) for p in paths if is_shard(p)]
-    return fingerprint([storage.stat_key(p) for p in paths + [s for s in sidecars if storage.exists(s)]])
+    return fingerprint([file_identity(p) for p in paths])
 
 
 def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Limits | None = None) -> Corpus:

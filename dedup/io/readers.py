@@ -24,17 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import braceexpand
-
 from common import storage
+from dedup.io.discover import expand_urls
 from dedup.io.metadata import (
     CaptionSource,
     caption_from_meta,
     folder_metadata,
     shard_metadata,
-    sibling_parquet,
 )
-from dedup.io.sample import Reason, Rejection, Sample
+from dedup.io.sample import Reason, Rejection, Sample, printable
 from dedup.io.validate import Invalid, Limits, validate_caption
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
@@ -55,71 +53,6 @@ class _Group:
     members: dict[str, bytes] = field(default_factory=dict)
     problem: tuple[Reason, str] | None = None  # a member that could not be read: the unit is rejected
     extra: dict[str, Any] | None = None  # its row in a metadata file (img2dataset parquet, metadata.jsonl)
-
-
-def printable(name: str) -> str:
-    """A name as valid UTF-8 text: tarfile and os hand back bytes that are not UTF-8 as surrogate escapes,
-    which pyarrow and ``str.encode`` refuse; they are recorded backslash-escaped instead (``\\xff``)."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")  # any case
-
-
-def is_shard(name: str) -> bool:
-    return name.lower().endswith(SHARD_SUFFIXES)
-
-
-def find_shards(spec: str | Iterable[str]) -> tuple[list[str], list[dict[str, str]]]:
-    """Expand brace patterns (``shard-{000000..000009}.tar``) and folders (searched recursively for tars,
-    compressed or not, any case), preserving order. Remote locations (``s3://bucket/{0..9}.tar``,
-    ``s3://bucket/*.tar``, ``s3://bucket/folder``) are expanded by their fsspec filesystem. Returns the
-    shards and what a folder held that is not one (``{"path", "why"}``), so nothing is skipped silently;
-    img2dataset's parquet beside a shard is that shard's metadata, not a skipped file."""
-    specs = [spec] if isinstance(spec, str) else list(spec)
-    out: list[str] = []
-    skipped: list[dict[str, str]] = []
-    for one in specs:
-        if one.startswith("pipe:"):
-            raise ValueError(f"pipe: URLs run shell commands and are refused: {one!r}")
-        if storage.is_remote(one):
-            for name in braceexpand.braceexpand(one):
-                listed = storage.expand_remote(name)
-                if listed == [name]:  # one named file, read as given (the caller reports a missing one)
-                    out.append(name)
-                    continue
-                out.extend(u for u in listed if is_shard(u))
-                skipped.extend(_not_shards([u for u in listed if not is_shard(u)], listed))
-            continue
-        path = Path(storage.local_path(one))
-        if not path.is_dir():
-            out.extend(braceexpand.braceexpand(storage.local_path(one)))
-            continue
-
-        def unreadable(err: OSError) -> None:
-            skipped.append({"path": printable(str(err.filename)), "why": f"unreadable folder: {err.strerror}"})
-
-        for folder, dirs, files in os.walk(path, onerror=unreadable):
-            dirs.sort()
-            names = [os.path.join(folder, name) for name in sorted(files)]
-            out.extend(n for n in names if is_shard(n))
-            skipped.extend(_not_shards([n for n in names if not is_shard(n)], names))
-    return out, skipped
-
-
-def _not_shards(others: list[str], listed: list[str]) -> list[dict[str, str]]:
-    """The files of a listing that are neither shards nor a shard's img2dataset parquet."""
-    metadata = {sibling_parquet(n) for n in listed if is_shard(n)}
-    return [
-        {"path": printable(storage.redact(n)), "why": "not a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz)"}
-        for n in others
-        if n not in metadata
-    ]
-
-
-def expand_urls(spec: str | Iterable[str]) -> list[str]:
-    """The shards ``spec`` names (see ``find_shards``)."""
-    return find_shards(spec)[0]
 
 
 def _key_problem(key: str) -> str | None:

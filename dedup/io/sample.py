@@ -68,3 +68,9 @@ class Rejection:
     reason: Reason
     detail: str = ""
     offset: int = -1  # byte offset in the shard, for units that are not whole samples
+
+
+def printable(name: str) -> str:
+    """A name as valid UTF-8 text: tarfile and os hand back bytes that are not UTF-8 as surrogate escapes,
+    which pyarrow and ``str.encode`` refuse; they are recorded backslash-escaped instead (``\\xff``)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

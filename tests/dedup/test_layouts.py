@@ -11,7 +11,8 @@ import pytest
 
 from common.cache import Cache
 from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.io.readers import find_shards, read_folder
+from dedup.io.discover import find_shards
+from dedup.io.readers import read_folder
 from dedup.io.sample import Rejection, Sample
 from dedup.pipeline import DedupParams, run_dedup
 from tests.dedup.layouts import Pair, tiny_pairs, write_folder, write_img2dataset_parquets, write_tars

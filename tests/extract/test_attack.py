@@ -16,7 +16,8 @@ from diffusion.saved import save_model
 from extract.attacks import unconditional_attack
 from extract.guard import CopyGuard
 from extract.membership import loss_attack
-from train.loop import TrainConfig, train_model
+from train.config import TrainConfig
+from train.loop import train_model
 
 
 def _image_set(images: np.ndarray) -> ImageSet:

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 
 import train.checkpoint as checkpoint
-from dedup.io.readers import expand_urls
+from dedup.io.discover import expand_urls
 from diffusion.images import load_image_set
 from diffusion.models import ModelConfig, build_model
+from train.config import TrainConfig
 from train.data import EpochSampler
-from train.loop import TrainConfig, train_model
+from train.loop import train_model
 from train.stream import StreamData, StreamOptions
 
 

@@ -16,8 +16,9 @@ from diffusion.saved import load_model
 from tests.conftest import TINY_TWEMOJI
 from tests.train.tiny_sd import build_tiny_sd
 from train.checkpoint import latest_checkpoint, save_checkpoint
+from train.config import TrainConfig
 from train.data import EpochSampler
-from train.loop import TrainConfig, TrainingDiverged, train_model
+from train.loop import TrainingDiverged, train_model
 from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, wen_keep_mask
 
 VOCAB = ["apple", "banana", "cherry", "delta"]
