@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> None:
         corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
         executor = build(ExecutorConfig, values["executor"], "executor")
     with disk_full_is_one_line("dedup"):
-        result = run_dedup(corpus, params, out_dir=values["output"], cache=Cache(cache_dir), workers=executor.workers)
+        result = run_dedup(corpus, params, out_dir=values["output"], cache=Cache(cache_dir), executor=executor)
     print(console_summary(result.stats, result.out_dir))
 
 

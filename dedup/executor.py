@@ -1,4 +1,10 @@
-"""How the map stage runs (the ``executor`` config group)."""
+"""How the per-part stages (map and apply) run: the ``executor`` config group.
+
+``local``: a process pool over the corpus's parts on this machine. ``ray``: one Ray task per part, on a
+local Ray instance or a cluster (``executor.address=auto``). The global steps between the two stages run
+in the calling process either way. The result does not depend on the executor or the number of workers:
+each part's output is a function of the part alone, and results are gathered in part order.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +22,36 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ExecutorConfig:
-    """kind: local — a process pool over the corpus's parts (shards) on this machine. workers: processes
-    (0: every core this process may use). The result does not depend on either."""
+    """kind: local (a process pool on this machine) | ray (Ray tasks; ``pip install -e .[ray]``).
+    workers: local — processes; ray — CPUs of the Ray instance started here (0: every core this process
+    may use); ignored when joining a cluster. address: ray — "" starts a local Ray instance, "auto" joins
+    the cluster this machine belongs to, "ray://head:10001" a remote one; every node must see the cache
+    folder and the output (a shared filesystem or object storage) and have memguard installed.
+    max_retries: ray — times a task is rerun after its worker died (a killed worker, a lost node)."""
 
     kind: str = "local"
     workers: int = 0
+    address: str = ""
+    max_retries: int = 3
 
     def __post_init__(self) -> None:
-        one_of("executor.kind", self.kind, ("local",))
+        one_of("executor.kind", self.kind, ("local", "ray"))
         in_range("executor.workers", self.workers, 0)
+        in_range("executor.max_retries", self.max_retries, 0)
+        if self.address and self.kind != "ray":
+            raise ValueError(f"executor.address={self.address!r} needs executor.kind=ray")
 
 
-def run_parts(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], workers: int) -> list[T]:
-    """``function(*job)`` for every job, in a process pool when ``workers`` > 1, results in job order.
+def run_parts(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], executor: ExecutorConfig) -> list[T]:
+    """``function(*job)`` for every job, results in job order. ``function`` must be importable by name
+    (a module-level function): workers import it rather than receive its code."""
+    if executor.kind == "ray":
+        return _run_on_ray(function, jobs, executor)
+    return _run_in_pool(function, jobs, executor.workers)
+
+
+def _run_in_pool(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], workers: int) -> list[T]:
+    """In a process pool when more than one worker is useful.
 
     Not fork: the caller may already run OpenMP threads (faiss, torch, numba), and a forked child of such a
     process can deadlock (GNU OpenMP refuses outright). A fork server that imported the dedup stages once
@@ -41,6 +64,38 @@ def run_parts(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], worke
     context.set_forkserver_preload(["dedup.shardmap", "dedup.outputs.shards"])
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         return list(pool.map(function, *zip(*jobs, strict=True)))
+
+
+def _run_on_ray(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], executor: ExecutorConfig) -> list[T]:
+    """One Ray task per job, one CPU each. A task whose worker process died is rerun by Ray (up to
+    ``max_retries``); an exception raised by ``function`` is not retried — it is a bug or bad data, and
+    rerunning would not change it. Each part writes its outputs atomically, so a rerun task finds either
+    nothing or a complete entry."""
+    ray = _ray_session(executor)
+    task = ray.remote(num_cpus=1, max_retries=executor.max_retries, retry_exceptions=False)(_in_ray_worker)
+    return list(ray.get([task.remote(function, *job) for job in jobs]))
+
+
+def _in_ray_worker(function: Callable[..., T], *job: Any) -> T:
+    _one_thread()
+    return function(*job)
+
+
+def _ray_session(executor: ExecutorConfig) -> Any:
+    """The Ray module, connected: to the cluster at ``address``, else to a Ray instance of ``workers``
+    CPUs started in this process (kept for the next stage; Ray stops it at exit)."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ValueError("executor=ray needs Ray: pip install -e '.[ray]'") from err
+    if not ray.is_initialized():
+        # Without it, Ray >= 2.50 writes an authentication token under the home folder.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        if executor.address:
+            ray.init(address=executor.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=executor.workers or default_workers(), include_dashboard=False, log_to_driver=False)
+    return ray
 
 
 def _one_thread() -> None:

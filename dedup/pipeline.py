@@ -26,6 +26,7 @@ from common.timing import StepTimer
 from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
 from dedup.decide.evaluate import evaluate
 from dedup.decide.semdedup import SemDedupParams, semdedup
+from dedup.executor import ExecutorConfig
 from dedup.io.corpus import Corpus
 from dedup.outputs.apply import write_outputs
 from dedup.outputs.decision import Decision
@@ -131,14 +132,16 @@ def _cached_arrays(
 
 
 def run_dedup(
-    corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache: Cache, workers: int = 0
+    corpus: Corpus, params: DedupParams, *, out_dir: str | Path, cache: Cache, executor: ExecutorConfig | None = None
 ) -> DedupResult:
     """Find the near-duplicates of ``corpus`` and write the cleaned corpus under ``out_dir``: one manifest
     row per input unit, clusters, shards (unless ``params.write_shards`` is false), stats and a contact
     sheet. Steps before the thresholds are cached in ``cache``, so a threshold sweep reruns only the
     clustering and the outputs. ``out_dir`` may be an object-storage URL (``s3://bucket/clean``): the
     outputs are then staged locally and committed there (``common.storage.committed_remote_run``).
-    ``workers``: processes of the map stage (0: all cores); the result does not depend on it."""
+    ``executor``: how the per-part map and apply stages run (default: a process pool over all cores);
+    the result does not depend on it."""
+    executor = executor or ExecutorConfig()
     out = str(out_dir).rstrip("/") if storage.is_remote(out_dir) else str(Path(out_dir))
     timer = StepTimer()
     corpus = replace(corpus, captions=replace(corpus.captions, required=params.caption_enabled))
@@ -148,7 +151,7 @@ def run_dedup(
             corpus,
             MapParams(corpus.limits, corpus.captions, params.minhash, params.embedder),
             cache=cache,
-            workers=workers,
+            executor=executor,
         )
         record.update(cached=mapped.computed == 0, parts=mapped.parts, parts_computed=mapped.computed)
     k_map = mapped.key
@@ -237,7 +240,7 @@ def run_dedup(
                 shard_size=params.shard_size if params.write_shards else 0,
                 sheet_clusters=params.sheet_clusters,
                 layout=mapped.layout,
-                workers=workers,
+                executor=executor,
             )
         if corpus.ground_truth is not None and corpus.ground_truth.exists():
             finite_idx = np.flatnonzero(decision.finite)

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from common import storage
 from common.atomic import write_table
 from common.cache import Cache, entry_key, fingerprint
-from dedup.executor import run_parts
+from dedup.executor import ExecutorConfig, run_parts
 from dedup.io.corpus import Corpus, file_identity
 from dedup.io.discover import find_shards
 from dedup.io.metadata import CaptionSource
@@ -151,15 +151,24 @@ def _map_into_cache(kind: str, part: str, params: MapParams, cache_root: str, ke
     return bool(cache.misses)
 
 
-def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, workers: int = 0) -> Mapped:
-    """Map every part of ``corpus`` (cached per part; ``workers`` processes, 0 = all cores) and join."""
+def _part_jobs(
+    corpus: Corpus, params: MapParams, cache: Cache
+) -> tuple[list[str], list[tuple[str, str, MapParams, str, str]]]:
+    """The corpus's parts, and for each the arguments of ``_map_into_cache`` (its cache key last)."""
     kind = "folder" if corpus.kind == "folder" else "shards"
     parts = [corpus.location] if kind == "folder" else find_shards(corpus.location)[0]
     if not parts:
         raise FileNotFoundError(f"no shards match {storage.redact(corpus.location)!r}")
     keys = [entry_key("map", _part_identity(kind, p, corpus), asdict(params)) for p in parts]
-    jobs = [(kind, p, params, str(cache.root), k) for p, k in zip(parts, keys, strict=True)]
-    computed = sum(run_parts(_map_into_cache, jobs, workers))
+    return parts, [(kind, p, params, str(cache.root), k) for p, k in zip(parts, keys, strict=True)]
+
+
+def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: ExecutorConfig) -> Mapped:
+    """Map every part of ``corpus`` (cached per part; in parallel as ``executor`` says) and join."""
+    kind = "folder" if corpus.kind == "folder" else "shards"
+    parts, jobs = _part_jobs(corpus, params, cache)
+    keys = [job[-1] for job in jobs]
+    computed = sum(run_parts(_map_into_cache, jobs, executor))
     (cache.misses if computed else cache.hits).append("map")
     mapped = _join([cache.path("map", k) for k in keys], fingerprint("joined", keys), len(parts), computed)
     return replace(mapped, layout=Layout(kind, parts, mapped.layout.rows))

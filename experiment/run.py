@@ -135,7 +135,7 @@ def run_experiment(
             replace(spec.dedup, policy="remove"),
             out_dir=out / "dedup",
             cache=cache,
-            workers=spec.executor.workers,
+            executor=spec.executor,
         )
         rec["cached"] = not cache.misses
     shards = {"raw": corpus.location, "dedup": cleaned.shards, "mitigated": cleaned.shards}
@@ -143,7 +143,7 @@ def run_experiment(
         with timer.step("dedup_reweight"):
             reweighted = replace(spec.dedup, policy="reweight")
             shards["reweight"] = run_dedup(
-                corpus, reweighted, out_dir=out / "dedup_reweight", cache=cache, workers=spec.executor.workers
+                corpus, reweighted, out_dir=out / "dedup_reweight", cache=cache, executor=spec.executor
             ).shards
     reference = reference_set(cleaned, spec.model.resolution, corpus.items())
     heldout = _heldout(corpus, spec.model.resolution, cache.root)

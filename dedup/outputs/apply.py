@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from common.atomic import write_table
+from dedup.executor import ExecutorConfig
 from dedup.io.corpus import Corpus
 from dedup.outputs.clusters import build_clusters, ranked_clusters
 from dedup.outputs.contact_sheet import contact_sheet
@@ -35,7 +36,7 @@ def write_outputs(
     shard_size: int,
     sheet_clusters: int,
     layout: Layout,
-    workers: int = 0,
+    executor: ExecutorConfig,
 ) -> dict[str, object]:
     """Write manifest.parquet, clusters.parquet, shards/ (unless ``shard_size`` is 0) and
     contact_sheet.png under ``out_dir``; ``valid_rows`` maps each valid sample to its unit row."""
@@ -63,7 +64,7 @@ def write_outputs(
         out_dir=out_dir,
         shard_size=shard_size,
         thumbnails_of={int(i) for m in sheet for i in m},
-        workers=workers,
+        executor=executor,
     )
     # Each row: the keeper first (framed green), then the removed members (red).
     contact_sheet(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dedup.executor import run_parts
+from dedup.executor import ExecutorConfig, run_parts
 from dedup.io.metadata import CaptionSource
 from dedup.io.sample import Sample
 from dedup.io.validate import Limits, decode_image
@@ -74,7 +74,7 @@ def write_kept_shards(
     out_dir: Path,
     shard_size: int,
     thumbnails_of: set[int],
-    workers: int = 0,
+    executor: ExecutorConfig,
 ) -> tuple[int, dict[int, np.ndarray]]:
     """Write the samples where ``kept`` (per valid sample) into ``out_dir/shards`` (none when
     ``shard_size`` is 0: at most ``shard_size`` samples per output shard), with ``weights`` as their
@@ -113,7 +113,7 @@ def write_kept_shards(
             )
         )
     shards, thumbs = 0, {}
-    for written, found in run_parts(_apply_part, jobs, workers):
+    for written, found in run_parts(_apply_part, jobs, executor):
         shards += written
         thumbs.update(found)
     return shards, thumbs

@@ -16,6 +16,7 @@ import webdataset as wds
 from common.cache import Cache
 from dedup.builtin.twemoji import TwemojiConfig
 from dedup.decide.cluster import ClusterRule
+from dedup.executor import ExecutorConfig
 from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.io.readers import read_shards
 from dedup.io.sample import Reason, Sample
@@ -111,7 +112,9 @@ def test_non_finite_embedding_is_a_rejection(tiny, tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(PixelEmbedder, "embed", faulty)
     params = DedupParams(write_shards=False)  # one worker: the patched embedder runs in this process
-    result = run_dedup(corpus, params, out_dir=tmp_path, cache=Cache(tmp_path / "cache"), workers=1)
+    result = run_dedup(
+        corpus, params, out_dir=tmp_path, cache=Cache(tmp_path / "cache"), executor=ExecutorConfig(workers=1)
+    )
     rows = pq.read_table(result.manifest).to_pylist()
     nan_rows = [r for r in rows if r["reason"] == str(Reason.NON_FINITE_EMBEDDING)]
     assert len(nan_rows) >= 1 and len(rows) == result.stats["input_units"]

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.cache import Cache
+from dedup.executor import ExecutorConfig
 from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.io.readers import read_folder
 from dedup.io.sample import Reason, Rejection
@@ -225,7 +226,11 @@ def test_interrupted_write_keeps_the_previous_result(
     monkeypatch.setattr(ShardWriter, "write", dying_write)
     with pytest.raises(KeyboardInterrupt if failure == "sigint" else OSError):  # one worker: the fault is in-process
         run_dedup(
-            corpus, DedupParams(policy="remove", shard_size=7), out_dir=out, cache=Cache(tmp_path / "c"), workers=1
+            corpus,
+            DedupParams(policy="remove", shard_size=7),
+            out_dir=out,
+            cache=Cache(tmp_path / "c"),
+            executor=ExecutorConfig(workers=1),
         )
     assert _listing(out) == listing  # the previous result, untouched: no staging folder, no temp file
     assert {name: (out / name).read_bytes() for name in before} == before

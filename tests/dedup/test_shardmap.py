@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.cache import COMPLETE, Cache
+from dedup.executor import ExecutorConfig
 from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.pipeline import DedupParams, run_dedup
 from tests.conftest import TINY_TWEMOJI, add_member, encode, random_rgb
@@ -30,8 +31,20 @@ def _manifest(path: Path) -> list[dict[str, object]]:
 
 def test_workers_do_not_change_the_result(cache_dir: Path, tmp_path: Path) -> None:
     corpus = open_corpus(CorpusSpec(twemoji=TINY_TWEMOJI), cache_dir)
-    one = run_dedup(corpus, DedupParams(shard_size=40), out_dir=tmp_path / "1", cache=Cache(tmp_path / "c1"), workers=1)
-    two = run_dedup(corpus, DedupParams(shard_size=40), out_dir=tmp_path / "2", cache=Cache(tmp_path / "c2"), workers=2)
+    one = run_dedup(
+        corpus,
+        DedupParams(shard_size=40),
+        out_dir=tmp_path / "1",
+        cache=Cache(tmp_path / "c1"),
+        executor=ExecutorConfig(workers=1),
+    )
+    two = run_dedup(
+        corpus,
+        DedupParams(shard_size=40),
+        out_dir=tmp_path / "2",
+        cache=Cache(tmp_path / "c2"),
+        executor=ExecutorConfig(workers=2),
+    )
     assert _manifest(tmp_path / "1") == _manifest(tmp_path / "2")
     assert one.stats["steps"]["map"]["parts"] == two.stats["steps"]["map"]["parts"] >= 3
     shards = sorted((tmp_path / "1" / "shards").glob("*.tar"))
