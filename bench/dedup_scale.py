@@ -2,7 +2,9 @@
 img2dataset-like corpus with known duplicates, for 1 and 2 map workers; and the limit — reading and
 decoding every image on all cores, nothing else.
 
-    python bench/dedup_scale.py [--samples 100000] [--workers 1 2] [--out bench/dedup_scale.json]
+    python bench/dedup_scale.py [--samples 100000] [--settings local:2 local:1 ray:2] [--out bench/dedup_scale.json]
+
+A setting is ``executor:workers`` (``ray:2``: a local Ray instance of 2 CPUs; needs ``.[ray]``).
 
 The corpus: 64-px JPEGs (smooth random pictures, each with its own random caption), 10,000 per shard;
 3% of the originals get 1–10 copies, each a JPEG re-encode at another quality with its caption's case
@@ -153,9 +155,11 @@ runpy.run_module("dedup", run_name="__main__")
 """
 
 
-def run_dedup_cli(folder: Path, workers: int) -> dict[str, object]:
+def run_dedup_cli(folder: Path, setting: str) -> dict[str, object]:
+    executor, workers = setting.split(":")
     with tempfile.TemporaryDirectory() as tmp:
-        args = [f"corpus.path={folder}", f"output={tmp}/out", f"cache_dir={tmp}/cache", f"executor.workers={workers}"]
+        args = [f"corpus.path={folder}", f"output={tmp}/out", f"cache_dir={tmp}/cache", f"executor={executor}",
+                f"executor.workers={workers}"]  # fmt: skip
         start = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-c", WRAPPER, "corpus=shards", *args],
@@ -163,7 +167,7 @@ def run_dedup_cli(folder: Path, workers: int) -> dict[str, object]:
             capture_output=True,
             text=True,
             check=False,
-            env={**os.environ, "WDS_SECURE": "1"},
+            env={**os.environ, "WDS_SECURE": "1", "RAY_AUTH_MODE": "disabled"},
         )
         wall = time.perf_counter() - start
         if proc.returncode:
@@ -173,12 +177,14 @@ def run_dedup_cli(folder: Path, workers: int) -> dict[str, object]:
         quality = score(Path(tmp) / "out" / "manifest.parquet", json.loads((folder / "truth.json").read_text()))
     steps = {k: round(float(v["seconds"]), 2) for k, v in stats["steps"].items()}
     return {
-        "workers": workers,
+        "executor": executor,
+        "workers": int(workers),
         "wall_s": round(wall, 1),
         "samples_per_s": round(stats["input_units"] / wall),
         "peak_rss_mb": round(int(rss[0]) / 1024),
         "largest_worker_rss_mb": round(int(rss[1]) / 1024),
         "steps_s": steps,
+        "steps_peak_rss_mb": {k: v.get("peak_rss_mb") for k, v in stats["steps"].items()},
         **quality,
     }
 
@@ -186,7 +192,7 @@ def run_dedup_cli(folder: Path, workers: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=100_000)
-    parser.add_argument("--workers", type=int, nargs="*", default=[2, 1])
+    parser.add_argument("--settings", nargs="*", default=["local:2", "local:1", "ray:2"])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "memguard-dedup-scale")
     parser.add_argument("--out", type=Path, default=Path("bench/dedup_scale.json"))
     args = parser.parse_args()
@@ -201,8 +207,8 @@ def main() -> None:
     }
     print(json.dumps(report), flush=True)
     runs = []
-    for workers in args.workers:
-        runs.append(run_dedup_cli(folder, workers))
+    for setting in args.settings:
+        runs.append(run_dedup_cli(folder, setting))
         print(json.dumps(runs[-1]), flush=True)
     report["runs"] = runs
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,8 +1,10 @@
 """Nearest neighbours of image embeddings with faiss → candidate duplicate pairs with cosine similarity.
 
 Exact (``IndexFlatIP``) for small corpora, IVF or HNSW above ``exact_below`` vectors; on the GPU when
-faiss sees one. Embeddings must be finite: faiss silently ignores NaN rows on add, so callers reject
-them first (``finite_rows``).
+faiss sees one. The approximate kinds search in a PCA projection (``reduce_dim``; faiss's ``PCAMatrix``)
+and only propose candidates: every returned similarity is the exact cosine of the full vectors. IVF's
+k-means is trained on a random sample (``train_per_list`` vectors per list). Embeddings must be finite:
+faiss silently ignores NaN rows on add, so callers reject them first (``finite_rows``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 @dataclass(frozen=True)
 class IndexParams:
     """kind: auto | flat | ivf | hnsw. ``k`` neighbours per vector; pairs below ``min_sim`` are dropped
-    (the floor: cluster thresholds at or above it reuse the cached search)."""
+    (the floor: cluster thresholds at or above it reuse the cached search). ivf / hnsw: candidates are
+    searched in a PCA projection to ``reduce_dim`` dimensions (0: the full vectors) and rescored exactly;
+    ivf's k-means trains on ``train_per_list`` × nlist sampled vectors (seeded)."""
 
     kind: str = "auto"
     k: int = 16
@@ -31,12 +35,16 @@ class IndexParams:
     hnsw_m: int = 32
     ef_search: int = 128
     use_gpu: bool = True
+    reduce_dim: int = 64
+    train_per_list: int = 64
 
     def __post_init__(self) -> None:
         one_of("dedup.image.index.kind", self.kind, INDEX_KINDS)
         in_range("dedup.image.index.k", self.k, 1)
         in_range("dedup.image.index.min_sim", self.min_sim, -1.0, 1.0)
         in_range("dedup.image.index.exact_below", self.exact_below, 0)
+        in_range("dedup.image.index.reduce_dim", self.reduce_dim, 0)
+        in_range("dedup.image.index.train_per_list", self.train_per_list, 39)  # faiss warns below 39
         if self.nlist is not None:
             in_range("dedup.image.index.nlist", self.nlist, 1)
         for name in ("nprobe", "hnsw_m", "ef_search"):
@@ -47,19 +55,23 @@ def finite_rows(embeddings: np.ndarray) -> np.ndarray:
     return np.isfinite(embeddings).all(axis=1)
 
 
+def index_kind(n: int, params: IndexParams) -> str:
+    if params.kind == "auto":
+        return "flat" if n < params.exact_below else "ivf"
+    return params.kind
+
+
 def build_index(embeddings: np.ndarray, params: IndexParams) -> faiss.Index:
-    """An inner-product index over unit vectors (inner product = cosine)."""
+    """An inner-product index over unit vectors (inner product = cosine), of the full vectors."""
     n, dim = embeddings.shape
-    kind = params.kind
-    if kind == "auto":
-        kind = "flat" if n < params.exact_below else "ivf"
+    kind = index_kind(n, params)
     if kind == "flat":
         index: faiss.Index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
         nlist = params.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
         quantizer = faiss.IndexFlatIP(dim)
         ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.train(embeddings)
+        ivf.train(_sample(embeddings, params.train_per_list * nlist))
         ivf.nprobe = min(params.nprobe, nlist)
         index = ivf
     elif kind == "hnsw":
@@ -74,17 +86,56 @@ def build_index(embeddings: np.ndarray, params: IndexParams) -> faiss.Index:
     return index
 
 
+def _sample(x: np.ndarray, size: int) -> np.ndarray:
+    if size >= len(x):
+        return x
+    return x[np.sort(np.random.default_rng(0).choice(len(x), size, replace=False))]
+
+
+def _project(x: np.ndarray, queries: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets in the PCA projection of ``x`` to ``dim`` dimensions, rows renormalised (cosine again)."""
+    pca = faiss.PCAMatrix(x.shape[1], dim)
+    pca.train(_sample(x, max(50_000, 4 * dim)))
+    out = []
+    for a in (x, queries):
+        y = pca.apply(a)
+        y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+        out.append(np.ascontiguousarray(y, dtype=np.float32))
+    return out[0], out[1]
+
+
+def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: int = 1024) -> np.ndarray:
+    """``queries[i] · x[idx[i, j]]`` (NaN-free; -inf where idx is -1), a block of queries at a time."""
+    sims = np.full(idx.shape, -np.inf, np.float32)
+    for start in range(0, len(idx), block):
+        rows = idx[start : start + block]
+        found = rows >= 0
+        vectors = x[np.where(found, rows, 0)]
+        dots = np.einsum("bd,bkd->bk", queries[start : start + block], vectors)
+        sims[start : start + block] = np.where(found, dots, -np.inf)
+    return sims
+
+
 def knn(
     embeddings: np.ndarray, params: IndexParams, queries: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, indices), each (Nq, k); -1 where fewer than k neighbours exist."""
+    """(similarities, indices), each (Nq, k), most similar first; -1 where fewer than k neighbours exist.
+    Similarities are exact cosines whatever the index kind."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     if not finite_rows(embeddings).all():
         raise ValueError("embeddings contain NaN/Inf rows: reject them before indexing")
-    index = build_index(embeddings, params)
     q = embeddings if queries is None else np.ascontiguousarray(queries, dtype=np.float32)
     k = min(params.k + (1 if queries is None else 0), len(embeddings))
-    return index.search(q, k)
+    reduce = index_kind(len(embeddings), params) != "flat" and 0 < params.reduce_dim < embeddings.shape[1]
+    if not reduce:
+        return build_index(embeddings, params).search(q, k)
+    # Why by hand: faiss's IndexRefineFlat would rescore too, but it keeps a second full copy of every
+    # vector (the corpus's largest array) inside the index.
+    projected, projected_q = _project(embeddings, q, params.reduce_dim)
+    _, idx = build_index(projected, params).search(projected_q, k)
+    sims = exact_cosines(embeddings, q, idx)
+    order = np.argsort(-sims, axis=1, kind="stable")
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
 
 
 def neighbor_pairs(embeddings: np.ndarray, params: IndexParams) -> tuple[np.ndarray, np.ndarray]:

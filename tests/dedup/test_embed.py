@@ -88,3 +88,21 @@ def test_faiss_refuses_nan_and_index_kinds_agree() -> None:
         assert recall > 0.9, kind
     pairs, sims = neighbor_pairs(x, IndexParams(kind="flat", k=5, min_sim=0.9))
     assert (pairs[:, 0] < pairs[:, 1]).all() and (sims >= 0.9).all()
+
+
+def test_reduced_search_returns_exact_cosines() -> None:
+    """IVF in a PCA projection proposes candidates; the similarities returned are the full vectors' cosines,
+    and the near-duplicate pairs above the floor are the exact search's."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(3000, 128)) * np.linspace(2, 0.2, 128)  # most variance in few directions
+    copies = base[rng.integers(0, 3000, 1000)] + 0.1 * rng.normal(size=(1000, 128))
+    x = np.concatenate([base, copies]).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sims, idx = knn(x, IndexParams(kind="ivf", k=8, reduce_dim=32))
+    assert np.allclose(sims, np.einsum("id,ikd->ik", x, x[idx]), atol=1e-5)
+    assert (np.diff(sims, axis=1) <= 0).all()  # most similar first
+    exact_pairs, _ = neighbor_pairs(x, IndexParams(kind="flat", k=8, min_sim=0.9))
+    pairs, pair_sims = neighbor_pairs(x, IndexParams(kind="ivf", k=8, reduce_dim=32, min_sim=0.9))
+    assert np.allclose(pair_sims, np.einsum("id,id->i", x[pairs[:, 0]], x[pairs[:, 1]]), atol=1e-5)
+    found = {tuple(p) for p in pairs.tolist()}
+    assert len(exact_pairs) >= 1000 and np.mean([tuple(p) in found for p in exact_pairs.tolist()]) >= 0.98
