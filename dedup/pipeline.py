@@ -190,7 +190,7 @@ def run_dedup(
 
     with timer.step("cluster"):
         finite = finite_rows(embeddings) if n else np.zeros(0, bool)
-        safe_emb = np.where(finite[:, None], embeddings, 0.0).astype(np.float32) if n else embeddings
+        safe_emb = embeddings if finite.all() else np.where(finite[:, None], embeddings, 0.0).astype(np.float32)
         hashes = valid.column("pixel_hash").to_numpy(zero_copy_only=False)
         _, exact_groups = np.unique(hashes.astype(str), return_inverse=True) if n else (None, np.zeros(0))
         exact_groups = np.where(finite, exact_groups, -1 - np.arange(n))  # non-finite rows never pair

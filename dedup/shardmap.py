@@ -177,10 +177,6 @@ def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: Exe
 def _join(folders: list[Path], key: str, parts: int, computed: int) -> Mapped:
     tables = [pq.read_table(f / "units.parquet") for f in folders]
     units = pa.concat_tables(tables) if tables else UNIT_SCHEMA.empty_table()
-    arrays = {
-        name: [np.load(f / f"{name}.npy", allow_pickle=False) for f in folders]
-        for name in ("signatures", "usable", "embeddings")
-    }
     valid = pc.equal(units.column("status"), "valid").to_numpy(zero_copy_only=False)
     status = units.column("status").to_numpy(zero_copy_only=False).astype(object)
     reason = units.column("reason").to_numpy(zero_copy_only=False).astype(object)
@@ -211,18 +207,34 @@ def _join(folders: list[Path], key: str, parts: int, computed: int) -> Mapped:
     table = pa.table({"unit": np.arange(len(keys)), **columns, "sample_index": sample_index})
     table = table.select(["unit", *[c for c in UNIT_COLUMNS if c != "read_as_sample"], "sample_index"])
 
-    def joined(name: str) -> np.ndarray:
-        # A part without valid samples has (0, 1) embeddings whatever the embedder's width: skip empties.
-        found = [a for a in arrays[name] if len(a)] or arrays[name][:1]
-        return np.concatenate(found)[keep_rows]
-
+    valid_per_part = np.bincount(part_of[valid], minlength=len(folders))
     return Mapped(
         units=table,
-        signatures=joined("signatures"),
-        usable=joined("usable"),
-        embeddings=joined("embeddings"),
+        signatures=_joined(folders, "signatures", valid_per_part, keep_rows),
+        usable=_joined(folders, "usable", valid_per_part, keep_rows),
+        embeddings=_joined(folders, "embeddings", valid_per_part, keep_rows),
         key=key,
         parts=parts,
         computed=computed,
         layout=Layout("", [], [t.num_rows for t in tables]),
     )
+
+
+def _joined(folders: list[Path], name: str, rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The parts' ``name`` arrays (``rows[i]`` valid samples in part i), the rows where ``keep``, in one
+    array filled part by part: one part in memory besides the result (the largest arrays of the run)."""
+    first = next((f for f, r in zip(folders, rows, strict=True) if r), folders[0] if folders else None)
+    if first is None:
+        return np.zeros((0,), bool)
+    probe = np.load(first / f"{name}.npy", mmap_mode="r")  # dtype and width without reading the data
+    out = np.empty((int(keep.sum()), *probe.shape[1:]), probe.dtype)
+    start = filled = 0
+    for folder, count in zip(folders, rows, strict=True):
+        if not count:  # no valid samples: (0, 1) embeddings whatever the embedder's width
+            continue
+        part_keep = keep[start : start + count]
+        part = np.load(folder / f"{name}.npy", allow_pickle=False)
+        out[filled : filled + int(part_keep.sum())] = part[part_keep]
+        start += count
+        filled += int(part_keep.sum())
+    return out

@@ -34,6 +34,9 @@ def compute_signatures(captions: list[str], params: MinHashParams) -> tuple[np.n
 
 def compute_neighbor_pairs(embeddings: np.ndarray, params: IndexParams) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour pairs among finite embeddings (indices refer to the full embedding array)."""
-    finite = np.flatnonzero(finite_rows(embeddings))
+    mask = finite_rows(embeddings)
+    if mask.all():  # the usual case: no copy of the corpus's largest array
+        return neighbor_pairs(embeddings, params)
+    finite = np.flatnonzero(mask)
     pairs, sims = neighbor_pairs(embeddings[finite], params)
     return finite[pairs] if len(pairs) else pairs, sims

@@ -12,6 +12,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from common.config import in_range
+from dedup.signals.pairs import pair_cosines
 
 SIGNALS = ("exact_pixels", "image", "caption+image", "caption_semantic+image")  # in order of strength
 
@@ -69,7 +70,7 @@ class Clusters:
 def _pair_cosines(vectors: np.ndarray | None, pairs: np.ndarray) -> np.ndarray:
     if vectors is None:
         return np.full(len(pairs), np.nan, np.float32)
-    return np.einsum("ij,ij->i", vectors[pairs[:, 0]], vectors[pairs[:, 1]]).astype(np.float32)
+    return pair_cosines(vectors, pairs[:, 0], pairs[:, 1])
 
 
 def merge_candidates(

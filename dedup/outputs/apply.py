@@ -18,6 +18,7 @@ from dedup.outputs.manifest import build_manifest, sample_status
 from dedup.outputs.shards import write_kept_shards
 from dedup.outputs.stats import build_stats
 from dedup.shardmap import Layout
+from dedup.signals.pairs import pair_agreement, pair_cosines
 
 SHEET_MEMBERS = 12  # thumbnails per contact-sheet row
 
@@ -42,8 +43,9 @@ def write_outputs(
     contact_sheet.png under ``out_dir``; ``valid_rows`` maps each valid sample to its unit row."""
     n = len(valid_rows)
     keeper = decision.keeper
-    image_sim = np.einsum("ij,ij->i", embeddings, embeddings[keeper]) if n else np.zeros(0)
-    jaccard = (signatures == signatures[keeper]).mean(axis=1) if n else np.zeros(0)
+    everyone = np.arange(n)
+    image_sim = pair_cosines(embeddings, everyone, keeper)
+    jaccard = pair_agreement(signatures, everyone, keeper).astype(np.float64)
     jaccard = np.where(usable & usable[keeper], jaccard, np.nan)
     manifest = build_manifest(
         units, valid_rows, decision, caption_jaccard=jaccard, image_sim=image_sim.astype(np.float64), policy=policy

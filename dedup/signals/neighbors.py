@@ -51,8 +51,12 @@ class IndexParams:
             in_range(f"dedup.image.index.{name}", getattr(self, name), 1)
 
 
-def finite_rows(embeddings: np.ndarray) -> np.ndarray:
-    return np.isfinite(embeddings).all(axis=1)
+def finite_rows(embeddings: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """Rows without NaN/Inf, a block at a time (a whole-array mask would be as large as a float32 copy)."""
+    out = np.empty(len(embeddings), bool)
+    for start in range(0, len(embeddings), block):
+        out[start : start + block] = np.isfinite(embeddings[start : start + block]).all(axis=1)
+    return out
 
 
 def index_kind(n: int, params: IndexParams) -> str:
