@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 # are then never hit again (``prune --stale`` removes them).
 VERSIONS: dict[str, int] = {
     "corpus": 2,
-    "map": 1,  # one part (shard or folder): units, signatures, embeddings (dedup/shardmap.py)
+    "map": 2,  # 2: every tar sample's byte offset; one part (shard or folder): units, signatures, embeddings (dedup/shardmap.py)
+    "joined": 1,  # the parts' map outputs joined: units table, signatures and embeddings to memory-map
     "caption_pairs": 2,
     "image_neighbors": 2,
     "caption_embeddings": 2,

@@ -21,6 +21,7 @@ from common import storage
 from common.atomic import committed_run, write_json
 from common.cache import Cache, entry_key
 from common.config import ConfigError, in_range, one_of
+from common.mapped import release
 from common.storage import committed_remote_run
 from common.timing import StepTimer
 from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
@@ -221,6 +222,7 @@ def run_dedup(
             decision = Decision(
                 labels=found.labels, keeper=found.keeper, size=found.size, signal=found.signal, finite=finite
             )
+        release(embeddings, signatures)  # pages the scorer touched (memory-mapped: common/mapped.py)
 
     # The outputs are staged and committed as a whole: an interrupted or failed run never leaves a mix of
     # two results, or a result that looks complete and is not.

@@ -16,7 +16,7 @@ sequential reader does), and valid samples get a dense ``sample_index`` across t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 
 from common import storage
 from common.atomic import write_table
-from common.cache import Cache, entry_key, fingerprint
+from common.cache import Cache, entry_key
+from common.mapped import load_mapped, write_npy
 from dedup.executor import ExecutorConfig, run_parts
 from dedup.io.corpus import Corpus, file_identity
 from dedup.io.discover import find_shards
@@ -119,10 +120,10 @@ def map_part(kind: str, part: str, params: MapParams, folder: Path) -> None:
         try:
             rgb = decode_image(item.image, params.limits)
         except Invalid as err:
-            add(key=item.key, source=item.source, offset=-1, status="rejected", reason=str(err.reason),
+            add(key=item.key, source=item.source, offset=item.offset, status="rejected", reason=str(err.reason),
                 detail=err.detail[:500], caption=item.caption, read_as_sample=True)  # fmt: skip
             continue
-        add(key=item.key, source=item.source, offset=-1, status="valid", reason="", detail="", caption=item.caption,
+        add(key=item.key, source=item.source, offset=item.offset, status="valid", reason="", detail="", caption=item.caption,
             caption_norm=normalize_caption(item.caption), image_ext=item.image_ext, width=rgb.shape[1],
             height=rgb.shape[0], pixel_hash=pixel_hash(rgb), read_as_sample=True)  # fmt: skip
         batch.append(rgb)
@@ -164,17 +165,31 @@ def _part_jobs(
 
 
 def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: ExecutorConfig) -> Mapped:
-    """Map every part of ``corpus`` (cached per part; in parallel as ``executor`` says) and join."""
+    """Map every part of ``corpus`` (cached per part; in parallel as ``executor`` says) and join them
+    (cached too: ``joined/<key>``). The two largest arrays, signatures and embeddings, come back
+    memory-mapped from the joined entry (``common.mapped``)."""
     kind = "folder" if corpus.kind == "folder" else "shards"
     parts, jobs = _part_jobs(corpus, params, cache)
     keys = [job[-1] for job in jobs]
     computed = sum(run_parts(_map_into_cache, jobs, executor))
     (cache.misses if computed else cache.hits).append("map")
-    mapped = _join([cache.path("map", k) for k in keys], fingerprint("joined", keys), len(parts), computed)
-    return replace(mapped, layout=Layout(kind, parts, mapped.layout.rows))
+    key = entry_key("joined", keys)
+    folders = [cache.path("map", k) for k in keys]
+    joined = cache.get("joined", key, lambda out: _join(folders, out))
+    return Mapped(
+        units=pq.read_table(joined / "units.parquet"),
+        signatures=load_mapped(joined / "signatures.npy"),
+        usable=np.load(joined / "usable.npy", allow_pickle=False),
+        embeddings=load_mapped(joined / "embeddings.npy"),
+        key=key,
+        parts=len(parts),
+        computed=computed,
+        layout=Layout(kind, parts, np.load(joined / "rows.npy", allow_pickle=False).tolist()),
+    )
 
 
-def _join(folders: list[Path], key: str, parts: int, computed: int) -> Mapped:
+def _join(folders: list[Path], out: Path) -> None:
+    """One table of every unit and one array of each per-sample output, written into ``out``."""
     tables = [pq.read_table(f / "units.parquet") for f in folders]
     units = pa.concat_tables(tables) if tables else UNIT_SCHEMA.empty_table()
     valid = pc.equal(units.column("status"), "valid").to_numpy(zero_copy_only=False)
@@ -205,36 +220,31 @@ def _join(folders: list[Path], key: str, parts: int, computed: int) -> Mapped:
         for name in ("caption", "caption_norm", "image_ext", "pixel_hash", "width", "height"):
             columns[name] = pc.if_else(pa.array(cross), blank.cast(columns[name].type), columns[name])
     table = pa.table({"unit": np.arange(len(keys)), **columns, "sample_index": sample_index})
-    table = table.select(["unit", *[c for c in UNIT_COLUMNS if c != "read_as_sample"], "sample_index"])
-
-    valid_per_part = np.bincount(part_of[valid], minlength=len(folders))
-    return Mapped(
-        units=table,
-        signatures=_joined(folders, "signatures", valid_per_part, keep_rows),
-        usable=_joined(folders, "usable", valid_per_part, keep_rows),
-        embeddings=_joined(folders, "embeddings", valid_per_part, keep_rows),
-        key=key,
-        parts=parts,
-        computed=computed,
-        layout=Layout("", [], [t.num_rows for t in tables]),
+    write_table(
+        out / "units.parquet",
+        table.select(["unit", *[c for c in UNIT_COLUMNS if c != "read_as_sample"], "sample_index"]),
     )
+    np.save(out / "rows.npy", np.array([t.num_rows for t in tables], np.int64), allow_pickle=False)
+    valid_per_part = np.bincount(part_of[valid], minlength=len(folders))
+    for name in ("signatures", "usable", "embeddings"):
+        _join_array(folders, name, valid_per_part, keep_rows, out / f"{name}.npy")
 
 
-def _joined(folders: list[Path], name: str, rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """The parts' ``name`` arrays (``rows[i]`` valid samples in part i), the rows where ``keep``, in one
-    array filled part by part: one part in memory besides the result (the largest arrays of the run)."""
-    first = next((f for f, r in zip(folders, rows, strict=True) if r), folders[0] if folders else None)
-    if first is None:
-        return np.zeros((0,), bool)
-    probe = np.load(first / f"{name}.npy", mmap_mode="r")  # dtype and width without reading the data
-    out = np.empty((int(keep.sum()), *probe.shape[1:]), probe.dtype)
-    start = filled = 0
-    for folder, count in zip(folders, rows, strict=True):
-        if not count:  # no valid samples: (0, 1) embeddings whatever the embedder's width
-            continue
-        part_keep = keep[start : start + count]
-        part = np.load(folder / f"{name}.npy", allow_pickle=False)
-        out[filled : filled + int(part_keep.sum())] = part[part_keep]
+def _join_array(folders: list[Path], name: str, rows: np.ndarray, keep: np.ndarray, path: Path) -> None:
+    """The parts' ``name`` arrays (``rows[i]`` valid samples in part i), the rows where ``keep``, written
+    part by part: one part in memory at a time."""
+    with_rows = [f for f, r in zip(folders, rows, strict=True) if r] or folders[:1]
+    probe = np.load(with_rows[0] / f"{name}.npy", mmap_mode="r")  # dtype and width without reading data
+    start = 0
+    blocks = []
+    for count in rows:
+        blocks.append(keep[start : start + count])
         start += count
-        filled += int(part_keep.sum())
-    return out
+
+    def kept_rows() -> Iterator[np.ndarray]:
+        for folder, count, part_keep in zip(folders, rows, blocks, strict=True):
+            if count:  # a part without valid samples has (0, 1) embeddings whatever the embedder's width
+                yield np.load(folder / f"{name}.npy", allow_pickle=False)[part_keep]
+
+    with open(path, "wb") as fh:
+        write_npy(fh, probe.dtype, (int(keep.sum()), *probe.shape[1:]), kept_rows())

@@ -118,7 +118,7 @@ def _to_item(group: _Group, source: str, limits: Limits, captions: CaptionSource
         except Invalid as err:
             if captions.required:
                 return Rejection(group.key, source, err.reason, err.detail, group.offset)
-    return Sample(group.key, caption, group.members[image_ext], source, image_ext.lower(), meta)
+    return Sample(group.key, caption, group.members[image_ext], source, image_ext.lower(), meta, group.offset)
 
 
 class KeyRegistry:
@@ -132,7 +132,7 @@ class KeyRegistry:
             return item
         first = self._seen.get(item.key)
         if first is not None:
-            return Rejection(item.key, item.source, Reason.DUPLICATE_KEY, f"first seen in {first}")
+            return Rejection(item.key, item.source, Reason.DUPLICATE_KEY, f"first seen in {first}", item.offset)
         self._seen[item.key] = item.source
         return item
 

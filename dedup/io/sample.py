@@ -20,6 +20,7 @@ class Sample:
     image: the encoded bytes exactly as stored (never re-encoded, so kept samples stay bit-identical).
     source: the shard or folder the sample came from.
     meta: the sample's JSON sidecar (img2dataset writes url, width, ...), plus reader extras.
+    offset: byte offset of the sample's first member header in its tar (-1: not read from a tar).
     """
 
     key: str
@@ -28,6 +29,7 @@ class Sample:
     source: str
     image_ext: str = "jpg"
     meta: dict[str, Any] = field(default_factory=dict)
+    offset: int = -1
 
 
 class Reason(StrEnum):

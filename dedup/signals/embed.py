@@ -93,16 +93,21 @@ class PixelEmbedder:
         self.size = size
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        rows = []
-        for rgb in images:
-            small = Image.fromarray(rgb).resize((self.size, self.size), Image.Resampling.BOX)
-            x = np.asarray(small, dtype=np.float32).reshape(-1) / 255.0
-            centred = x - x.mean()
-            norm = float(np.linalg.norm(centred))
-            texture = centred / norm if norm > 1e-6 else np.zeros_like(centred)
-            colour = x.reshape(-1, 3).mean(axis=0) - 0.5
-            rows.append(np.concatenate([texture, colour, [BRIGHTNESS_ANCHOR]]))
-        return l2_normalise(np.stack(rows)) if rows else np.zeros((0, 3 * self.size**2 + 4), np.float32)
+        if not len(images):
+            return np.zeros((0, 3 * self.size**2 + 4), np.float32)
+        side = (self.size, self.size)
+        small = [np.asarray(Image.fromarray(rgb).resize(side, Image.Resampling.BOX)).reshape(-1) for rgb in images]
+        # The arithmetic of the batch is row by row what it was image by image (the vectors are
+        # bit-identical; the squared norm is each row's own dot product, as np.linalg.norm computes it).
+        x = np.stack(small).astype(np.float32) / 255.0
+        centred = x - x.mean(axis=1, keepdims=True)
+        norms = np.sqrt(np.array([row.dot(row) for row in centred], np.float32))
+        flat = norms <= 1e-6
+        texture = centred / np.where(flat, np.float32(1), norms)[:, None]
+        texture[flat] = 0
+        colour = x.reshape(len(x), -1, 3).mean(axis=1) - 0.5
+        anchor = np.full((len(x), 1), BRIGHTNESS_ANCHOR)
+        return l2_normalise(np.concatenate([texture.astype(np.float64), colour.astype(np.float64), anchor], axis=1))
 
 
 class PHashEmbedder:

@@ -13,6 +13,8 @@ import numpy as np
 from datasketch import MinHashLSH
 
 from common.config import in_range
+from common.mapped import release
+from dedup.signals.pairs import pair_agreement
 
 _ROW_MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -60,12 +62,19 @@ def _band_keys(block: np.ndarray) -> np.ndarray:
 
 
 def candidate_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParams) -> np.ndarray:
-    """Pairs (i, j), i < j, that share at least one band; rows with ``usable`` False never pair."""
+    """Pairs (i, j), i < j, that share at least one band, sorted; rows with ``usable`` False never pair.
+
+    Each pair is collected as one int64 code ``i * n + j`` (8 bytes, deduplicated by one 1-D sort), and
+    the codes are compacted whenever the pending ones outnumber the distinct ones twice, so memory follows
+    the distinct candidates, not their sum over the bands."""
     bands, rows = bands_rows(params, signatures.shape[1])
     index = np.flatnonzero(usable)
-    found: list[np.ndarray] = []
+    n = np.int64(len(signatures))
+    codes = np.zeros(0, np.int64)
+    pending: list[np.ndarray] = []
     for band in range(bands):
         keys = _band_keys(signatures[index, band * rows : (band + 1) * rows])
+        release(signatures)
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
         boundaries = np.flatnonzero(np.diff(sorted_keys)) + 1
@@ -73,32 +82,37 @@ def candidate_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParam
         sizes = np.diff(np.concatenate([starts, [len(keys)]]))
         # Adjacent members of every bucket (a chain): covers buckets of any size linearly.
         same_next = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
-        found.append(np.stack([order[same_next], order[same_next + 1]], axis=1))
+        found = [_codes(index[order[same_next]], index[order[same_next + 1]], n)]
         # Small buckets: all remaining pairs, so verification sees each candidate pair directly.
         for size in np.unique(sizes[(sizes > 2) & (sizes <= params.max_bucket)]):
             bucket_starts = starts[sizes == size]
             first, second = np.triu_indices(int(size), k=2)
-            members = order[bucket_starts[:, None] + np.arange(size)[None, :]]
-            found.append(np.stack([members[:, first].ravel(), members[:, second].ravel()], axis=1))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = index[np.concatenate(found)]
-    pairs = np.sort(pairs, axis=1)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+            members = index[order[bucket_starts[:, None] + np.arange(size)[None, :]]]
+            found.append(_codes(members[:, first].ravel(), members[:, second].ravel(), n))
+        pending += found
+        if sum(len(c) for c in pending) > 2 * max(len(codes), 1 << 20):
+            codes, pending = _distinct(np.concatenate([codes, *pending])), []
+    codes = _distinct(np.concatenate([codes, *pending]))
+    return np.stack([codes // n, codes % n], axis=1)
 
 
-def estimated_jaccard(signatures: np.ndarray, pairs: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-    """Share of equal MinHash values per pair (datasketch's ``MinHash.jaccard``)."""
-    out = np.empty(len(pairs), dtype=np.float32)
-    for lo in range(0, len(pairs), chunk):
-        p = pairs[lo : lo + chunk]
-        out[lo : lo + chunk] = (signatures[p[:, 0]] == signatures[p[:, 1]]).mean(axis=1)
-    return out
+def _distinct(codes: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (NumPy 2's hash-based ``np.unique`` is several times slower on these)."""
+    codes = np.sort(codes)
+    keep = np.empty(len(codes), bool)
+    keep[:1] = True
+    np.not_equal(codes[1:], codes[:-1], out=keep[1:])
+    return codes[keep]
+
+
+def _codes(a: np.ndarray, b: np.ndarray, n: np.int64) -> np.ndarray:
+    """One int64 per unordered pair (exact up to ~3·10^9 samples)."""
+    return np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)
 
 
 def caption_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParams) -> tuple[np.ndarray, np.ndarray]:
     """LSH candidates verified by estimated Jaccard ≥ threshold: (pairs [M, 2], jaccard [M])."""
     pairs = candidate_pairs(signatures, usable, params)
-    jaccard = estimated_jaccard(signatures, pairs)
+    jaccard = pair_agreement(signatures, pairs[:, 0], pairs[:, 1])
     keep = jaccard >= params.threshold
     return pairs[keep], jaccard[keep]

@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 
 from common.config import in_range, one_of
+from common.mapped import release
 
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 
@@ -56,6 +57,7 @@ def finite_rows(embeddings: np.ndarray, block: int = 65_536) -> np.ndarray:
     out = np.empty(len(embeddings), bool)
     for start in range(0, len(embeddings), block):
         out[start : start + block] = np.isfinite(embeddings[start : start + block]).all(axis=1)
+        release(embeddings)
     return out
 
 
@@ -93,19 +95,25 @@ def build_index(embeddings: np.ndarray, params: IndexParams) -> faiss.Index:
 def _sample(x: np.ndarray, size: int) -> np.ndarray:
     if size >= len(x):
         return x
-    return x[np.sort(np.random.default_rng(0).choice(len(x), size, replace=False))]
+    sample = x[np.sort(np.random.default_rng(0).choice(len(x), size, replace=False))]
+    release(x)
+    return sample
 
 
-def _project(x: np.ndarray, queries: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both sets in the PCA projection of ``x`` to ``dim`` dimensions, rows renormalised (cosine again)."""
+def _project(x: np.ndarray, queries: np.ndarray, dim: int, block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets in the PCA projection of ``x`` to ``dim`` dimensions, rows renormalised (cosine again),
+    a block of rows at a time (``x`` may be memory-mapped: its pages are given back after each block)."""
     pca = faiss.PCAMatrix(x.shape[1], dim)
-    pca.train(_sample(x, max(50_000, 4 * dim)))
+    pca.train(np.ascontiguousarray(_sample(x, max(50_000, 4 * dim)), dtype=np.float32))
     out = []
-    for a in (x, queries):
-        y = pca.apply(a)
+    for a in (x, queries) if queries is not x else (x,):
+        y = np.empty((len(a), dim), np.float32)
+        for start in range(0, len(a), block):
+            y[start : start + block] = pca.apply(np.ascontiguousarray(a[start : start + block], dtype=np.float32))
+            release(a)
         y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-        out.append(np.ascontiguousarray(y, dtype=np.float32))
-    return out[0], out[1]
+        out.append(y)
+    return out[0], out[-1]
 
 
 def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: int = 1024) -> np.ndarray:
@@ -117,6 +125,7 @@ def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: in
         vectors = x[np.where(found, rows, 0)]
         dots = np.einsum("bd,bkd->bk", queries[start : start + block], vectors)
         sims[start : start + block] = np.where(found, dots, -np.inf)
+        release(x, queries)
     return sims
 
 

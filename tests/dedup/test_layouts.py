@@ -31,6 +31,7 @@ def _manifest(spec: CorpusSpec, cache_dir: Path, out: Path, params: DedupParams 
     root = spec.path or ""
     for row in rows:  # the layouts live in different folders: compare where inside them a row came from
         row["source"] = str(row["source"]).removeprefix(root)
+        del row["offset"]  # byte offsets differ: the layouts store different members
         row.update({k: None for k, v in row.items() if isinstance(v, float) and math.isnan(v)})  # NaN != NaN
     return rows
 

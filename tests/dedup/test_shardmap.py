@@ -126,3 +126,18 @@ def test_killed_map_stage_recomputes_only_unfinished_shards(six_shards: Path, tm
     again = _cli(shards, tmp_path / "out2", cache)
     assert again.wait(timeout=300) == 0
     assert _map_stats(tmp_path / "out2")["parts_computed"] == 1
+
+
+def test_every_tar_row_has_its_byte_offset(six_shards: Path, tmp_path: Path) -> None:
+    """The manifest's offset is where the sample's first member header starts in its tar (kept, duplicate
+    and rejected rows alike), so a row leads straight to its bytes."""
+    shard = six_shards / "00000.tar"
+    corpus = open_corpus(CorpusSpec(kind="shards", path=str(shard)), tmp_path / "corpus")
+    result = run_dedup(corpus, DedupParams(write_shards=False), out_dir=tmp_path / "out", cache=Cache(tmp_path / "c"))
+    rows = pq.read_table(result.manifest).to_pylist()
+    with tarfile.open(shard) as tar:
+        first_member = {}
+        for member in tar.getmembers():
+            first_member.setdefault(member.name.split(".")[0], member.offset)
+    assert len(rows) == 250 and [r["offset"] for r in rows] == [first_member[r["key"]] for r in rows]
+    assert rows[0]["offset"] == 0
