@@ -38,7 +38,7 @@ from dedup.signals.embed import EmbedderParams
 from dedup.signals.lsh import LshParams, caption_pairs
 from dedup.signals.minhash import MinHashParams
 from dedup.signals.neighbors import IndexParams, finite_rows
-from dedup.steps import MIN_CAPTION_CHARS, compute_neighbor_pairs, long_enough
+from dedup.steps import MIN_CAPTION_CHARS, compute_neighbor_pairs, long_enough, sorted_group_ids
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ def run_dedup(
     k_map = mapped.key
     units, embeddings = mapped.units, mapped.embeddings
     valid_rows = np.flatnonzero(units.column("sample_index").to_numpy() >= 0)
-    valid = units.take(pa.array(valid_rows))
-    captions: list[str] = valid.column("caption_norm").to_pylist()
+    # Only the columns the decisions read (the units table's other columns are large at 10^6+ samples).
+    valid = units.select(["key", "caption_norm", "pixel_hash", "width", "height"]).take(pa.array(valid_rows))
     n = len(valid_rows)
 
     if params.caption_enabled:
@@ -187,13 +187,12 @@ def run_dedup(
         lambda: compute_neighbor_pairs(embeddings, params.index),
     )
 
-    caption_emb, semantic_pairs = _caption_semantics(cache, timer, k_map, captions, params)
+    caption_emb, semantic_pairs = _caption_semantics(cache, timer, k_map, valid.column("caption_norm"), params)
 
     with timer.step("cluster"):
         finite = finite_rows(embeddings) if n else np.zeros(0, bool)
         safe_emb = embeddings if finite.all() else np.where(finite[:, None], embeddings, 0.0).astype(np.float32)
-        hashes = valid.column("pixel_hash").to_numpy(zero_copy_only=False)
-        _, exact_groups = np.unique(hashes.astype(str), return_inverse=True) if n else (None, np.zeros(0))
+        exact_groups = sorted_group_ids(valid.column("pixel_hash"))
         exact_groups = np.where(finite, exact_groups, -1 - np.arange(n))  # non-finite rows never pair
         keys = valid.column("key").to_numpy(zero_copy_only=False).astype(str)
         area = valid.column("width").to_numpy().astype(np.int64) * valid.column("height").to_numpy().astype(np.int64)
@@ -261,12 +260,13 @@ def run_dedup(
 
 
 def _caption_semantics(
-    cache: Cache, timer: StepTimer, k_map: str, captions: list[str], params: DedupParams
+    cache: Cache, timer: StepTimer, k_map: str, caption_column: pa.ChunkedArray, params: DedupParams
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The optional third signal: MiniLM caption embeddings and their neighbour pairs (both cached)."""
     semantic = params.caption_semantic
     if not semantic.enabled:
         return None, None
+    captions: list[str] = caption_column.to_pylist()
     usable = long_enough(captions)
     k_emb = entry_key("caption_embeddings", k_map, semantic.weights, MIN_CAPTION_CHARS)
     (vectors,) = _cached_arrays(

@@ -14,7 +14,7 @@ from datasketch import MinHashLSH
 
 from common.config import in_range
 from common.mapped import release
-from dedup.signals.pairs import pair_agreement
+from dedup.signals.pairs import code_pairs, pair_agreement, pair_codes
 
 _ROW_MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -69,7 +69,7 @@ def candidate_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParam
     the distinct candidates, not their sum over the bands."""
     bands, rows = bands_rows(params, signatures.shape[1])
     index = np.flatnonzero(usable)
-    n = np.int64(len(signatures))
+    n = len(signatures)
     codes = np.zeros(0, np.int64)
     pending: list[np.ndarray] = []
     for band in range(bands):
@@ -82,18 +82,18 @@ def candidate_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParam
         sizes = np.diff(np.concatenate([starts, [len(keys)]]))
         # Adjacent members of every bucket (a chain): covers buckets of any size linearly.
         same_next = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
-        found = [_codes(index[order[same_next]], index[order[same_next + 1]], n)]
+        found = [pair_codes(index[order[same_next]], index[order[same_next + 1]], n)]
         # Small buckets: all remaining pairs, so verification sees each candidate pair directly.
         for size in np.unique(sizes[(sizes > 2) & (sizes <= params.max_bucket)]):
             bucket_starts = starts[sizes == size]
             first, second = np.triu_indices(int(size), k=2)
             members = index[order[bucket_starts[:, None] + np.arange(size)[None, :]]]
-            found.append(_codes(members[:, first].ravel(), members[:, second].ravel(), n))
+            found.append(pair_codes(members[:, first].ravel(), members[:, second].ravel(), n))
         pending += found
         if sum(len(c) for c in pending) > 2 * max(len(codes), 1 << 20):
             codes, pending = _distinct(np.concatenate([codes, *pending])), []
     codes = _distinct(np.concatenate([codes, *pending]))
-    return np.stack([codes // n, codes % n], axis=1)
+    return code_pairs(codes, len(signatures))
 
 
 def _distinct(codes: np.ndarray) -> np.ndarray:
@@ -103,11 +103,6 @@ def _distinct(codes: np.ndarray) -> np.ndarray:
     keep[:1] = True
     np.not_equal(codes[1:], codes[:-1], out=keep[1:])
     return codes[keep]
-
-
-def _codes(a: np.ndarray, b: np.ndarray, n: np.int64) -> np.ndarray:
-    """One int64 per unordered pair (exact up to ~3·10^9 samples)."""
-    return np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)
 
 
 def caption_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParams) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ faiss silently ignores NaN rows on add, so callers reject them first (``finite_r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import faiss
@@ -16,6 +17,7 @@ import numpy as np
 
 from common.config import in_range, one_of
 from common.mapped import release
+from dedup.signals.pairs import code_pairs, pair_codes
 
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 
@@ -129,39 +131,58 @@ def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: in
     return sims
 
 
-def knn(
+QUERY_BLOCK = 65_536  # a multiple of faiss's own query block (4,096): results do not depend on it
+
+
+def knn_blocks(
     embeddings: np.ndarray, params: IndexParams, queries: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, indices), each (Nq, k), most similar first; -1 where fewer than k neighbours exist.
-    Similarities are exact cosines whatever the index kind."""
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(first query row, similarities, indices) for consecutive blocks of queries, each (block, k), most
+    similar first; -1 where fewer than k neighbours exist. Similarities are exact cosines whatever the
+    index kind. By blocks so that no (N, k) array outlives its block at 10^6+ samples."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     if not finite_rows(embeddings).all():
         raise ValueError("embeddings contain NaN/Inf rows: reject them before indexing")
     q = embeddings if queries is None else np.ascontiguousarray(queries, dtype=np.float32)
     k = min(params.k + (1 if queries is None else 0), len(embeddings))
     reduce = index_kind(len(embeddings), params) != "flat" and 0 < params.reduce_dim < embeddings.shape[1]
-    if not reduce:
-        return build_index(embeddings, params).search(q, k)
-    # Why by hand: faiss's IndexRefineFlat would rescore too, but it keeps a second full copy of every
-    # vector (the corpus's largest array) inside the index.
-    projected, projected_q = _project(embeddings, q, params.reduce_dim)
-    _, idx = build_index(projected, params).search(projected_q, k)
-    sims = exact_cosines(embeddings, q, idx)
-    order = np.argsort(-sims, axis=1, kind="stable")
-    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
+    if reduce:
+        # Why by hand: faiss's IndexRefineFlat would rescore too, but it keeps a second full copy of every
+        # vector (the corpus's largest array) inside the index.
+        projected, searched = _project(embeddings, q, params.reduce_dim)
+        index = build_index(projected, params)
+        del projected
+    else:
+        index, searched = build_index(embeddings, params), q
+    for start in range(0, len(q), QUERY_BLOCK):
+        sims, idx = index.search(searched[start : start + QUERY_BLOCK], k)
+        if reduce:
+            sims = exact_cosines(embeddings, q[start : start + QUERY_BLOCK], idx)
+            order = np.argsort(-sims, axis=1, kind="stable")
+            sims, idx = np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
+        yield start, sims, idx
+
+
+def knn(
+    embeddings: np.ndarray, params: IndexParams, queries: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices), each (Nq, k): ``knn_blocks`` put together."""
+    blocks = list(knn_blocks(embeddings, params, queries))
+    return np.concatenate([b[1] for b in blocks]), np.concatenate([b[2] for b in blocks])
 
 
 def neighbor_pairs(embeddings: np.ndarray, params: IndexParams) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i, j), i < j, among each vector's k nearest with cosine ≥ min_sim, and their cosine."""
-    if len(embeddings) < 2:
+    """Pairs (i, j), i < j, among each vector's k nearest with cosine ≥ min_sim, and their cosine (as
+    found from the first of the two to list the other)."""
+    n = len(embeddings)
+    if n < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-    sims, idx = knn(embeddings, params)
-    rows = np.repeat(np.arange(len(embeddings)), idx.shape[1])
-    cols, vals = idx.ravel(), sims.ravel()
-    keep = (cols >= 0) & (cols != rows) & (vals >= params.min_sim)
-    pairs = np.sort(np.stack([rows[keep], cols[keep]], axis=1), axis=1)
-    vals = vals[keep]
-    if not len(pairs):
-        return pairs.astype(np.int64), vals.astype(np.float32)
-    pairs, first = np.unique(pairs, axis=0, return_index=True)
-    return pairs.astype(np.int64), vals[first].astype(np.float32)
+    codes, values = [], []
+    for start, sims, idx in knn_blocks(embeddings, params):
+        rows = np.repeat(np.arange(start, start + len(idx)), idx.shape[1])
+        cols, vals = idx.ravel(), sims.ravel()
+        keep = (cols >= 0) & (cols != rows) & (vals >= params.min_sim)
+        codes.append(pair_codes(rows[keep], cols[keep], n))
+        values.append(vals[keep])
+    found, first = np.unique(np.concatenate(codes), return_index=True)
+    return code_pairs(found, n), np.concatenate(values)[first].astype(np.float32)

@@ -13,6 +13,17 @@ from common.mapped import release
 BLOCK = 65_536
 
 
+def pair_codes(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """One int64 per unordered pair of indices below ``n`` (exact up to ~3·10^9 samples): 8 bytes a pair,
+    and a 1-D sort orders the pairs as (min, max) lexicographically."""
+    return np.minimum(a, b).astype(np.int64) * np.int64(n) + np.maximum(a, b)
+
+
+def code_pairs(codes: np.ndarray, n: int) -> np.ndarray:
+    """The (i, j), i < j, rows of ``pair_codes``."""
+    return np.stack([codes // np.int64(n), codes % np.int64(n)], axis=1)
+
+
 def over_pairs(
     score: Callable[[np.ndarray, np.ndarray], np.ndarray], left: np.ndarray, right: np.ndarray, source: np.ndarray
 ) -> np.ndarray:
