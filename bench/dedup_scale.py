@@ -155,6 +155,10 @@ runpy.run_module("dedup", run_name="__main__")
 """
 
 
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def run_dedup_cli(folder: Path, setting: str) -> dict[str, object]:
     executor, workers = setting.split(":")
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,6 +178,8 @@ def run_dedup_cli(folder: Path, setting: str) -> dict[str, object]:
             raise SystemExit(proc.stderr[-3000:])
         rss = next(line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("RSS "))
         stats = json.loads((Path(tmp) / "out" / "stats.json").read_text())
+        disk = {kind.name: _size(kind) for kind in sorted((Path(tmp) / "cache").iterdir()) if kind.is_dir()}
+        disk["output_shards"] = _size(Path(tmp) / "out" / "shards")
         quality = score(Path(tmp) / "out" / "manifest.parquet", json.loads((folder / "truth.json").read_text()))
     steps = {k: round(float(v["seconds"]), 2) for k, v in stats["steps"].items()}
     return {
@@ -185,6 +191,7 @@ def run_dedup_cli(folder: Path, setting: str) -> dict[str, object]:
         "largest_worker_rss_mb": round(int(rss[1]) / 1024),
         "steps_s": steps,
         "steps_peak_rss_mb": {k: v.get("peak_rss_mb") for k, v in stats["steps"].items()},
+        "disk_bytes_per_sample": {k: round(v / stats["input_units"]) for k, v in disk.items()},
         **quality,
     }
 

@@ -102,20 +102,21 @@ def _sample(x: np.ndarray, size: int) -> np.ndarray:
     return sample
 
 
-def _project(x: np.ndarray, queries: np.ndarray, dim: int, block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
-    """Both sets in the PCA projection of ``x`` to ``dim`` dimensions, rows renormalised (cosine again),
-    a block of rows at a time (``x`` may be memory-mapped: its pages are given back after each block)."""
+def _pca(x: np.ndarray, dim: int) -> faiss.PCAMatrix:
     pca = faiss.PCAMatrix(x.shape[1], dim)
     pca.train(np.ascontiguousarray(_sample(x, max(50_000, 4 * dim)), dtype=np.float32))
-    out = []
-    for a in (x, queries) if queries is not x else (x,):
-        y = np.empty((len(a), dim), np.float32)
-        for start in range(0, len(a), block):
-            y[start : start + block] = pca.apply(np.ascontiguousarray(a[start : start + block], dtype=np.float32))
-            release(a)
-        y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-        out.append(y)
-    return out[0], out[-1]
+    return pca
+
+
+def _projected(pca: faiss.PCAMatrix, a: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """``a`` in the PCA projection, rows renormalised (inner product is a cosine again), a block of rows
+    at a time (``a`` may be memory-mapped: its pages are given back after each block)."""
+    y = np.empty((len(a), pca.d_out), np.float32)
+    for start in range(0, len(a), block):
+        y[start : start + block] = pca.apply(np.ascontiguousarray(a[start : start + block], dtype=np.float32))
+        release(a)
+    y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+    return y
 
 
 def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: int = 1024) -> np.ndarray:
@@ -149,13 +150,13 @@ def knn_blocks(
     if reduce:
         # Why by hand: faiss's IndexRefineFlat would rescore too, but it keeps a second full copy of every
         # vector (the corpus's largest array) inside the index.
-        projected, searched = _project(embeddings, q, params.reduce_dim)
-        index = build_index(projected, params)
-        del projected
+        pca = _pca(embeddings, params.reduce_dim)
+        index = build_index(_projected(pca, embeddings), params)  # the index keeps its own copy
     else:
-        index, searched = build_index(embeddings, params), q
+        index = build_index(embeddings, params)
     for start in range(0, len(q), QUERY_BLOCK):
-        sims, idx = index.search(searched[start : start + QUERY_BLOCK], k)
+        block = q[start : start + QUERY_BLOCK]
+        sims, idx = index.search(_projected(pca, block) if reduce else block, k)
         if reduce:
             sims = exact_cosines(embeddings, q[start : start + QUERY_BLOCK], idx)
             order = np.argsort(-sims, axis=1, kind="stable")
