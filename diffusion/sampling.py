@@ -17,6 +17,7 @@ import torch
 from diffusers import DDIMScheduler
 from tqdm import tqdm
 
+from common.progress import progress_label
 from diffusion.models import DiffusionModel
 
 
@@ -56,7 +57,7 @@ def generate(
     net = unet if unet is not None else model.unet
     out: list[np.ndarray] = []
     batches = range(0, len(indices), batch_size)
-    for lo in tqdm(batches, desc="generate", unit="batch", disable=not progress or len(batches) < 2):
+    for lo in tqdm(batches, desc=progress_label("generate"), unit="batch", disable=not progress or len(batches) < 2):
         chunk = list(indices[lo : lo + batch_size])
         x = noise_for(chunk, model.latent_shape, seed).to(device)
         cond = null = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def main(cfg: DictConfig) -> None:
     with disk_full_is_one_line("train"):
         metrics = run_experiment(spec, corpus, out_dir=out, cache_dir=cache_dir)
     if metrics:  # empty on the non-main processes of a multi-GPU launch
-        write_report(out, metrics)
+        command = "python -m train " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+        write_report(out, metrics, command=command, config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
         print(console_summary(metrics, out))
 
 

@@ -23,20 +23,79 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def plot_extraction_by_duplicates(metrics: dict[str, Any], path: Path) -> None:
-    """Carlini et al. Fig. 5: share of images extracted per duplicate-count bucket, one bar group per arm."""
+    """Carlini et al. Fig. 5: share of images extracted per duplicate-count bucket, one bar group per arm;
+    each bar says extracted / images, and each bucket how many training images it holds (n)."""
     names = [b[2] for b in BUCKETS]
     arms = metrics["arms"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.8 / max(1, len(arms))
+    counts = {n: 0 for n in names}
     for k, (arm, data) in enumerate(arms.items()):
         table = data["extraction_by_duplicate_count"]
         rates = [table.get(n, {}).get("rate", 0.0) for n in names]
-        ax.bar([i + k * width for i in range(len(names))], rates, width, label=arm)
-    ax.set_xticks([i + width * (len(arms) - 1) / 2 for i in range(len(names))], names)
-    ax.set_xlabel("copies of the image in the raw corpus")
+        bars = ax.bar([i + k * width for i in range(len(names))], rates, width, label=arm)
+        for bar, n in zip(bars, names, strict=True):
+            row = table.get(n, {})
+            counts[n] = max(counts[n], int(row.get("images", 0)))
+            if row.get("images"):
+                ax.annotate(f"{row.get('extracted', 0)}/{row['images']}", (bar.get_x() + bar.get_width() / 2,
+                            bar.get_height()), ha="center", va="bottom", fontsize=7)  # fmt: skip
+    labels = [f"{n}\n(n={counts[n]})" for n in names]
+    ax.set_xticks([i + width * (len(arms) - 1) / 2 for i in range(len(names))], labels)
+    ax.set_xlabel("copies of the image in the raw corpus (n: training images in the bucket)")
     ax.set_ylabel("share of images extracted")
+    ax.set_ylim(0, 1.12)
     ax.legend()
     _save(fig, path)
+
+
+def plot_extraction_by_delta(metrics: dict[str, Any], path: Path) -> bool:
+    """Extracted images against the clique threshold δ (Carlini's normalised ℓ2), one line per arm: how
+    much the count depends on the threshold. False (no figure) when no arm recorded the curve."""
+    curves = {arm: d.get("extracted_images_by_delta") or {} for arm, d in metrics["arms"].items()}
+    if not any(curves.values()):
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for arm, curve in curves.items():
+        if curve:
+            deltas = sorted(curve, key=float)
+            ax.plot([float(d) for d in deltas], [curve[d] for d in deltas], marker="o", label=arm)
+    ax.set_xlabel("δ (normalised ℓ2 threshold)")
+    ax.set_ylabel("extracted images")
+    ax.legend()
+    _save(fig, path)
+    return True
+
+
+def reduction_text(reduction: dict[str, Any]) -> str:
+    """How many times fewer images dedup let the attack extract, without a division by zero."""
+    raw, dedup = reduction["raw"], reduction["dedup"]
+    if not raw and not dedup:
+        return "no training image extracted in either arm"
+    if not dedup:
+        return f"≥ {raw}× (dedup 0)"
+    return f"{raw / dedup:.1f}×"
+
+
+def mia_notes(metrics: dict[str, Any]) -> list[str]:
+    """An arm whose membership-inference AUC is above the raw arm's has not leaked more by accident: with
+    the same number of steps over fewer unique images, each image is presented more often."""
+    arms = metrics["arms"]
+    if "raw" not in arms:
+        return []
+    raw = arms["raw"]
+    notes = []
+    for arm, d in arms.items():
+        if arm != "raw" and d["mia_auc"] > raw["mia_auc"]:
+            per_raw = raw.get("training_samples") or 0
+            per_arm = d.get("training_samples") or 0
+            ratio = f" ({per_raw / per_arm:.2f}× as many presentations per image)" if per_raw and per_arm else ""
+            notes.append(
+                f"{arm}: MIA AUC {d['mia_auc']:.3f} > raw {raw['mia_auc']:.3f} — the same training steps over "
+                f"{per_arm} instead of {per_raw} samples{ratio}; membership inference measures how well each "
+                "training image is fit, not how many near-copies the model can regenerate."
+            )
+    return notes
 
 
 def plot_cluster_sizes(metrics: dict[str, Any], path: Path) -> None:
@@ -78,74 +137,93 @@ def _table(metrics: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def write_report(out: Path, metrics: dict[str, Any]) -> None:
+def write_report(out: Path, metrics: dict[str, Any], *, command: str = "", config_yaml: str = "") -> None:
+    """report.md and report.html beside their figures; ``command`` and ``config_yaml`` (the resolved
+    configuration) make the run reproducible from the report alone."""
     plot_extraction_by_duplicates(metrics, out / "extraction_by_duplicates.png")
     plot_cluster_sizes(metrics, out / "cluster_sizes.png")
+    has_delta = plot_extraction_by_delta(metrics, out / "extraction_by_delta.png")
     rows = _table(metrics)
     dedup = metrics["dedup"]
-    lines = [
-        f"# {metrics['experiment']} (seed {metrics['seed']})",
-        "",
+    dedup_line = (
         f"Dedup: {dedup['input_units']} input units → {dedup['status']}; "
         f"{dedup['clusters_with_duplicates']} clusters with duplicates, largest {dedup['largest_cluster']}; "
-        f"vs ground truth precision {dedup['precision']}, recall {dedup['recall']}.",
-        "",
-    ]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[:1]] + ["|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        f"vs ground truth precision {dedup['precision']}, recall {dedup['recall']}."
+    )
     red = metrics.get("reduction")
-    if red:
-        lines += [
-            "",
-            f"Extracted images: raw {red['raw']}, dedup {red['dedup']} "
-            f"(factor {red['factor']}); held-out loss ratio dedup/raw {red['heldout_loss_ratio']}.",
-        ]
-    lines += [
-        "",
-        "![extraction by duplicate count](extraction_by_duplicates.png)",
-        "![cluster sizes](cluster_sizes.png)",
-        "",
-    ]
-    for arm in metrics["arms"]:
-        if (out / "arms" / arm / "extract" / "extracted.png").exists():
-            lines.append(f"### {arm}: extracted generations (left) beside their training images (right)")
-            lines.append(f"![{arm}](arms/{arm}/extract/extracted.png)")
-    lines += ["", "Metric definitions: docs/METRICS.md.", ""]
-    write_bytes(out / "report.md", "\n".join(lines).encode())
-    write_bytes(out / "report.html", _html(metrics, rows, out).encode())
-
-
-def _html(metrics: dict[str, Any], rows: list[list[str]], out: Path) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    summary = (
+        f"Extracted images: raw {red['raw']}, dedup {red['dedup']} → reduction {reduction_text(red)}; "
+        f"held-out loss ratio dedup/raw {red['heldout_loss_ratio']}."
+        if red
+        else ""
+    )
+    notes = mia_notes(metrics)
+    sheet = out / "dedup" / "contact_sheet.png"
     figures = [
-        '<figure><img id="fig-extraction" src="extraction_by_duplicates.png" alt="extraction by duplicate count">'
-        "<figcaption>Share of images extracted, by copies in the raw corpus</figcaption></figure>",
-        '<figure><img id="fig-clusters" src="cluster_sizes.png" alt="cluster sizes">'
-        "<figcaption>Dedup cluster sizes</figcaption></figure>",
+        ("extraction_by_duplicates.png", "Share of images extracted, by copies in the raw corpus (Carlini Fig. 5)"),
+        *([("extraction_by_delta.png", "Extracted images against the threshold δ")] if has_delta else []),
+        ("cluster_sizes.png", "Dedup cluster sizes"),
+        *(
+            [("dedup/contact_sheet.png", "Dedup: the largest clusters, keeper framed green, removed red")]
+            if sheet.exists()
+            else []
+        ),
     ]
     for arm in metrics["arms"]:
         if (out / "arms" / arm / "extract" / "extracted.png").exists():
             figures.append(
-                f'<figure><img class="extracted" src="arms/{arm}/extract/extracted.png" alt="{arm} extracted">'
-                f"<figcaption>{html.escape(arm)}: extracted generations beside training images</figcaption>"
-                "</figure>"
+                (f"arms/{arm}/extract/extracted.png", f"{arm}: extracted generations beside training images")
             )
-    red = metrics.get("reduction") or {}
-    summary = (
-        f"<p id='summary'>Extracted images: raw {red.get('raw')}, dedup {red.get('dedup')}, "
-        f"factor {red.get('factor')}.</p>"
-        if red
-        else ""
-    )
+    lines = [f"# {metrics['experiment']} (seed {metrics['seed']})", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [dedup_line, ""]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[:1]] + ["|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    lines += ["", summary] if summary else []
+    lines += ["", *[f"Note — {n}" for n in notes]] if notes else []
+    lines += ["", *[f"![{caption}]({src})" for src, caption in figures], ""]
+    if config_yaml:
+        lines += ["Resolved configuration:", "", "```yaml", config_yaml.rstrip(), "```", ""]
+    lines += ["Metric definitions: docs/METRICS.md.", ""]
+    write_bytes(out / "report.md", "\n".join(lines).encode())
+    write_bytes(out / "report.html", _html(metrics, rows, figures, summary, notes, command, config_yaml).encode())
+
+
+def _html(
+    metrics: dict[str, Any],
+    rows: list[list[str]],
+    figures: list[tuple[str, str]],
+    summary: str,
+    notes: list[str],
+    command: str,
+    config_yaml: str,
+) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    parts = [f"<h1>{esc(metrics['experiment'])} (seed {metrics['seed']})</h1>"]
+    if command:
+        parts.append(f"<p>Command: <code id='command'>{esc(command)}</code></p>")
+    if summary:
+        parts.append(f"<p id='summary'>{esc(summary)}</p>")
+    parts.append(f"<table id='arms'><tr>{head}</tr>{body}</table>")
+    parts += [f"<p class='note'>Note — {esc(n)}</p>" for n in notes]
+    parts += [
+        f'<figure><img src="{esc(src)}" alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
+        for src, caption in figures
+    ]
+    if config_yaml:
+        parts.append(
+            f"<details><summary>Resolved configuration</summary><pre id='config'>{esc(config_yaml)}</pre></details>"
+        )
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(metrics['experiment'])}</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(metrics['experiment'])}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 8px;border:1px solid #ccc}"
-        "img{max-width:720px;image-rendering:pixelated}</style></head><body>"
-        f"<h1>{html.escape(metrics['experiment'])} (seed {metrics['seed']})</h1>{summary}"
-        f"<table id='arms'><tr>{head}</tr>{body}</table>{''.join(figures)}"
+        "img{max-width:720px;image-rendering:pixelated}.note{color:#8a4b00}</style></head><body>"
+        + "".join(parts)
         # Marks how many images decoded, so a headless browser test can check that the figures load.
-        "<script>window.addEventListener('load',()=>{const i=[...document.images];"
+        + "<script>window.addEventListener('load',()=>{const i=[...document.images];"
         "document.body.dataset.imagesLoaded=i.filter(x=>x.naturalWidth>0).length+'/'+i.length;});</script>"
         "</body></html>"
     )

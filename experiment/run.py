@@ -22,6 +22,7 @@ from accelerate import PartialState
 
 from common.atomic import write_json
 from common.cache import COMPLETE, Cache, entry_key
+from common.progress import progress_scope
 from common.timing import StepTimer, peak_rss_mb
 from dedup.executor import ExecutorConfig
 from dedup.io.corpus import Corpus
@@ -151,7 +152,7 @@ def run_experiment(
     arms: dict[str, Any] = {}
     for arm in spec.arms:
         mitigation = spec.mitigation if arm == "mitigated" else MitigationConfig()
-        with timer.step(f"train_{arm}") as rec:
+        with timer.step(f"train_{arm}") as rec, progress_scope(arm):  # bars read "raw: train"
             folder, result, cached = _train_arm(str(shards[arm]), spec, mitigation, cache, state)
             rec["cached"] = cached
         if not state.is_main_process:
@@ -165,7 +166,7 @@ def run_experiment(
         # The trained model (a diffusers folder) and its training logs live in the cache; the run links them.
         for name, target in (("model", folder / "model"), ("logs", folder / "train")):
             _link(arm_dir / "train" / name, target)
-        with timer.step(f"extract_{arm}") as rec:
+        with timer.step(f"extract_{arm}") as rec, progress_scope(arm):
             audit_key = entry_key(
                 "audit",
                 str(folder),
@@ -224,6 +225,7 @@ def _metrics(
             "extracted_images": ex["extracted_images"],
             "extracted_duplicated_images": ex["extracted_duplicated_images"],
             "extraction_by_duplicate_count": ex["by_duplicate_count"],
+            "extracted_images_by_delta": ex.get("extracted_images_by_delta", {}),
             "mia_auc": ex["membership"]["auc"],
             "mia_tpr_at_1pct_fpr": ex["membership"]["tpr_at_1pct_fpr"],
             "mia_best_timestep": ex["membership"]["best_timestep"],

@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from common.atomic import atomic_path
+from common.progress import progress_label
 from diffusion.models import DiffusionModel
 from diffusion.sampling import generate, grid
 from extract.config import AuditConfig, device_of
@@ -28,7 +29,7 @@ def generate_resumable(
     folder.mkdir(parents=True, exist_ok=True)
     chunks = []
     starts = range(0, count, cfg.batch_size)
-    for lo in tqdm(starts, desc="generate", unit="batch", disable=len(starts) < 2, mininterval=1.0):
+    for lo in tqdm(starts, desc=progress_label("generate"), unit="batch", disable=len(starts) < 2, mininterval=1.0):
         ids = list(range(first_index + lo, first_index + min(count, lo + cfg.batch_size)))
         path = folder / f"{ids[0]:08d}-{len(ids)}.npy"
         if path.exists():

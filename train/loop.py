@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.atomic import atomic_path, write_json
+from common.progress import progress_label
 from diffusion.images import ImageSet
 from diffusion.models import DiffusionModel, trainable_parameters
 from diffusion.sampling import ema_weights, generate, grid
@@ -175,7 +176,7 @@ def train_model(
         range(start_step, cfg.steps),
         initial=start_step,
         total=cfg.steps,
-        desc="train",
+        desc=progress_label("train"),
         unit="step",
         disable=not accelerator.is_main_process,
         mininterval=1.0,
