@@ -90,6 +90,9 @@ def _as_run_here(command: str, root: Path, n: int) -> str:
         "/models/clip-vit-b32": f"{root}/clip",
         "/models/sd": f"{root}/sd",
         ".cache/train/<key>/model": f"{root}/model",
+        "/shared/memguard-cache": f"{root}/cache",
+        # No Ray cluster here: the cluster command joins a local Ray instance of two CPUs instead.
+        "executor.address=auto": "executor.workers=2",
     }
     for old, new in swaps.items():
         command = command.replace(old, new)
