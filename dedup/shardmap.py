@@ -235,11 +235,7 @@ def _join_array(folders: list[Path], name: str, rows: np.ndarray, keep: np.ndarr
     part by part: one part in memory at a time."""
     with_rows = [f for f, r in zip(folders, rows, strict=True) if r] or folders[:1]
     probe = np.load(with_rows[0] / f"{name}.npy", mmap_mode="r")  # dtype and width without reading data
-    start = 0
-    blocks = []
-    for count in rows:
-        blocks.append(keep[start : start + count])
-        start += count
+    blocks = np.split(keep, np.cumsum(rows)[:-1])  # each part's slice of ``keep``
 
     def kept_rows() -> Iterator[np.ndarray]:
         for folder, count, part_keep in zip(folders, rows, blocks, strict=True):

@@ -42,6 +42,17 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def write_picture_shards(folder: Path, shards: list[list[tuple[str, int, str]]], size: int) -> Path:
+    """One tar per list, ``00000.tar`` on: for each (key, picture seed, caption) a ``key.png`` of
+    ``random_rgb(seed, size)`` and a ``key.txt``."""
+    for s, samples in enumerate(shards):
+        with tarfile.open(folder / f"{s:05d}.tar", "w") as tar:
+            for key, seed, caption in samples:
+                add_member(tar, f"{key}.png", encode(random_rgb(seed, size)))
+                add_member(tar, f"{key}.txt", caption.encode())
+    return folder
+
+
 def raw_members(path: Path) -> tuple[list[tuple[str, bytes]], bool]:
     """(name, type flag) of each member by walking raw 512-byte headers — independent of tarfile and
     of our reader — and whether the archive ends properly (complete data and a zero end block)."""

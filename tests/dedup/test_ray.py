@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from common.cache import Cache
 from dedup.executor import ExecutorConfig, run_parts
 from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.pipeline import DedupParams, run_dedup
-from tests.conftest import add_member, encode, random_rgb
+from tests.conftest import write_picture_shards
 
 ray = pytest.importorskip("ray")
 
@@ -33,14 +32,15 @@ def ray_cluster() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def two_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two shards; some pictures (with their captions) repeated within and across the shards."""
-    folder = tmp_path_factory.mktemp("two")
-    for s in range(2):
-        with tarfile.open(folder / f"{s:05d}.tar", "w") as tar:
-            for i in range(40):
-                picture = i % 25 if s == 0 else (i + 15) % 30  # pictures 15–24 in both shards
-                add_member(tar, f"s{s}-{i:03d}.png", encode(random_rgb(picture, 40)))
-                add_member(tar, f"s{s}-{i:03d}.txt", f"a random picture, number {picture}".encode())
-    return folder
+
+    def picture(shard: int, i: int) -> int:
+        return i % 25 if shard == 0 else (i + 15) % 30  # pictures 15–24 in both shards
+
+    shards = [
+        [(f"s{s}-{i:03d}", picture(s, i), f"a random picture, number {picture(s, i)}") for i in range(40)]
+        for s in range(2)
+    ]
+    return write_picture_shards(tmp_path_factory.mktemp("two"), shards, 40)
 
 
 def _run(shards: Path, out: Path, executor: ExecutorConfig) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from common.cache import COMPLETE, Cache
 from dedup.executor import ExecutorConfig
 from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.pipeline import DedupParams, run_dedup
-from tests.conftest import TINY_TWEMOJI, add_member, encode, random_rgb
+from tests.conftest import TINY_TWEMOJI, add_member, encode, random_rgb, write_picture_shards
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,19 +31,15 @@ def _manifest(path: Path) -> list[dict[str, object]]:
 
 def test_workers_do_not_change_the_result(cache_dir: Path, tmp_path: Path) -> None:
     corpus = open_corpus(CorpusSpec(twemoji=TINY_TWEMOJI), cache_dir)
-    one = run_dedup(
-        corpus,
-        DedupParams(shard_size=40),
-        out_dir=tmp_path / "1",
-        cache=Cache(tmp_path / "c1"),
-        executor=ExecutorConfig(workers=1),
-    )
-    two = run_dedup(
-        corpus,
-        DedupParams(shard_size=40),
-        out_dir=tmp_path / "2",
-        cache=Cache(tmp_path / "c2"),
-        executor=ExecutorConfig(workers=2),
+    one, two = (
+        run_dedup(
+            corpus,
+            DedupParams(shard_size=40),
+            out_dir=tmp_path / str(workers),
+            cache=Cache(tmp_path / f"c{workers}"),
+            executor=ExecutorConfig(workers=workers),
+        )
+        for workers in (1, 2)
     )
     assert _manifest(tmp_path / "1") == _manifest(tmp_path / "2")
     assert one.stats["steps"]["map"]["parts"] == two.stats["steps"]["map"]["parts"] >= 3
@@ -65,14 +61,10 @@ def test_a_key_repeated_in_a_later_shard_is_a_duplicate_key(tmp_path: Path) -> N
 
 @pytest.fixture(scope="module")
 def six_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("six")
-    for s in range(6):
-        with tarfile.open(folder / f"{s:05d}.tar", "w") as tar:
-            for i in range(250):
-                n = s * 1000 + i
-                add_member(tar, f"k{n:06d}.png", encode(random_rgb(n, 48)))
-                add_member(tar, f"k{n:06d}.txt", f"random picture number {n}".encode())
-    return folder
+    shards = [
+        [(f"k{n:06d}", n, f"random picture number {n}") for n in range(s * 1000, s * 1000 + 250)] for s in range(6)
+    ]
+    return write_picture_shards(tmp_path_factory.mktemp("six"), shards, 48)
 
 
 def _cli(shards: Path, out: Path, cache: Path) -> subprocess.Popen[str]:
