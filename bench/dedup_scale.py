@@ -143,6 +143,45 @@ def read_decode_limit(folder: Path) -> dict[str, float]:
     return {"samples": n, "seconds": round(seconds, 1), "samples_per_s": round(n / seconds)}
 
 
+def map_profile(shard: Path, repeats: int = 5) -> dict[str, float]:
+    """Where the map stage's time goes, per sample of one shard in one process (best of ``repeats``,
+    warm): reading, decoding, the default embedder, the pixel hash, and the whole map of the shard."""
+    from dedup.io.metadata import CaptionSource
+    from dedup.io.readers import read_tar
+    from dedup.io.sample import Sample
+    from dedup.io.validate import Limits, decode_image
+    from dedup.pipeline import DedupParams
+    from dedup.shardmap import MapParams, map_part
+    from dedup.signals.embed import make_embedder
+    from dedup.steps import pixel_hash
+
+    defaults = DedupParams()
+    params = MapParams(Limits(), CaptionSource(), defaults.minhash, defaults.embedder)
+    samples = [item for item in read_tar(str(shard)) if isinstance(item, Sample)]
+    images = [decode_image(s.image) for s in samples]
+    embedder = make_embedder(defaults.embedder)
+    batch = defaults.embedder.batch_size
+
+    def best(run: object) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()  # type: ignore[operator]
+            times.append(time.perf_counter() - start)
+        return round(min(times) / len(samples) * 1e6, 1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        steps = {
+            "read_us": best(lambda: list(read_tar(str(shard)))),
+            "decode_us": best(lambda: [decode_image(s.image) for s in samples]),
+            "embed_us": best(lambda: [embedder.embed(images[i : i + batch]) for i in range(0, len(images), batch)]),
+            "pixel_hash_us": best(lambda: [pixel_hash(image) for image in images]),
+            "map_part_us": best(lambda: map_part("shards", str(shard), params, Path(tmp))),
+        }
+    steps["read_decode_over_map"] = round((steps["read_us"] + steps["decode_us"]) / steps["map_part_us"], 3)
+    return steps
+
+
 # ``python -m dedup`` that reports its own peak RSS and its largest map worker's when it exits.
 WRAPPER = """
 import atexit, resource, runpy, sys
@@ -202,6 +241,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="*", default=["local:2", "local:1", "ray:2"])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "memguard-dedup-scale")
     parser.add_argument("--out", type=Path, default=Path("bench/dedup_scale.json"))
+    parser.add_argument("--profile", action="store_true", help="also time the map's parts on one shard")
     args = parser.parse_args()
     folder = args.work / f"n{args.samples}"
     if not (folder / "truth.json").exists():
@@ -211,6 +251,7 @@ def main() -> None:
         "samples": args.samples,
         "per_shard": PER_SHARD,
         "read_decode_limit": read_decode_limit(folder),
+        **({"map_profile": map_profile(folder / "00000.tar")} if args.profile else {}),
     }
     print(json.dumps(report), flush=True)
     runs = []
