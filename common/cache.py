@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Bump a kind's number when the code that fills its entries changes what they would contain; old entries
 # are then never hit again (``prune --stale`` removes them).
 VERSIONS: dict[str, int] = {
-    "corpus": 2,
+    "corpus": 3,  # 3: mirror images are natural groups of the built-in corpus
     "map": 2,  # 2: every tar sample's byte offset; one part (shard or folder): units, signatures, embeddings (dedup/shardmap.py)
     "joined": 1,  # the parts' map outputs joined: units table, signatures and embeddings to memory-map
     "caption_pairs": 2,

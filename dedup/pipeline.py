@@ -34,10 +34,11 @@ from dedup.outputs.decision import Decision
 from dedup.outputs.manifest import POLICIES
 from dedup.shardmap import MapParams, map_corpus
 from dedup.signals.caption_embed import CaptionSemanticParams, embed_captions
-from dedup.signals.embed import EmbedderParams
+from dedup.signals.embed import EmbedderParams, view_layout
 from dedup.signals.lsh import LshParams, caption_pairs
 from dedup.signals.minhash import MinHashParams
 from dedup.signals.neighbors import IndexParams, finite_rows
+from dedup.signals.views import view
 from dedup.steps import MIN_CAPTION_CHARS, compute_neighbor_pairs, long_enough, sorted_group_ids
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ def run_dedup(
         signatures = np.zeros((n, params.minhash.num_perm), np.uint32)
         usable = np.zeros(n, bool)
         cap_pairs, cap_jaccard = np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+    views = view_layout(params.embedder.kind)
     k_nn = entry_key("image_neighbors", k_map, params.index)
     img_pairs, img_sims = _cached_arrays(
         cache,
@@ -184,7 +186,7 @@ def run_dedup(
         "image_neighbors",
         k_nn,
         ("pairs", "sims"),
-        lambda: compute_neighbor_pairs(embeddings, params.index),
+        lambda: compute_neighbor_pairs(embeddings, params.index, views),
     )
 
     caption_emb, semantic_pairs = _caption_semantics(cache, timer, k_map, valid.column("caption_norm"), params)
@@ -200,7 +202,8 @@ def run_dedup(
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
         if params.policy == "semdedup":
-            decision = _semdedup_decision(safe_emb, finite, params.semdedup)
+            base = np.ascontiguousarray(view(safe_emb, views, 0))  # SemDeDup clusters the base view
+            decision = _semdedup_decision(base, finite, params.semdedup)
         else:
             cap_ok = finite[cap_pairs[:, 0]] & finite[cap_pairs[:, 1]] if len(cap_pairs) else np.zeros(0, bool)
             if semantic_pairs is not None:
@@ -215,8 +218,9 @@ def run_dedup(
                 exact_groups=exact_groups,
                 caption_embeddings=caption_emb,
                 semantic_pairs=semantic_pairs,
+                views=views,
             )
-            scorer = PairScorer(safe_emb, signatures, usable, exact_groups, caption_emb)
+            scorer = PairScorer(safe_emb, signatures, usable, exact_groups, caption_emb, views)
             found = cluster(n, edges, rule=params.rule, rank=rank, scorer=scorer)
             decision = Decision(
                 labels=found.labels, keeper=found.keeper, size=found.size, signal=found.signal, finite=finite
@@ -242,6 +246,7 @@ def run_dedup(
                 sheet_clusters=params.sheet_clusters,
                 layout=mapped.layout,
                 executor=executor,
+                views=views,
             )
         if corpus.ground_truth is not None and corpus.ground_truth.exists():
             finite_idx = np.flatnonzero(decision.finite)

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from dedup.signals.minhash import MinHasher, MinHashParams
 from dedup.signals.neighbors import IndexParams, finite_rows, neighbor_pairs
+from dedup.signals.views import SINGLE, ViewLayout
 
 
 def pixel_hash(rgb: np.ndarray) -> str:
@@ -34,13 +35,15 @@ def compute_signatures(captions: list[str], params: MinHashParams) -> tuple[np.n
     return signatures, ~empty & long_enough(captions)
 
 
-def compute_neighbor_pairs(embeddings: np.ndarray, params: IndexParams) -> tuple[np.ndarray, np.ndarray]:
+def compute_neighbor_pairs(
+    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout = SINGLE
+) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour pairs among finite embeddings (indices refer to the full embedding array)."""
     mask = finite_rows(embeddings)
     if mask.all():  # the usual case: no copy of the corpus's largest array
-        return neighbor_pairs(embeddings, params)
+        return neighbor_pairs(embeddings, params, layout)
     finite = np.flatnonzero(mask)
-    pairs, sims = neighbor_pairs(embeddings[finite], params)
+    pairs, sims = neighbor_pairs(embeddings[finite], params, layout)
     return finite[pairs] if len(pairs) else pairs, sims
 
 

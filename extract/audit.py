@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from common.atomic import write_json, write_table
-from dedup.signals.embed import EmbedderParams, make_embedder
+from dedup.signals.embed import EmbedderParams, make_embedder, view_layout
+from dedup.signals.views import best_match
 from diffusion.models import DiffusionModel
 from extract.attacks import generate_and_filter, unconditional_attack
 from extract.config import AuditConfig, device_of
@@ -40,7 +41,7 @@ def _copy_similarity(
     of the embedder dedup was configured with (the same one that decided what a duplicate is)."""
     embedder = make_embedder(params)
     gen, ref = embedder.embed(list(generated)), embedder.embed(list(reference.images))
-    best = (gen @ ref.T).max(axis=1) if len(gen) and len(ref) else np.zeros(0)
+    best = best_match(gen, ref, view_layout(params.kind))[0] if len(gen) and len(ref) else np.zeros(0)
     return {
         "embedder": params.kind,
         "p95": round(float(np.percentile(best, 95)), 4) if len(best) else None,

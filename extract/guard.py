@@ -1,8 +1,9 @@
 """CopyGuard: tag generations that are near-copies of training images, for any pipeline.
 
-An embedder of dedup's (the default ``pixels`` embedder unless one is passed in) and a faiss index of
-the same kind dedup searches answer "is this generation a copy?"; the index is built here over the
-training images given, not read from a dedup run.
+An embedder of dedup's (its default, ``robust``, unless one is passed in) and an exhaustive search with
+dedup's similarity (the best allowed pair of views for multi-view embedders: dedup/signals/views.py)
+answer "is this generation a copy?"; the training images' vectors are computed here, not read from a
+dedup run.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import numpy as np
 from PIL import Image
 
 from dedup.io.validate import Invalid, to_rgb
-from dedup.signals.embed import Embedder, EmbedderParams, make_embedder
-from dedup.signals.neighbors import IndexParams, build_index, finite_rows
+from dedup.signals.embed import Embedder, EmbedderParams, make_embedder, view_layout
+from dedup.signals.neighbors import finite_rows
+from dedup.signals.views import best_match
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class CopyGuard:
         self,
         training_images: Sequence[Any],
         training_keys: Sequence[str],
-        threshold: float = 0.98,
+        threshold: float = 0.975,
         embedder: Embedder | None = None,
     ) -> None:
         if not -1.0 <= float(threshold) <= 1.0:  # also refuses NaN
@@ -88,7 +90,8 @@ class CopyGuard:
             raise ValueError("the embedder returned a non-finite vector for a training image")
         self.keys = list(training_keys)
         self.threshold = float(threshold)
-        self.index = build_index(vectors, IndexParams(kind="flat"))
+        self.vectors = vectors
+        self.layout = view_layout(self.embedder.name)
 
     def check(self, images: Sequence[Any]) -> list[CopyVerdict]:
         arrays = [as_rgb_uint8(im, f"image {i}") for i, im in enumerate(images)]
@@ -98,10 +101,9 @@ class CopyGuard:
         bad = np.flatnonzero(~finite_rows(vectors))
         if len(bad):
             raise ValueError(f"the embedder returned a non-finite vector for image(s) {bad.tolist()[:5]}")
-        sims, idx = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+        sims, idx = best_match(np.asarray(vectors, np.float32), self.vectors, self.layout)
         return [
-            CopyVerdict(bool(s >= self.threshold), self.keys[int(i)], float(s))
-            for s, i in zip(sims[:, 0], idx[:, 0], strict=True)
+            CopyVerdict(bool(s >= self.threshold), self.keys[int(i)], float(s)) for s, i in zip(sims, idx, strict=True)
         ]
 
     def wrap(self, pipeline: Callable[..., Any]) -> Callable[..., Any]:

@@ -81,10 +81,13 @@ def _png(rgb: np.ndarray) -> bytes:
 NATURAL_L2 = 0.05  # originals closer than this RMS pixel distance (Carlini's ℓ2) are natural duplicates
 
 
-def _natural_groups(codes: list[str], images: list[np.ndarray]) -> list[str]:
+def natural_groups(codes: list[str], images: list[np.ndarray]) -> list[str]:
     """Natural near-duplicates of the emoji set itself: skin-tone and gendered variants, and emoji that
-    Twemoji draws (nearly) alike — several family, flag and face emoji share one picture. The pixel test
-    is Carlini's ℓ2 (RMS over [0, 1] pixels) between originals, independent of any dedup embedder."""
+    Twemoji draws (nearly) alike — several family, flag and face emoji share one picture — or as mirror
+    images of each other (the "facing right" people, left and right arrows and hands): a flipped copy is
+    a copy for this toolkit, so a drawing and its mirror image are one picture. The pixel test is
+    Carlini's ℓ2 (RMS over [0, 1] pixels) between originals, or between one and the other's mirror image,
+    independent of any dedup embedder."""
     parent = {g: g for g in (natural_group(c) for c in codes)}
 
     def find(g: str) -> str:
@@ -94,10 +97,14 @@ def _natural_groups(codes: list[str], images: list[np.ndarray]) -> list[str]:
         return g
 
     flat = np.stack([im.reshape(-1) for im in images]).astype(np.float32) / 255.0
+    mirrored = np.stack([im[:, ::-1].reshape(-1) for im in images]).astype(np.float32) / 255.0
     sq = (flat**2).sum(axis=1)
     for lo in range(0, len(flat), 512):
-        d2 = (sq[lo : lo + 512, None] + sq[None, :] - 2.0 * flat[lo : lo + 512] @ flat.T) / flat.shape[1]
-        for i, j in zip(*np.nonzero(d2 <= NATURAL_L2**2), strict=True):
+        block = flat[lo : lo + 512]
+        d2 = (sq[lo : lo + 512, None] + sq[None, :] - 2.0 * block @ flat.T) / flat.shape[1]
+        d2_mirror = (sq[lo : lo + 512, None] + sq[None, :] - 2.0 * block @ mirrored.T) / flat.shape[1]
+        close = (d2 <= NATURAL_L2**2) | (d2_mirror <= NATURAL_L2**2)
+        for i, j in zip(*np.nonzero(close), strict=True):
             a, b = find(natural_group(codes[lo + i])), find(natural_group(codes[j]))
             if a != b:
                 parent[max(a, b)] = min(a, b)
@@ -130,7 +137,7 @@ def _build_into(config: TwemojiConfig, tmp: Path) -> None:
     counts = dict(zip(dup_idx.tolist(), draw_counts(n_dup, config.injection, rng).tolist(), strict=True))
 
     rendered = {i: render(files[i], config.resolution) for i in range(len(files))}
-    groups = _natural_groups([f.stem for f in files], [rendered[i] for i in range(len(files))])
+    groups = natural_groups([f.stem for f in files], [rendered[i] for i in range(len(files))])
     entries: list[dict[str, object]] = []  # one per sample of the train corpus, before shuffling
     for i in sorted(train_idx.tolist()):
         code = files[i].stem

@@ -13,6 +13,7 @@ from scipy.sparse.csgraph import connected_components
 
 from common.config import in_range
 from dedup.signals.pairs import pair_cosines
+from dedup.signals.views import SINGLE, ViewLayout, similarity_matrix
 
 SIGNALS = ("exact_pixels", "image", "caption+image", "caption_semantic+image")  # in order of strength
 
@@ -28,7 +29,7 @@ class ClusterRule:
     captioned "image" or "photo".
     """
 
-    image_threshold: float = 0.98
+    image_threshold: float = 0.975  # chosen for the default ``robust`` embedder (bench/dedup_quality.py)
     caption_threshold: float = 0.7
     loose_image_threshold: float = 0.8
     use_exact: bool = True
@@ -67,10 +68,10 @@ class Clusters:
     edges: Edges  # accepted edges
 
 
-def _pair_cosines(vectors: np.ndarray | None, pairs: np.ndarray) -> np.ndarray:
+def _pair_cosines(vectors: np.ndarray | None, pairs: np.ndarray, layout: ViewLayout = SINGLE) -> np.ndarray:
     if vectors is None:
         return np.full(len(pairs), np.nan, np.float32)
-    return pair_cosines(vectors, pairs[:, 0], pairs[:, 1])
+    return pair_cosines(vectors, pairs[:, 0], pairs[:, 1], layout)
 
 
 def merge_candidates(
@@ -84,6 +85,7 @@ def merge_candidates(
     exact_groups: np.ndarray,
     caption_embeddings: np.ndarray | None = None,
     semantic_pairs: np.ndarray | None = None,
+    views: ViewLayout = SINGLE,
 ) -> Edges:
     """Union of image, caption (MinHash and, optionally, semantic) and exact-hash candidates, each with
     every score filled in. ``caption_embeddings`` rows of unusable captions are NaN (scores stay NaN)."""
@@ -101,7 +103,7 @@ def merge_candidates(
         return Edges(np.zeros((0, 2), np.int64), empty, empty, np.zeros(0, bool), empty)
     pairs = np.unique(all_pairs, axis=0)
     code = pairs[:, 0] * n + pairs[:, 1]
-    sims = _pair_cosines(embeddings, pairs)
+    sims = _pair_cosines(embeddings, pairs, views)
     jac = np.full(len(pairs), np.nan, np.float32)
     if len(caption_pairs):
         cap_code = caption_pairs[:, 0] * n + caption_pairs[:, 1]
@@ -139,9 +141,10 @@ class PairScorer:
     usable: np.ndarray
     exact_groups: np.ndarray
     caption_embeddings: np.ndarray | None = None
+    views: ViewLayout = SINGLE
 
     def __call__(self, i: int, others: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        sims = self.embeddings[others] @ self.embeddings[i]
+        sims = similarity_matrix(self.embeddings[others], self.embeddings[i : i + 1], self.views)[:, 0]
         jac = (self.signatures[others] == self.signatures[i]).mean(axis=1)
         jac = np.where(self.usable[others] & self.usable[i], jac, np.nan)
         cap = self.caption_embeddings
@@ -151,7 +154,7 @@ class PairScorer:
     def degrees(self, members: np.ndarray, rule: ClusterRule) -> np.ndarray:
         """How many other members each member meets the rule with (all pairs: O(m²))."""
         emb, sig, ok = self.embeddings[members], self.signatures[members], self.usable[members]
-        sims = emb @ emb.T
+        sims = similarity_matrix(emb, emb, self.views)
         jac = (sig[:, None, :] == sig[None, :, :]).mean(axis=2)
         jac = np.where(ok[:, None] & ok[None, :], jac, np.nan)
         exact = self.exact_groups[members][:, None] == self.exact_groups[members][None, :]

@@ -19,6 +19,7 @@ from dedup.outputs.shards import write_kept_shards
 from dedup.outputs.stats import build_stats
 from dedup.shardmap import Layout
 from dedup.signals.pairs import pair_agreement, pair_cosines
+from dedup.signals.views import SINGLE, ViewLayout
 
 SHEET_MEMBERS = 12  # thumbnails per contact-sheet row
 
@@ -38,13 +39,14 @@ def write_outputs(
     sheet_clusters: int,
     layout: Layout,
     executor: ExecutorConfig,
+    views: ViewLayout = SINGLE,
 ) -> dict[str, object]:
     """Write manifest.parquet, clusters.parquet, shards/ (unless ``shard_size`` is 0) and
     contact_sheet.png under ``out_dir``; ``valid_rows`` maps each valid sample to its unit row."""
     n = len(valid_rows)
     keeper = decision.keeper
     everyone = np.arange(n)
-    image_sim = pair_cosines(embeddings, everyone, keeper)
+    image_sim = pair_cosines(embeddings, everyone, keeper, views)
     jaccard = pair_agreement(signatures, everyone, keeper).astype(np.float64)
     jaccard = np.where(usable & usable[keeper], jaccard, np.nan)
     manifest = build_manifest(

@@ -1,6 +1,9 @@
 """Image embedders behind one small interface; every embedding is L2-normalised (cosine = dot product).
 
-- ``pixels``: the offline default — a downsampled copy of the image, mean-centred, plus its mean colour.
+- ``robust``: the offline default — multi-view descriptors that find copies after crops, pads, flips, small
+  rotations, overlaid text, greyscale and colour jitter (``dedup/signals/robust.py``).
+- ``pixels``: a downsampled copy of the image, mean-centred, plus its mean colour (fastest; misses
+  geometric edits and greyscale).
 - ``phash``: imagehash's perceptual hash as ±1 bits (cosine = 1 − 2·Hamming/bits).
 - ``clip`` / ``dino``: a transformers model from a local folder (``CLIPModel`` / ``AutoModel``).
 - ``sscd``: a TorchScript file (the format the SSCD authors publish).
@@ -21,6 +24,9 @@ import numpy as np
 from PIL import Image
 
 from common.config import ConfigError, in_range, one_of
+from dedup.signals.robust import LAYOUT as ROBUST_LAYOUT
+from dedup.signals.robust import RobustEmbedder
+from dedup.signals.views import SINGLE, ViewLayout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,7 +42,7 @@ class Embedder(Protocol):
         ...
 
 
-EMBEDDER_KINDS = ("pixels", "phash", "clip", "dino", "sscd")
+EMBEDDER_KINDS = ("robust", "pixels", "phash", "clip", "dino", "sscd")
 MODEL_KINDS = ("clip", "dino", "sscd")
 
 
@@ -44,12 +50,13 @@ MODEL_KINDS = ("clip", "dino", "sscd")
 class EmbedderParams:
     """How images become vectors for the image signal.
 
-    kind: pixels | phash | clip | dino | sscd (the model kinds need ``weights``: a local folder or file;
-    nothing is downloaded). grid: pixels — side of the downsampled grid; phash — hash size (≤ 16).
+    kind: robust | pixels | phash | clip | dino | sscd (the model kinds need ``weights``: a local folder or
+    file; nothing is downloaded). grid: pixels — side of the downsampled grid; phash — hash size (≤ 16);
+    robust fixes its own (dedup/signals/robust.py).
     image_size: input side of the model kinds where the weights do not fix it. device: auto | cpu | cuda.
     """
 
-    kind: str = "pixels"
+    kind: str = "robust"
     grid: int = 8
     weights: str | None = None
     image_size: int = 224
@@ -232,7 +239,14 @@ class SscdEmbedder(TorchEmbedder):
         return self.model(batch)
 
 
+def view_layout(kind: str) -> ViewLayout:
+    """How the embeddings of ``kind`` split into views and which views are compared (dedup/signals/views.py)."""
+    return ROBUST_LAYOUT if kind == "robust" else SINGLE
+
+
 def make_embedder(params: EmbedderParams) -> Embedder:
+    if params.kind == "robust":
+        return RobustEmbedder()
     if params.kind == "pixels":
         return PixelEmbedder(params.grid)
     if params.kind == "phash":
@@ -244,4 +258,4 @@ def make_embedder(params: EmbedderParams) -> Embedder:
     }
     if params.kind in models:
         return models[params.kind](params)
-    raise ValueError(f"unknown embedder {params.kind!r}: pixels, phash, clip, dino, sscd")
+    raise ValueError(f"unknown embedder {params.kind!r}: {', '.join(EMBEDDER_KINDS)}")

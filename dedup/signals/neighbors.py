@@ -9,7 +9,7 @@ faiss silently ignores NaN rows on add, so callers reject them first (``finite_r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import faiss
@@ -17,7 +17,8 @@ import numpy as np
 
 from common.config import in_range, one_of
 from common.mapped import release
-from dedup.signals.pairs import code_pairs, pair_codes
+from dedup.signals.pairs import code_pairs, pair_codes, pair_cosines
+from dedup.signals.views import SINGLE, ViewLayout, view
 
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 
@@ -134,6 +135,32 @@ def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: in
 
 QUERY_BLOCK = 65_536  # a multiple of faiss's own query block (4,096): results do not depend on it
 
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def searcher(embeddings: np.ndarray, params: IndexParams) -> Search:
+    """An index over ``embeddings`` and its search: a block of queries and k → (similarities, indices),
+    each (block, k), most similar first, -1 where fewer than k exist. Similarities are exact cosines
+    whatever the index kind."""
+    if not finite_rows(embeddings).all():
+        raise ValueError("embeddings contain NaN/Inf rows: reject them before indexing")
+    reduce = index_kind(len(embeddings), params) != "flat" and 0 < params.reduce_dim < embeddings.shape[1]
+    if not reduce:
+        index = build_index(embeddings, params)
+        return lambda block, k: index.search(np.ascontiguousarray(block, dtype=np.float32), k)
+    # Why by hand: faiss's IndexRefineFlat would rescore too, but it keeps a second full copy of every
+    # vector (the corpus's largest array) inside the index.
+    pca = _pca(embeddings, params.reduce_dim)
+    projected_index = build_index(_projected(pca, embeddings), params)  # the index keeps its own copy
+
+    def search(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        _, idx = projected_index.search(_projected(pca, block), k)
+        sims = exact_cosines(embeddings, np.ascontiguousarray(block, dtype=np.float32), idx)
+        order = np.argsort(-sims, axis=1, kind="stable")
+        return np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+    return search
+
 
 def knn_blocks(
     embeddings: np.ndarray, params: IndexParams, queries: np.ndarray | None = None
@@ -142,25 +169,11 @@ def knn_blocks(
     similar first; -1 where fewer than k neighbours exist. Similarities are exact cosines whatever the
     index kind. By blocks so that no (N, k) array outlives its block at 10^6+ samples."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if not finite_rows(embeddings).all():
-        raise ValueError("embeddings contain NaN/Inf rows: reject them before indexing")
-    q = embeddings if queries is None else np.ascontiguousarray(queries, dtype=np.float32)
+    search = searcher(embeddings, params)
+    q = embeddings if queries is None else queries
     k = min(params.k + (1 if queries is None else 0), len(embeddings))
-    reduce = index_kind(len(embeddings), params) != "flat" and 0 < params.reduce_dim < embeddings.shape[1]
-    if reduce:
-        # Why by hand: faiss's IndexRefineFlat would rescore too, but it keeps a second full copy of every
-        # vector (the corpus's largest array) inside the index.
-        pca = _pca(embeddings, params.reduce_dim)
-        index = build_index(_projected(pca, embeddings), params)  # the index keeps its own copy
-    else:
-        index = build_index(embeddings, params)
     for start in range(0, len(q), QUERY_BLOCK):
-        block = q[start : start + QUERY_BLOCK]
-        sims, idx = index.search(_projected(pca, block) if reduce else block, k)
-        if reduce:
-            sims = exact_cosines(embeddings, q[start : start + QUERY_BLOCK], idx)
-            order = np.argsort(-sims, axis=1, kind="stable")
-            sims, idx = np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
+        sims, idx = search(q[start : start + QUERY_BLOCK], k)
         yield start, sims, idx
 
 
@@ -172,12 +185,18 @@ def knn(
     return np.concatenate([b[1] for b in blocks]), np.concatenate([b[2] for b in blocks])
 
 
-def neighbor_pairs(embeddings: np.ndarray, params: IndexParams) -> tuple[np.ndarray, np.ndarray]:
+def neighbor_pairs(
+    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout = SINGLE
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j), i < j, among each vector's k nearest with cosine ≥ min_sim, and their cosine (as
-    found from the first of the two to list the other)."""
+    found from the first of the two to list the other). Multi-view rows: the index holds the views
+    that pairs compare against, every other compared view is a query, and each pair found is rescored
+    by its best allowed view pair (``pair_similarity``)."""
     n = len(embeddings)
     if n < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+    if not layout.single:
+        return _multi_view_pairs(embeddings, params, layout)
     codes, values = [], []
     for start, sims, idx in knn_blocks(embeddings, params):
         rows = np.repeat(np.arange(start, start + len(idx)), idx.shape[1])
@@ -187,3 +206,23 @@ def neighbor_pairs(embeddings: np.ndarray, params: IndexParams) -> tuple[np.ndar
         values.append(vals[keep])
     found, first = np.unique(np.concatenate(codes), return_index=True)
     return code_pairs(found, n), np.concatenate(values)[first].astype(np.float32)
+
+
+def _multi_view_pairs(embeddings: np.ndarray, params: IndexParams, layout: ViewLayout) -> tuple[np.ndarray, np.ndarray]:
+    n = len(embeddings)
+    indexed = np.concatenate([np.ascontiguousarray(view(embeddings, layout, v), np.float32) for v in layout.indexed])
+    search = searcher(indexed, params)
+    k = min(params.k + len(layout.indexed), len(indexed))  # a sample's own views come back too
+    codes = []
+    for v in layout.queried:
+        for start in range(0, n, QUERY_BLOCK):
+            sims, idx = search(view(embeddings[start : start + QUERY_BLOCK], layout, v), k)
+            rows = np.repeat(np.arange(start, start + len(idx)), idx.shape[1])
+            cols, vals = idx.ravel() % n, sims.ravel()
+            keep = (idx.ravel() >= 0) & (cols != rows) & (vals >= params.min_sim)
+            codes.append(np.unique(pair_codes(rows[keep], cols[keep], n)))
+        release(embeddings)
+    pairs = code_pairs(np.unique(np.concatenate(codes)), n)
+    sims = pair_cosines(embeddings, pairs[:, 0], pairs[:, 1], layout)
+    keep = sims >= params.min_sim  # a query view may meet an indexed view it is not compared with
+    return pairs[keep], sims[keep]

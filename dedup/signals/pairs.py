@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from common.mapped import release
+from dedup.signals.views import SINGLE, ViewLayout, pair_similarity
 
 BLOCK = 65_536
 
@@ -36,9 +37,10 @@ def over_pairs(
     return out
 
 
-def pair_cosines(vectors: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """``vectors[left[i]] · vectors[right[i]]`` (cosines of unit rows)."""
-    return over_pairs(lambda a, b: np.einsum("ij,ij->i", vectors[a], vectors[b]), left, right, vectors)
+def pair_cosines(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, layout: ViewLayout = SINGLE) -> np.ndarray:
+    """``vectors[left[i]] · vectors[right[i]]`` (cosines of unit rows); for multi-view rows, the best
+    allowed pair of views (dedup/signals/views.py)."""
+    return over_pairs(lambda a, b: pair_similarity(vectors[a], vectors[b], layout), left, right, vectors)
 
 
 def pair_agreement(signatures: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:

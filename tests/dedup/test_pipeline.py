@@ -21,7 +21,7 @@ from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.io.readers import read_shards
 from dedup.io.sample import Reason, Sample
 from dedup.pipeline import DedupParams, run_dedup
-from dedup.signals.embed import PixelEmbedder
+from dedup.signals.robust import RobustEmbedder
 from tests.conftest import TINY_TWEMOJI, count_units, encode, random_rgb
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,14 +103,14 @@ def test_reweight_and_keep_policies(tiny, cache_dir: Path, tmp_path: Path) -> No
 
 def test_non_finite_embedding_is_a_rejection(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     corpus, _ = tiny
-    original = PixelEmbedder.embed
+    original = RobustEmbedder.embed
 
-    def faulty(self: PixelEmbedder, images):  # type: ignore[no-untyped-def]
+    def faulty(self: RobustEmbedder, images):  # type: ignore[no-untyped-def]
         out = original(self, images)
         out[0] = np.nan  # fault injection: one embedding per batch comes back NaN
         return out
 
-    monkeypatch.setattr(PixelEmbedder, "embed", faulty)
+    monkeypatch.setattr(RobustEmbedder, "embed", faulty)
     params = DedupParams(write_shards=False)  # one worker: the patched embedder runs in this process
     result = run_dedup(
         corpus, params, out_dir=tmp_path, cache=Cache(tmp_path / "cache"), executor=ExecutorConfig(workers=1)

@@ -1,0 +1,106 @@
+"""Multi-view embeddings: a row holds several views of one image side by side, each of unit norm, and two
+images are as similar as their best-matching allowed pair of views (the ``robust`` embedder's crop,
+rotation, flip and greyscale views against the other image's base view). Single-view embedders (every
+other kind) have one view and one pair: the similarity is the plain cosine.
+
+Written by hand: faiss indexes single vectors; the max over view pairs is what copy detection's
+multi-view queries compute (search each query view, rescore the pair by its best view pair).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ViewPair:
+    """View ``a`` of one sample against view ``b`` of the other (both ways round). With ``gate`` (x, y),
+    the pair counts only where the ``b`` side's views x and y are equal (the robust embedder's greyscale
+    view counts only against an image that has no colour: its base and grey views coincide)."""
+
+    a: int
+    b: int
+    gate: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class ViewLayout:
+    count: int = 1
+    pairs: tuple[ViewPair, ...] = (ViewPair(0, 0),)
+
+    @property
+    def single(self) -> bool:
+        return self.count == 1
+
+    @property
+    def indexed(self) -> tuple[int, ...]:
+        """Views the neighbour index holds (every pair's ``b``); queries are every pair's ``a``."""
+        return tuple(sorted({p.b for p in self.pairs}))
+
+    @property
+    def queried(self) -> tuple[int, ...]:
+        return tuple(sorted({p.a for p in self.pairs}))
+
+
+SINGLE = ViewLayout()
+GATE_TOLERANCE = 1e-6
+
+
+def view(rows: np.ndarray, layout: ViewLayout, v: int) -> np.ndarray:
+    """View ``v`` of each row (a strided slice, no copy)."""
+    width = rows.shape[-1] // layout.count
+    return rows[..., v * width : (v + 1) * width]
+
+
+def _gate_open(rows: np.ndarray, layout: ViewLayout, gate: tuple[int, int]) -> np.ndarray:
+    return np.abs(view(rows, layout, gate[0]) - view(rows, layout, gate[1])).max(axis=-1) <= GATE_TOLERANCE
+
+
+def pair_similarity(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.ndarray:
+    """Similarity of aligned rows ``x[i]`` and ``y[i]``: (m,) float32."""
+    if layout.single:
+        return np.einsum("ij,ij->i", x, y).astype(np.float32)
+    best = np.full(len(x), -np.inf, np.float32)
+    for pair in layout.pairs:
+        for one, other in ((x, y), (y, x)):
+            dots = np.einsum("ij,ij->i", view(one, layout, pair.a), view(other, layout, pair.b))
+            if pair.gate is not None:
+                dots = np.where(_gate_open(other, layout, pair.gate), dots, -np.inf)
+            np.maximum(best, dots, out=best)
+    return best
+
+
+def similarity_matrix(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.ndarray:
+    """Similarity of every row of ``x`` with every row of ``y``: (len(x), len(y)) float32."""
+    if layout.single:
+        return (x @ y.T).astype(np.float32)
+    best = np.full((len(x), len(y)), -np.inf, np.float32)
+    for pair in layout.pairs:
+        forward = view(x, layout, pair.a) @ view(y, layout, pair.b).T
+        backward = view(x, layout, pair.b) @ view(y, layout, pair.a).T
+        if pair.gate is not None:
+            forward = np.where(_gate_open(y, layout, pair.gate)[None, :], forward, -np.inf)
+            backward = np.where(_gate_open(x, layout, pair.gate)[:, None], backward, -np.inf)
+        np.maximum(best, forward, out=best)
+        np.maximum(best, backward, out=best)
+    return best
+
+
+def best_match(
+    queries: np.ndarray, rows: np.ndarray, layout: ViewLayout, block: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each query row, the most similar of ``rows`` and its similarity: (similarities, indices),
+    exhaustive (every pair scored), a block of ``rows`` at a time."""
+    best = np.full(len(queries), -np.inf, np.float32)
+    where = np.zeros(len(queries), np.int64)
+    for start in range(0, len(rows), block):
+        sims = similarity_matrix(queries, rows[start : start + block], layout)
+        if not sims.size:
+            continue
+        top = sims.argmax(axis=1)
+        value = sims[np.arange(len(queries)), top]
+        better = value > best
+        best[better], where[better] = value[better], start + top[better]
+    return best, where
