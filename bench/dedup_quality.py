@@ -2,7 +2,7 @@
 rule, the optional caption-embedding signal at several thresholds, and image-only dedup (captions
 ignored: ``dedup.caption.enabled=false``) at several image thresholds, in one run.
 
-    python bench/dedup_quality.py [--thresholds 0.9 0.95 0.98] [--image-only 0.98 0.95 0.9]
+    python bench/dedup_quality.py [--thresholds 0.9 0.95 0.98] [--image-only 0.975 0.95 0.9]
 
 Precision/recall are over injected-copy pairs (natural variant groups are neither hits nor errors;
 definitions in dedup/evaluate.py). The caption embeddings are computed once and reused from the cache.
@@ -28,7 +28,7 @@ from dedup.signals.caption_embed import CaptionSemanticParams
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--thresholds", type=float, nargs="*", default=[0.9, 0.95, 0.98])
-    parser.add_argument("--image-only", type=float, nargs="*", default=[0.98, 0.95, 0.9])
+    parser.add_argument("--image-only", type=float, nargs="*", default=[0.975, 0.95, 0.9])
     parser.add_argument("--cache", default=".cache")
     parser.add_argument("--out", type=Path, default=Path("bench/dedup_quality.json"))
     args = parser.parse_args()

@@ -26,21 +26,29 @@ def code_pairs(codes: np.ndarray, n: int) -> np.ndarray:
 
 
 def over_pairs(
-    score: Callable[[np.ndarray, np.ndarray], np.ndarray], left: np.ndarray, right: np.ndarray, source: np.ndarray
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    left: np.ndarray,
+    right: np.ndarray,
+    source: np.ndarray,
+    block: int = BLOCK,
 ) -> np.ndarray:
     """``score(left[block], right[block])`` for consecutive blocks of the pairs, as one float32 array;
     ``source`` (the array ``score`` reads) gives its mapped pages back after each block."""
     out = np.empty(len(left), np.float32)
-    for start in range(0, len(left), BLOCK):
-        out[start : start + BLOCK] = score(left[start : start + BLOCK], right[start : start + BLOCK])
+    for start in range(0, len(left), block):
+        out[start : start + block] = score(left[start : start + block], right[start : start + block])
         release(source)
     return out
+
+
+BLOCK_BYTES = 64 << 20  # rows gathered per side and block of pairs (64 MiB: 65,536 rows of 1 KiB)
 
 
 def pair_cosines(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, layout: ViewLayout = SINGLE) -> np.ndarray:
     """``vectors[left[i]] · vectors[right[i]]`` (cosines of unit rows); for multi-view rows, the best
     allowed pair of views (dedup/signals/views.py)."""
-    return over_pairs(lambda a, b: pair_similarity(vectors[a], vectors[b], layout), left, right, vectors)
+    block = max(1024, BLOCK_BYTES // max(1, vectors.shape[1] * vectors.itemsize))  # wide multi-view rows: fewer
+    return over_pairs(lambda a, b: pair_similarity(vectors[a], vectors[b], layout), left, right, vectors, block)
 
 
 def pair_agreement(signatures: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
