@@ -7,13 +7,15 @@ import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
-import webdataset as wds
 
 from common.atomic import atomic_path, write_table
 from dedup.io.sample import Sample
+
+if TYPE_CHECKING:
+    import webdataset as wds
 
 FIXED_MTIME = 0.0  # reproducible shards: two runs over the same input are byte-identical
 
@@ -63,6 +65,9 @@ class ShardWriter:
         # We open the file (WDS_SECURE forbids webdataset's gopen on local paths); PAX headers carry unicode
         # and long keys; encoder=False: the members are bytes we prepared.
         self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in _close
+        import webdataset as wds  # here, not at import: webdataset imports torch (~2 s), and a run that stops
+        # at a bad config, or never writes a shard, need not pay for it
+
         self._tar = wds.TarWriter(self._file, encoder=False, mtime=FIXED_MTIME, format="PAX_FORMAT")
 
     def _close(self, failed: bool = False) -> None:
