@@ -87,20 +87,26 @@ def _false_pairs(together: np.ndarray, keys: list[str], origin: dict[str, str], 
     return int((np.triu(together, 1) & (groups[:, None] != groups[None, :])).sum())
 
 
-def score(labels: dict[str, int], half: Half) -> dict[str, object]:
-    """Recall per edit (copy in its original's cluster) and false pairs."""
+def _summary(found: Callable[[str], bool], together: np.ndarray, keys: list[str], half: Half) -> dict[str, object]:
+    """Recall per edit (``found``: is this copy joined to its original) and false pairs of ``together``."""
     _, origin, group = half
-    keys = list(labels)
-    cluster = np.array([labels[k] for k in keys])
-    recall = _recall(lambda k: labels[k] == labels[origin[k]], keys, TRANSFORMS)
-    found = [r for r in recall.values() if r is not None]
+    recall = _recall(found, keys, TRANSFORMS)
+    values = [r for r in recall.values() if r is not None]
     return {
         "recall": recall,
-        "held_out_recall": _recall(lambda k: labels[k] == labels[origin[k]], keys, HELD_OUT),
-        "mean_recall": round(float(np.mean(found)), 4),
-        "min_recall": min(found),
-        "false_pairs": _false_pairs(cluster[:, None] == cluster[None, :], keys, origin, group),
+        "held_out_recall": _recall(found, keys, HELD_OUT),
+        "mean_recall": round(float(np.mean(values)), 4),
+        "min_recall": min(values),
+        "false_pairs": _false_pairs(together, keys, origin, group),
     }
+
+
+def score(labels: dict[str, int], half: Half) -> dict[str, object]:
+    """Recall per edit (copy in its original's cluster) and false pairs."""
+    origin = half[1]
+    keys = list(labels)
+    cluster = np.array([labels[k] for k in keys])
+    return _summary(lambda k: labels[k] == labels[origin[k]], cluster[:, None] == cluster[None, :], keys, half)
 
 
 def choose_threshold(kind: str, half: Half) -> float:
@@ -131,22 +137,13 @@ def run_half(half: Half, params: DedupParams) -> dict[str, int]:
 
 def peer(half: Half) -> dict[str, object]:
     """imagededup's default (PHash, max Hamming distance 10), pairwise, as imagehash computes it."""
-    samples, origin, group = half
+    samples, origin, _ = half
     keys = [k for k, _ in samples]
     signs = np.stack([imagehash.phash(image).hash.reshape(-1) for _, image in samples]).astype(np.float32) * 2 - 1
     hamming = (signs.shape[1] - signs @ signs.T) / 2  # ±1 bits: agreements minus disagreements
     near = hamming <= 10
     index = {k: i for i, k in enumerate(keys)}
-    found = lambda k: bool(near[index[k], index[origin[k]]])  # noqa: E731
-    recall = _recall(found, keys, TRANSFORMS)
-    values = [r for r in recall.values() if r is not None]
-    return {
-        "recall": recall,
-        "held_out_recall": _recall(found, keys, HELD_OUT),
-        "mean_recall": round(float(np.mean(values)), 4),
-        "min_recall": min(values),
-        "false_pairs": _false_pairs(near, keys, origin, group),
-    }
+    return _summary(lambda k: bool(near[index[k], index[origin[k]]]), near, keys, half)
 
 
 def main() -> None:

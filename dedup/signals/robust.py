@@ -187,6 +187,20 @@ def _vectors(luminance: np.ndarray, chroma: np.ndarray) -> np.ndarray:
     return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
+def _grids(
+    working: Working, views: tuple[tuple[str, float, float], ...]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Luminance and chroma grids of each named (scale, degrees) view of a working batch."""
+    luminance, chroma = working
+    geometric = tuple((scale, degrees) for _, scale, degrees in views)
+    lum = _view_grids(luminance, GRID, geometric)
+    cb, cr = (_view_grids(chroma[:, c], CHROMA_GRID, geometric) for c in range(2))
+    names = [name for name, _, _ in views]
+    return dict(zip(names, lum, strict=True)), {
+        n: np.concatenate([b, r], axis=1) for n, b, r in zip(names, cb, cr, strict=True)
+    }
+
+
 def _mirror(grid: np.ndarray, side: int, channels: int = 1) -> np.ndarray:
     return grid.reshape(len(grid), channels, side, side)[..., ::-1].reshape(len(grid), -1)
 
@@ -200,14 +214,10 @@ class RobustEmbedder:
         if not len(images):
             return np.zeros((0, len(VIEWS) * VIEW_DIM), np.float32)
         full, trimmed = _working(images)
-        geometric = tuple((scale, degrees) for _, scale, degrees in GEOMETRIC)
-        lum_grids = dict(zip([g[0] for g in GEOMETRIC], _view_grids(full[0], GRID, geometric), strict=True))
-        chroma = [_view_grids(full[1][:, c], CHROMA_GRID, geometric) for c in range(2)]
-        chr_grids = {g[0]: np.concatenate([chroma[0][i], chroma[1][i]], axis=1) for i, g in enumerate(GEOMETRIC)}
-        lum_grids["trim"] = _view_grids(trimmed[0], GRID, ((1.0, 0.0),))[0]
-        chr_grids["trim"] = np.concatenate(
-            [_view_grids(trimmed[1][:, c], CHROMA_GRID, ((1.0, 0.0),))[0] for c in range(2)], axis=1
-        )
+        lum_grids, chr_grids = _grids(full, GEOMETRIC)
+        trim_lum, trim_chr = _grids(trimmed, (("trim", 1.0, 0.0),))
+        lum_grids |= trim_lum
+        chr_grids |= trim_chr
         lum_grids["flip"] = _mirror(lum_grids["base"], GRID)
         chr_grids["flip"] = _mirror(chr_grids["base"], CHROMA_GRID, 2)
         lum_grids["grey"] = lum_grids["base"]

@@ -58,13 +58,18 @@ def _gate_open(rows: np.ndarray, layout: ViewLayout, gate: tuple[int, int]) -> n
     return np.abs(view(rows, layout, gate[0]) - view(rows, layout, gate[1])).max(axis=-1) <= GATE_TOLERANCE
 
 
+def _symmetric(pair: ViewPair) -> bool:
+    """A view against the same view, ungated: both ways round give the same dot products."""
+    return pair.a == pair.b and pair.gate is None
+
+
 def pair_similarity(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.ndarray:
     """Similarity of aligned rows ``x[i]`` and ``y[i]``: (m,) float32."""
     if layout.single:
         return np.einsum("ij,ij->i", x, y).astype(np.float32)
     best = np.full(len(x), -np.inf, np.float32)
     for pair in layout.pairs:
-        for one, other in ((x, y), (y, x)):
+        for one, other in ((x, y), (y, x))[: 1 if _symmetric(pair) else 2]:
             dots = np.einsum("ij,ij->i", view(one, layout, pair.a), view(other, layout, pair.b))
             if pair.gate is not None:
                 dots = np.where(_gate_open(other, layout, pair.gate), dots, -np.inf)
@@ -79,11 +84,14 @@ def similarity_matrix(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.nd
     best = np.full((len(x), len(y)), -np.inf, np.float32)
     for pair in layout.pairs:
         forward = view(x, layout, pair.a) @ view(y, layout, pair.b).T
-        backward = view(x, layout, pair.b) @ view(y, layout, pair.a).T
         if pair.gate is not None:
             forward = np.where(_gate_open(y, layout, pair.gate)[None, :], forward, -np.inf)
-            backward = np.where(_gate_open(x, layout, pair.gate)[:, None], backward, -np.inf)
         np.maximum(best, forward, out=best)
+        if _symmetric(pair):
+            continue
+        backward = view(x, layout, pair.b) @ view(y, layout, pair.a).T
+        if pair.gate is not None:
+            backward = np.where(_gate_open(x, layout, pair.gate)[:, None], backward, -np.inf)
         np.maximum(best, backward, out=best)
     return best
 
