@@ -10,7 +10,8 @@ pad); the reporting half also gets copies under six held-out edits (other streng
 never used to design the ``robust`` embedder). Every sample has its own caption, so only the image
 signals can join a copy to its original. For each embedder the image threshold is chosen on the first
 half (the lowest with at most one false pair per original) and reported on the second half by running
-the real dedup pipeline with that threshold, and with the default. A copy is found when it ends in its
+the real dedup pipeline with that threshold, and with the default; the keeper-assignment margin
+(``dedup.image.assign_margin``) is swept on the first half only. A copy is found when it ends in its
 original's cluster; a false pair is a pair of samples of different originals in one cluster, unless the
 two originals are one natural group of the built-in corpus (skin-tone and gendered variants, drawings
 Twemoji repeats or mirrors: dedup/builtin/twemoji.py), as the built-in corpus's evaluation counts them.
@@ -135,6 +136,20 @@ def run_half(half: Half, params: DedupParams) -> dict[str, int]:
     return {r["key"]: int(r["cluster_id"]) for r in rows}
 
 
+ASSIGN_MARGINS = (0.0, 0.005, 0.01, 0.02, 2.0)  # 2.0: any match ties, the first kept in priority wins
+
+
+def margin_sweep(half: Half) -> dict[str, dict[str, object]]:
+    """The default embedder and threshold on the choosing half, for each assignment margin (how a removed
+    sample picks its keeper among the kept samples it matches): recall per edit, mean, min, false pairs."""
+    out = {}
+    for margin in ASSIGN_MARGINS:
+        params = DedupParams(rule=ClusterRule(assign_margin=margin), write_shards=False)
+        found = score(run_half(half, params), half)
+        out[str(margin)] = {k: found[k] for k in ("recall", "mean_recall", "min_recall", "false_pairs")}
+    return out
+
+
 def peer(half: Half) -> dict[str, object]:
     """imagededup's default (PHash, max Hamming distance 10), pairwise, as imagehash computes it."""
     samples, origin, _ = half
@@ -177,6 +192,7 @@ def main() -> None:
             f"default_threshold_{ClusterRule().image_threshold}": score(run_half(report, default), report),
         }
     results["peer_phash_hamming10"] = peer(report)
+    results["assign_margin_sweep_choosing_half"] = margin_sweep(choose)
     report_json = {
         "machine": f"{platform.machine()}, {platform.python_version()}",
         "originals_per_half": len(report_files),

@@ -32,8 +32,9 @@ def dedup_values(params: DedupParams) -> dict[str, Any]:
     caption.*: ``enabled`` (false: image-only dedup), MinHash (``ngram``, ``char_ngrams``, ``num_perm``, ``seed``), LSH (``lsh_threshold`` — the
     cached candidate floor, ``bands``/``rows``/``max_bucket``), ``threshold`` (Jaccard of the caption+image
     clause) and ``semantic.*`` (the optional MiniLM signal, its ``threshold`` and cached ``floor``).
-    image.*: the embedder, ``threshold`` (cosine alone), ``loose_threshold`` (with a caption match) and
-    ``index.*`` (faiss). ``exact``: identical pixels always match. ``policy``: remove | reweight | keep |
+    image.*: the embedder, ``threshold`` (cosine alone), ``loose_threshold`` (with a caption match),
+    ``assign_margin`` (similarities this close to a removed sample's best keeper are ties, decided by keeper
+    priority) and ``index.*`` (faiss). ``exact``: identical pixels always match. ``policy``: remove | reweight | keep |
     semdedup."""
     rule = params.rule
     semantic_threshold = rule.caption_semantic_threshold
@@ -55,6 +56,7 @@ def dedup_values(params: DedupParams) -> dict[str, Any]:
             **asdict(params.embedder),
             "threshold": rule.image_threshold,
             "loose_threshold": rule.loose_image_threshold,
+            "assign_margin": rule.assign_margin,
             "index": asdict(params.index),
         },
         "exact": rule.use_exact,
@@ -110,6 +112,7 @@ def dedup_params(values: dict[str, Any]) -> DedupParams:
         image_threshold=_number(image, "threshold", "dedup.image"),
         caption_threshold=_number(caption, "threshold", "dedup.caption"),
         loose_image_threshold=_number(image, "loose_threshold", "dedup.image"),
+        assign_margin=_number(image, "assign_margin", "dedup.image"),
         use_exact=exact,
         caption_semantic_threshold=(
             (SEMANTIC_THRESHOLD if semantic_threshold is None else semantic_threshold)

@@ -34,6 +34,10 @@ class ClusterRule:
     loose_image_threshold: float = 0.8
     use_exact: bool = True
     caption_semantic_threshold: float | None = None
+    # A removed sample joins, of the kept samples it matches within this much image similarity of its
+    # best, the first in keeper priority: closer than this is the noise of an edit (chosen on the choosing
+    # half of bench/dedup_transforms.py).
+    assign_margin: float = 0.01
 
     def __post_init__(self) -> None:
         in_range("image threshold (dedup.image.threshold)", self.image_threshold, -1.0, 1.0)
@@ -41,6 +45,7 @@ class ClusterRule:
         in_range("caption threshold (dedup.caption.threshold)", self.caption_threshold, 0.0, 1.0)
         if self.caption_semantic_threshold is not None:
             in_range("dedup.caption.semantic.threshold", self.caption_semantic_threshold, -1.0, 1.0)
+        in_range("dedup.image.assign_margin", self.assign_margin, 0.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -151,8 +156,9 @@ class PairScorer:
         cap_sims = cap[others] @ cap[i] if cap is not None else np.full(len(others), np.nan, np.float32)
         return self.exact_groups[others] == self.exact_groups[i], sims, jac, cap_sims
 
-    def degrees(self, members: np.ndarray, rule: ClusterRule) -> np.ndarray:
-        """How many other members each member meets the rule with (all pairs: O(m²))."""
+    def degrees(self, members: np.ndarray, rule: ClusterRule) -> tuple[np.ndarray, np.ndarray]:
+        """How many other members each member meets the rule with, and the sum of its image similarities
+        to them (all pairs: O(m²))."""
         emb, sig, ok = self.embeddings[members], self.signatures[members], self.usable[members]
         sims = similarity_matrix(emb, emb, self.views)
         jac = (sig[:, None, :] == sig[None, :, :]).mean(axis=2)
@@ -160,7 +166,26 @@ class PairScorer:
         exact = self.exact_groups[members][:, None] == self.exact_groups[members][None, :]
         cap = self.caption_embeddings
         cap_sims = cap[members] @ cap[members].T if cap is not None else np.full_like(sims, np.nan)
-        return (_accept(exact, sims, jac, cap_sims, rule) >= 0).sum(axis=1) - 1
+        match = _accept(exact, sims, jac, cap_sims, rule) >= 0
+        np.fill_diagonal(match, False)
+        return match.sum(axis=1), np.where(match, _milli(sims), 0).sum(axis=1)
+
+
+def _best_keeper(i: int, kept: np.ndarray, scorer: PairScorer, rule: ClusterRule) -> tuple[int, str]:
+    """The kept sample ``i`` joins, and the signal joining them: a kept sample with identical pixels if
+    any; else, of the kept samples it matches with an image similarity within ``rule.assign_margin`` of
+    its best, the first in keeper priority (``kept`` is in that order). ``i`` matches at least one of them."""
+    exact, sims, jaccard, caption_sims = scorer(i, kept)
+    codes = _accept(exact, sims, jaccard, caption_sims, rule)
+    score = np.where(codes < 0, -np.inf, np.where(codes == 0, np.inf, np.nan_to_num(sims, nan=-1.0)))
+    best = int(np.argmax(score >= score.max() - rule.assign_margin))
+    return int(kept[best]), SIGNALS[int(codes[best])]
+
+
+def _milli(sims: np.ndarray) -> np.ndarray:
+    """Similarities in integer thousandths (NaN as 0): their sums are exact whatever the order, so a tie
+    between identical copies falls to ``rank``, never to rounding noise."""
+    return np.rint(np.nan_to_num(sims) * 1000).astype(np.int64)
 
 
 FULL_DEGREE_LIMIT = 512  # larger components order by candidate-edge degree, not an O(m²) count
@@ -177,32 +202,43 @@ def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer
 
     Inside each component of accepted candidate edges, one pass in keeper-priority order: most matches
     first (an original sits at the centre of its scraped variants, so keeping it removes them all), then
+    the highest sum of image similarities to them (the original is closer to each edit than the edits are
+    to each other: a letterboxed copy, larger by its padding, must not win on size), then
     ``rank`` (callers rank by largest resolution, then smallest key). A sample is kept if it matches no kept
-    sample, else it joins the first kept sample it matches. Written by hand: no library computes a
-    priority-ordered maximal independent set with assignments.
+    sample. Once the component's kept set is final, each removed sample joins a kept sample it matches:
+    one with identical pixels if any, else the first in priority of those it matches nearly as well as its
+    best (``rule.assign_margin``) — a copy of one of several look-alike originals (keycaps, flags) joins
+    its own original, not whichever look-alike was kept first, while near-ties go to the central keeper. Written by
+    hand: no library computes a priority-ordered maximal independent set with assignments.
     """
     kept_edges = edges.subset(
         _accept(edges.exact, edges.image_sim, edges.caption_jaccard, edges.caption_sim, rule) >= 0
     )
     graph = coo_matrix((np.ones(len(kept_edges.pairs)), (kept_edges.pairs[:, 0], kept_edges.pairs[:, 1])), shape=(n, n))
     _, components = connected_components(graph, directed=False)
-    edge_degree = np.bincount(kept_edges.pairs.reshape(-1), minlength=n) if n else np.zeros(0, np.int64)
+    ends = kept_edges.pairs.reshape(-1)
+    edge_degree = np.bincount(ends, minlength=n)
+    edge_strength = np.zeros(n, np.int64)
+    np.add.at(edge_strength, ends, np.repeat(_milli(kept_edges.image_sim), 2))
     keeper = np.arange(n)
     signal = np.array([""] * n, dtype=object)
     sizes = np.bincount(components) if n else np.zeros(0, np.int64)
     in_groups = np.flatnonzero(sizes[components] > 1) if n else np.zeros(0, np.int64)
     order = in_groups[np.lexsort((in_groups, components[in_groups]))]
     for members in np.split(order, np.flatnonzero(np.diff(components[order])) + 1) if len(order) else []:
-        degree = scorer.degrees(members, rule) if len(members) <= FULL_DEGREE_LIMIT else edge_degree[members]
+        if len(members) <= FULL_DEGREE_LIMIT:
+            degree, strength = scorer.degrees(members, rule)
+        else:
+            degree, strength = edge_degree[members], edge_strength[members]
         kept: list[int] = []
-        for i in members[np.lexsort((members, rank[members], -degree))]:
-            if kept:
-                codes = _accept(*scorer(int(i), np.asarray(kept)), rule)
-                hits = np.flatnonzero(codes >= 0)
-                if len(hits):
-                    keeper[i], signal[i] = kept[hits[0]], SIGNALS[int(codes[hits[0]])]
-                    continue
-            kept.append(int(i))
+        removed: list[int] = []
+        for i in members[np.lexsort((members, rank[members], -strength, -degree))]:
+            if kept and (_accept(*scorer(int(i), np.asarray(kept)), rule) >= 0).any():
+                removed.append(int(i))
+            else:
+                kept.append(int(i))
+        for i in removed:
+            keeper[i], signal[i] = _best_keeper(i, np.asarray(kept), scorer, rule)
     _, labels = np.unique(keeper, return_inverse=True)
     size = np.bincount(labels)[labels] if n else np.zeros(0, np.int64)
     signal[np.flatnonzero((keeper == np.arange(n)) & (size > 1))] = "keeper"

@@ -10,6 +10,8 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from common.cache import Cache
 from dedup.decide.cluster import ClusterRule, PairScorer, _accept, cluster, merge_candidates
@@ -43,11 +45,13 @@ def graphs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 
 @settings(max_examples=200, deadline=None)
-@given(graphs(), st.sampled_from([0.9, 0.98]))
-def test_kept_set_invariants_on_random_graphs(graph, image_threshold: float) -> None:  # type: ignore[no-untyped-def]
+@given(graphs(), st.sampled_from([0.9, 0.98]), st.sampled_from([0.0, 0.01, 2.0]))
+def test_kept_set_invariants_on_random_graphs(graph, image_threshold: float, margin: float) -> None:  # type: ignore[no-untyped-def]
     emb, exact, sig, pairs, rank = graph
     n = len(emb)
-    rule = ClusterRule(image_threshold=image_threshold, caption_threshold=0.7, loose_image_threshold=0.8)
+    rule = ClusterRule(
+        image_threshold=image_threshold, caption_threshold=0.7, loose_image_threshold=0.8, assign_margin=margin
+    )
     sims = np.einsum("ij,ij->i", emb[pairs[:, 0]], emb[pairs[:, 1]]) if len(pairs) else np.zeros(0)
     jac = (sig[pairs[:, 0]] == sig[pairs[:, 1]]).mean(axis=1) if len(pairs) else np.zeros(0)
     edges = merge_candidates(
@@ -67,11 +71,22 @@ def test_kept_set_invariants_on_random_graphs(graph, image_threshold: float) -> 
     for i, j in edges.pairs[both]:
         assert _accept(*scorer(int(i), np.array([j])), rule)[0] < 0, (i, j)
     assert len(np.unique(exact[kept])) == kept.sum()
-    # Every removed sample matches its keeper directly, and that keeper is kept (no chains).
+    # Every removed sample matches its keeper directly, and that keeper is kept (no chains); of the kept
+    # samples of its component that it matches, its keeper is the best (exact pixels, else most similar)
+    # up to the assignment margin.
+    _, component = connected_components(
+        coo_matrix((np.ones(len(found.edges.pairs)), tuple(found.edges.pairs.T)), shape=(n, n)), directed=False
+    )
     for i in np.flatnonzero(~kept):
         k = found.keeper[i]
         assert kept[k] and _accept(*scorer(int(i), np.array([k])), rule)[0] >= 0
         assert found.labels[i] == found.labels[k]
+        rivals = np.flatnonzero(kept & (component == component[i]))
+        codes = _accept(*scorer(int(i), rivals), rule)
+        rivals = rivals[codes >= 0]
+        if exact[i] != exact[k]:
+            assert not (exact[rivals] == exact[i]).any()
+            assert emb[k] @ emb[i] >= (emb[rivals] @ emb[i]).max() - margin - 1e-6
     assert (np.bincount(found.labels)[found.labels] == found.size).all()
 
 
