@@ -7,12 +7,13 @@
 - ``phash``: imagehash's perceptual hash as ±1 bits (cosine = 1 − 2·Hamming/bits).
 - ``clip`` / ``dino``: a transformers model from a local folder (``CLIPModel`` / ``AutoModel``).
 - ``sscd``: a TorchScript file (the format the SSCD authors publish).
-Model preprocessing is PIL + numpy (no torchvision: it would drag a CUDA build of torch in).
+Model preprocessing is the weights' own transformers image processor where the folder has one
+(``preprocessor_config.json``), else a PIL + numpy resize, centre crop and normalisation — never
+torchvision, which would drag a CUDA build of torch in.
 """
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,6 +154,17 @@ def preprocess(images: Sequence[np.ndarray], *, size: int, mean: Sequence[float]
     return out
 
 
+def _image_processor(weights: str) -> Any:
+    """The transformers image processor saved with the weights (``preprocessor_config.json``: resize,
+    crop, mean and std as the model was trained), or None. Without torchvision transformers picks its
+    PIL/numpy processor."""
+    if not (Path(weights) / "preprocessor_config.json").exists():
+        return None
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(weights, local_files_only=True)
+
+
 class TorchEmbedder(ABC):
     """Shared batching for the model embedders; subclasses load ``self.model`` and define ``forward``."""
 
@@ -169,6 +181,7 @@ class TorchEmbedder(ABC):
         self.params = params
         self.device = _pick_device(params.device)
         self.image_size = params.image_size
+        self.processor: Any = None  # the weights' own transformers image processor, where they ship one
 
     @abstractmethod
     def forward(self, batch: Any) -> Any:
@@ -180,9 +193,11 @@ class TorchEmbedder(ABC):
         chunks = []
         with torch.inference_mode():
             for lo in range(0, len(images), self.params.batch_size):
-                pixels = preprocess(
-                    images[lo : lo + self.params.batch_size], size=self.image_size, mean=self.mean, std=self.std
-                )
+                batch = images[lo : lo + self.params.batch_size]
+                if self.processor is not None:
+                    pixels = self.processor(images=list(batch), return_tensors="np")["pixel_values"]
+                else:
+                    pixels = preprocess(batch, size=self.image_size, mean=self.mean, std=self.std)
                 feats = self.forward(torch.from_numpy(pixels).to(self.device))
                 chunks.append(feats.float().cpu().numpy())
         return l2_normalise(np.concatenate(chunks)) if chunks else np.zeros((0, 1), np.float32)
@@ -198,10 +213,7 @@ class ClipEmbedder(TorchEmbedder):
 
         self.model = CLIPModel.from_pretrained(self.weights, local_files_only=True).eval().to(self.device)
         self.image_size = self.model.config.vision_config.image_size
-        config = Path(self.weights) / "preprocessor_config.json"
-        if config.exists():
-            pre = json.loads(config.read_text())
-            self.mean, self.std = pre.get("image_mean", CLIP_MEAN), pre.get("image_std", CLIP_STD)
+        self.processor = _image_processor(self.weights)
 
     def forward(self, batch: Any) -> Any:
         out = self.model.get_image_features(pixel_values=batch)
@@ -218,7 +230,12 @@ class DinoEmbedder(TorchEmbedder):
         from transformers import AutoModel
 
         self.model = AutoModel.from_pretrained(self.weights, local_files_only=True).eval().to(self.device)
-        self.image_size = getattr(self.model.config, "image_size", params.image_size)
+        # DINOv2's config.image_size (518) is the size its position embeddings were trained at; its
+        # published processor feeds 224 (shortest edge 256, centre crop 224) and the model interpolates.
+        # A DINO (v1) ViT takes exactly its config.image_size.
+        if self.model.config.model_type != "dinov2":
+            self.image_size = getattr(self.model.config, "image_size", params.image_size)
+        self.processor = _image_processor(self.weights)
 
     def forward(self, batch: Any) -> Any:
         return self.model(pixel_values=batch).last_hidden_state[:, 0]

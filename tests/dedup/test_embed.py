@@ -57,6 +57,49 @@ def test_dino_loads_from_local_folder(tmp_path: Path) -> None:
     assert emb.shape == (4, 32) and np.isfinite(emb).all()
 
 
+def _processed_features(model: torch.nn.Module, processor: object, cls: bool) -> np.ndarray:
+    """What the embedder must compute: the processor's pixels through the model, L2-normalised."""
+    pixels = torch.from_numpy(processor(images=_images(), return_tensors="np")["pixel_values"])  # type: ignore[operator]
+    with torch.inference_mode():
+        out = (
+            model(pixel_values=pixels).last_hidden_state[:, 0] if cls else model.get_image_features(pixel_values=pixels)
+        )
+    out = out if isinstance(out, torch.Tensor) else out.pooler_output
+    return (out / out.norm(dim=1, keepdim=True)).numpy()
+
+
+def test_clip_preprocesses_with_its_own_image_processor(tmp_path: Path) -> None:
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    folder = build_tiny_clip(tmp_path / "clip")
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}, image_mean=[0.2] * 3
+    )
+    processor.save_pretrained(folder)
+    emb = make_embedder(EmbedderParams(kind="clip", weights=str(folder), device="cpu")).embed(_images())
+    expected = _processed_features(CLIPModel.from_pretrained(folder).eval(), processor, cls=False)
+    assert np.allclose(emb, expected, atol=1e-5)
+
+
+def test_dinov2_input_size_from_its_processor_or_224(tmp_path: Path) -> None:
+    """DINOv2's config says 518 (its position-embedding grid); its processor crops 224, or what the folder's
+    processor says."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, patch_size=14
+    )
+    torch.manual_seed(0)
+    Dinov2Model(config).save_pretrained(tmp_path / "dinov2")
+    bare = make_embedder(EmbedderParams(kind="dino", weights=str(tmp_path / "dinov2"), device="cpu"))
+    assert bare.image_size == 224 and bare.embed(_images()).shape == (4, 32)  # type: ignore[union-attr]
+    processor = BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 28, "width": 28})
+    processor.save_pretrained(tmp_path / "dinov2")
+    emb = make_embedder(EmbedderParams(kind="dino", weights=str(tmp_path / "dinov2"), device="cpu")).embed(_images())
+    expected = _processed_features(Dinov2Model.from_pretrained(tmp_path / "dinov2").eval(), processor, cls=True)
+    assert np.allclose(emb, expected, atol=1e-5)
+
+
 def test_sscd_torchscript(tmp_path: Path) -> None:
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     torch.jit.script(net).save(str(tmp_path / "sscd.pt"))
