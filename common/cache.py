@@ -40,7 +40,7 @@ VERSIONS: dict[str, int] = {
     "map": 2,  # 2: every tar sample's byte offset; one part (shard or folder): units, signatures, embeddings (dedup/shardmap.py)
     "joined": 1,  # the parts' map outputs joined: units table, signatures and embeddings to memory-map
     "caption_pairs": 2,
-    "image_neighbors": 2,
+    "image_neighbors": 3,  # 3: one index per indexed view (robust), searched by the views compared with it
     "caption_embeddings": 2,
     "caption_neighbors": 2,
     "images": 2,

@@ -189,9 +189,9 @@ def neighbor_pairs(
     embeddings: np.ndarray, params: IndexParams, layout: ViewLayout = SINGLE
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j), i < j, among each vector's k nearest with cosine ≥ min_sim, and their cosine (as
-    found from the first of the two to list the other). Multi-view rows: the index holds the views
-    that pairs compare against, every other compared view is a query, and each pair found is rescored
-    by its best allowed view pair (``pair_similarity``)."""
+    found from the first of the two to list the other). Multi-view rows: one index per view that pairs
+    compare against, searched by the views compared with it, and each pair found is rescored by its
+    best allowed view pair (``pair_similarity``)."""
     n = len(embeddings)
     if n < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
@@ -209,20 +209,24 @@ def neighbor_pairs(
 
 
 def _multi_view_pairs(embeddings: np.ndarray, params: IndexParams, layout: ViewLayout) -> tuple[np.ndarray, np.ndarray]:
+    """One index per indexed view, searched only by the views compared with it (the robust layout: the
+    base view's index by six query views, the trim view's by the trim view alone) — half the work of one
+    index holding both, whose extra hits were discarded on rescoring anyway."""
     n = len(embeddings)
-    indexed = np.concatenate([np.ascontiguousarray(view(embeddings, layout, v), np.float32) for v in layout.indexed])
-    search = searcher(indexed, params)
-    k = min(params.k + len(layout.indexed), len(indexed))  # a sample's own views come back too
+    k = min(params.k + 1, n)  # a sample's own row comes back too
     codes = []
-    for v in layout.queried:
-        for start in range(0, n, QUERY_BLOCK):
-            sims, idx = search(view(embeddings[start : start + QUERY_BLOCK], layout, v), k)
-            rows = np.repeat(np.arange(start, start + len(idx)), idx.shape[1])
-            cols, vals = idx.ravel() % n, sims.ravel()
-            keep = (idx.ravel() >= 0) & (cols != rows) & (vals >= params.min_sim)
-            codes.append(np.unique(pair_codes(rows[keep], cols[keep], n)))
-        release(embeddings)
+    for b in layout.indexed:
+        search = searcher(np.ascontiguousarray(view(embeddings, layout, b), np.float32), params)
+        for a in sorted({p.a for p in layout.pairs if p.b == b}):
+            for start in range(0, n, QUERY_BLOCK):
+                sims, idx = search(view(embeddings[start : start + QUERY_BLOCK], layout, a), k)
+                rows = np.repeat(np.arange(start, start + len(idx)), idx.shape[1])
+                cols, vals = idx.ravel(), sims.ravel()
+                keep = (cols >= 0) & (cols != rows) & (vals >= params.min_sim)
+                codes.append(np.unique(pair_codes(rows[keep], cols[keep], n)))
+            release(embeddings)
+        del search
     pairs = code_pairs(np.unique(np.concatenate(codes)), n)
     sims = pair_cosines(embeddings, pairs[:, 0], pairs[:, 1], layout)
-    keep = sims >= params.min_sim  # a query view may meet an indexed view it is not compared with
+    keep = sims >= params.min_sim  # a gated pair (grey) found by search may not count
     return pairs[keep], sims[keep]
