@@ -156,30 +156,46 @@ class PairScorer:
         cap_sims = cap[others] @ cap[i] if cap is not None else np.full(len(others), np.nan, np.float32)
         return self.exact_groups[others] == self.exact_groups[i], sims, jac, cap_sims
 
+    def block(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every signal of every (row, col) pair: exact, image, caption Jaccard, caption cosine, (r, c)."""
+        sims = similarity_matrix(self.embeddings[rows], self.embeddings[cols], self.views)
+        jac = (self.signatures[rows][:, None, :] == self.signatures[cols][None, :, :]).mean(axis=2)
+        jac = np.where(self.usable[rows][:, None] & self.usable[cols][None, :], jac, np.nan)
+        exact = self.exact_groups[rows][:, None] == self.exact_groups[cols][None, :]
+        cap = self.caption_embeddings
+        cap_sims = cap[rows] @ cap[cols].T if cap is not None else np.full_like(sims, np.nan)
+        return exact, sims, jac, cap_sims
+
     def degrees(self, members: np.ndarray, rule: ClusterRule) -> tuple[np.ndarray, np.ndarray]:
         """How many other members each member meets the rule with, and the sum of its image similarities
         to them (all pairs: O(m²))."""
-        emb, sig, ok = self.embeddings[members], self.signatures[members], self.usable[members]
-        sims = similarity_matrix(emb, emb, self.views)
-        jac = (sig[:, None, :] == sig[None, :, :]).mean(axis=2)
-        jac = np.where(ok[:, None] & ok[None, :], jac, np.nan)
-        exact = self.exact_groups[members][:, None] == self.exact_groups[members][None, :]
-        cap = self.caption_embeddings
-        cap_sims = cap[members] @ cap[members].T if cap is not None else np.full_like(sims, np.nan)
+        exact, sims, jac, cap_sims = self.block(members, members)
         match = _accept(exact, sims, jac, cap_sims, rule) >= 0
         np.fill_diagonal(match, False)
         return match.sum(axis=1), np.where(match, _milli(sims), 0).sum(axis=1)
 
 
-def _best_keeper(i: int, kept: np.ndarray, scorer: PairScorer, rule: ClusterRule) -> tuple[int, str]:
-    """The kept sample ``i`` joins, and the signal joining them: a kept sample with identical pixels if
-    any; else, of the kept samples it matches with an image similarity within ``rule.assign_margin`` of
-    its best, the first in keeper priority (``kept`` is in that order). ``i`` matches at least one of them."""
-    exact, sims, jaccard, caption_sims = scorer(i, kept)
-    codes = _accept(exact, sims, jaccard, caption_sims, rule)
-    score = np.where(codes < 0, -np.inf, np.where(codes == 0, np.inf, np.nan_to_num(sims, nan=-1.0)))
-    best = int(np.argmax(score >= score.max() - rule.assign_margin))
-    return int(kept[best]), SIGNALS[int(codes[best])]
+BLOCK_CELLS = 1 << 22  # (removed × kept × signature width) compared at once when assigning
+
+
+def _assign(
+    removed: np.ndarray, kept: np.ndarray, scorer: PairScorer, rule: ClusterRule
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each removed sample, the kept sample it joins and the signal joining them (an index into
+    SIGNALS): a kept sample with identical pixels if any; else, of the kept samples it matches with an
+    image similarity within ``rule.assign_margin`` of its best, the first in keeper priority (``kept`` is
+    in that order). Each removed sample matches at least one kept sample."""
+    keepers, signals = np.empty(len(removed), np.int64), np.empty(len(removed), np.int64)
+    step = max(1, BLOCK_CELLS // max(1, len(kept) * scorer.signatures.shape[1]))
+    for lo in range(0, len(removed), step):
+        codes_and_sims = scorer.block(removed[lo : lo + step], kept)
+        codes, sims = _accept(*codes_and_sims, rule), codes_and_sims[1]
+        score = np.where(codes < 0, -np.inf, np.where(codes == 0, np.inf, np.nan_to_num(sims, nan=-1.0)))
+        near = score >= score.max(axis=1, keepdims=True) - rule.assign_margin
+        first = np.argmax(near, axis=1)
+        keepers[lo : lo + step] = kept[first]
+        signals[lo : lo + step] = np.take_along_axis(codes, first[:, None], axis=1)[:, 0]
+    return keepers, signals
 
 
 def _milli(sims: np.ndarray) -> np.ndarray:
@@ -237,8 +253,10 @@ def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer
                 removed.append(int(i))
             else:
                 kept.append(int(i))
-        for i in removed:
-            keeper[i], signal[i] = _best_keeper(i, np.asarray(kept), scorer, rule)
+        if removed:
+            keepers, codes = _assign(np.asarray(removed), np.asarray(kept), scorer, rule)
+            keeper[removed] = keepers
+            signal[removed] = np.asarray(SIGNALS, dtype=object)[codes]
     _, labels = np.unique(keeper, return_inverse=True)
     size = np.bincount(labels)[labels] if n else np.zeros(0, np.int64)
     signal[np.flatnonzero((keeper == np.arange(n)) & (size > 1))] = "keeper"
