@@ -23,8 +23,9 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class ExecutorConfig:
     """kind: local (a process pool on this machine) | ray (Ray tasks; ``pip install -e .[ray]``).
-    workers: local — processes; ray — CPUs of the Ray instance started here (0: every core this process
-    may use); ignored when joining a cluster. address: ray — "" starts a local Ray instance, "auto" joins
+    workers: local — processes (0: every core this process may use, and none for a small corpus, where
+    starting a pool costs more than it saves; a number: exactly that pool); ray — CPUs of the Ray
+    instance started here (0: every core); ignored when joining a cluster. address: ray — "" starts a local Ray instance, "auto" joins
     the cluster this machine belongs to, "ray://head:10001" a remote one; every node must see the cache
     folder and the output (a shared filesystem or object storage) and have memguard installed.
     max_retries: ray — times a task is rerun after its worker died (a killed worker, a lost node)."""
@@ -42,11 +43,22 @@ class ExecutorConfig:
             raise ValueError(f"executor.address={self.address!r} needs executor.kind=ray")
 
 
-def run_parts(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], executor: ExecutorConfig) -> list[T]:
+# Below this much input a local run with the default worker count stays in this process: a pool's start
+# (a fork server importing the stages, ~2 s here) outweighs what a second core saves (the map takes ~1 s
+# of one core per 5 MB of 64-px JPEG samples: 881 µs and ~4.8 KB each, bench/RESULTS.md).
+SMALL_WORK_BYTES = 8 << 20
+
+
+def run_parts(
+    function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], executor: ExecutorConfig, work_bytes: int | None = None
+) -> list[T]:
     """``function(*job)`` for every job, results in job order. ``function`` must be importable by name
-    (a module-level function): workers import it rather than receive its code."""
+    (a module-level function): workers import it rather than receive its code. ``work_bytes``: the input
+    the jobs read, where known (under ``SMALL_WORK_BYTES`` and ``executor.workers`` = 0: no pool)."""
     if executor.kind == "ray":
         return _run_on_ray(function, jobs, executor)
+    if not executor.workers and work_bytes is not None and work_bytes < SMALL_WORK_BYTES:
+        return [function(*job) for job in jobs]
     return _run_in_pool(function, jobs, executor.workers)
 
 

@@ -75,6 +75,7 @@ class Layout:
     kind: str  # shards | folder
     parts: list[str]
     rows: list[int]
+    sizes: list[int] | None = None  # bytes of each part (shards), None where unknown (a folder)
 
 
 @dataclass(frozen=True)
@@ -154,14 +155,17 @@ def _map_into_cache(kind: str, part: str, params: MapParams, cache_root: str, ke
 
 def _part_jobs(
     corpus: Corpus, params: MapParams, cache: Cache
-) -> tuple[list[str], list[tuple[str, str, MapParams, str, str]]]:
-    """The corpus's parts, and for each the arguments of ``_map_into_cache`` (its cache key last)."""
+) -> tuple[list[str], list[int] | None, list[tuple[str, str, MapParams, str, str]]]:
+    """The corpus's parts, their sizes in bytes (shards; None for a folder), and for each part the
+    arguments of ``_map_into_cache`` (its cache key last)."""
     kind = "folder" if corpus.kind == "folder" else "shards"
     parts = [corpus.location] if kind == "folder" else find_shards(corpus.location)[0]
     if not parts:
         raise FileNotFoundError(f"no shards match {storage.redact(corpus.location)!r}")
-    keys = [entry_key("map", _part_identity(kind, p, corpus), asdict(params)) for p in parts]
-    return parts, [(kind, p, params, str(cache.root), k) for p, k in zip(parts, keys, strict=True)]
+    identities = [_part_identity(kind, p, corpus) for p in parts]
+    sizes = [int(identity[0][1]) for identity in identities] if kind == "shards" else None  # type: ignore[index]
+    keys = [entry_key("map", identity, asdict(params)) for identity in identities]
+    return parts, sizes, [(kind, p, params, str(cache.root), k) for p, k in zip(parts, keys, strict=True)]
 
 
 def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: ExecutorConfig) -> Mapped:
@@ -169,9 +173,9 @@ def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: Exe
     (cached too: ``joined/<key>``). The two largest arrays, signatures and embeddings, come back
     memory-mapped from the joined entry (``common.mapped``)."""
     kind = "folder" if corpus.kind == "folder" else "shards"
-    parts, jobs = _part_jobs(corpus, params, cache)
+    parts, sizes, jobs = _part_jobs(corpus, params, cache)
     keys = [job[-1] for job in jobs]
-    computed = sum(run_parts(_map_into_cache, jobs, executor))
+    computed = sum(run_parts(_map_into_cache, jobs, executor, sum(sizes) if sizes is not None else None))
     (cache.misses if computed else cache.hits).append("map")
     key = entry_key("joined", keys)
     folders = [cache.path("map", k) for k in keys]
@@ -184,7 +188,7 @@ def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: Exe
         key=key,
         parts=len(parts),
         computed=computed,
-        layout=Layout(kind, parts, np.load(joined / "rows.npy", allow_pickle=False).tolist()),
+        layout=Layout(kind, parts, np.load(joined / "rows.npy", allow_pickle=False).tolist(), sizes),
     )
 
 

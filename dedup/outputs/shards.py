@@ -113,7 +113,9 @@ def write_kept_shards(
             )
         )
     shards, thumbs = 0, {}
-    for written, found in run_parts(_apply_part, jobs, executor):
+    sizes = layout.sizes
+    work = sum(sizes[job[0].index] for job in jobs) if sizes is not None else None
+    for written, found in run_parts(_apply_part, jobs, executor, work):
         shards += written
         thumbs.update(found)
     return shards, thumbs

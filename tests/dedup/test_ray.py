@@ -89,7 +89,7 @@ def test_a_killed_ray_worker_is_rerun_with_the_same_result(ray_cluster: None, tw
     params = DedupParams()
     map_params = MapParams(corpus.limits, corpus.captions, params.minhash, params.embedder)
     cache = Cache(tmp_path / "killed" / "cache")
-    jobs = _part_jobs(corpus, map_params, cache)[1]
+    jobs = _part_jobs(corpus, map_params, cache)[2]
     marker = tmp_path / "killed-once"
     computed = run_parts(die_once_while_writing, [(str(marker), *job) for job in jobs[:1]], ExecutorConfig(kind="ray"))
     assert marker.exists() and computed == [True]  # the first attempt died; the rerun computed the part

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.cache import COMPLETE, Cache
-from dedup.executor import ExecutorConfig
+from dedup.executor import SMALL_WORK_BYTES, ExecutorConfig, default_workers, run_parts
 from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.pipeline import DedupParams, run_dedup
 from tests.conftest import TINY_TWEMOJI, add_member, encode, random_rgb, write_picture_shards
@@ -45,6 +45,15 @@ def test_workers_do_not_change_the_result(cache_dir: Path, tmp_path: Path) -> No
     assert one.stats["steps"]["map"]["parts"] == two.stats["steps"]["map"]["parts"] >= 3
     shards = sorted((tmp_path / "1" / "shards").glob("*.tar"))
     assert shards and all(p.read_bytes() == (tmp_path / "2" / "shards" / p.name).read_bytes() for p in shards)
+
+
+def test_a_small_corpus_stays_in_this_process_unless_workers_are_set() -> None:
+    jobs = [(), (), ()]
+    assert run_parts(os.getpid, jobs, ExecutorConfig(), SMALL_WORK_BYTES - 1) == [os.getpid()] * 3
+    pooled = run_parts(os.getpid, jobs, ExecutorConfig(workers=2), SMALL_WORK_BYTES - 1)
+    assert os.getpid() not in pooled
+    if default_workers() > 1:
+        assert os.getpid() not in run_parts(os.getpid, jobs, ExecutorConfig(), SMALL_WORK_BYTES)
 
 
 def test_a_key_repeated_in_a_later_shard_is_a_duplicate_key(tmp_path: Path) -> None:
