@@ -111,13 +111,14 @@ def _objects(prefix: str) -> list[str]:
 
 
 def _kill_when(proc: subprocess.Popen[str], ready: object) -> bool:
-    """SIGKILL ``proc`` as soon as ``ready()`` holds; False if it finished first."""
+    """SIGKILL ``proc`` as soon as ``ready()`` holds (polled every 50 ms: the commit's windows last
+    seconds); False if it finished first."""
     while proc.poll() is None:
         if ready():  # type: ignore[operator]
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return True
-        time.sleep(0.005)
+        time.sleep(0.05)
     return False
 
 
@@ -125,12 +126,13 @@ def test_killed_remote_commit_leaves_previous_result_or_none(
     s3_env: dict[str, str], shards: Path, tmp_path: Path
 ) -> None:
     out = f"s3://{BUCKET}/killed"
-    # One output shard per kept sample: hundreds of objects to upload and move, a wide window to kill in.
+    # An output shard per three kept samples: dozens of objects to upload and move, a window of seconds
+    # to kill in (polled every 50 ms).
     common = (
         "corpus=shards",
         f"corpus.path='s3://{BUCKET}/{{00000..00003}}.tar'",
         f"output={out}",
-        "dedup.shard_size=1",
+        "dedup.shard_size=3",
     )
     _finish(_dedup(s3_env, tmp_path, *common))
     first = _comparable(_remote_manifest(f"{out}/manifest.parquet"))

@@ -256,7 +256,7 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next(small_corpus: Path, t
 
 
 def test_two_runs_sharing_one_cache_both_succeed(small_corpus: Path, tmp_path: Path) -> None:
-    for trial in range(5):
+    for trial in range(2):  # each trial races two fresh runs for every entry of an empty cache
         cache = tmp_path / f"cache{trial}"
         procs = [
             subprocess.Popen(
