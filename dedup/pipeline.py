@@ -260,6 +260,9 @@ def run_dedup(
         stats["steps"] = timer.steps
         stats["cache"] = {"hits": list(cache.hits), "misses": list(cache.misses)}
         stats["params"] = asdict(params)
+        # Where the run's image embeddings stay (the joined map entry: units.parquet and embeddings.npy,
+        # one row per sample): CopyGuard.from_dedup guards against the training set without embedding it again.
+        stats["embeddings_entry"] = str(cache.path("joined", k_map).resolve())
         write_json(staging / "stats.json", stats)
     return DedupResult(out, f"{out}/shards" if params.write_shards else None, f"{out}/manifest.parquet", stats)
 

@@ -2,19 +2,23 @@
 
 An embedder of dedup's (its default, ``robust``, unless one is passed in) and an exhaustive search with
 dedup's similarity (the best allowed pair of views for multi-view embedders: dedup/signals/views.py)
-answer "is this generation a copy?"; the training images' vectors are computed here, not read from a
-dedup run.
+answer "is this generation a copy?". The training images' vectors are computed here from the images, or
+(``CopyGuard.from_dedup``) read from a dedup run's cache, with the embedder that run was configured with.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image
 
+from common.mapped import load_mapped
 from dedup.io.validate import Invalid, to_rgb
 from dedup.signals.embed import Embedder, EmbedderParams, make_embedder, view_layout
 from dedup.signals.neighbors import finite_rows
@@ -67,6 +71,12 @@ def as_rgb_uint8(image: Any, where: str = "image") -> np.ndarray:
     return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
 
 
+def _checked(threshold: float) -> float:
+    if not -1.0 <= float(threshold) <= 1.0:  # also refuses NaN
+        raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
+    return float(threshold)
+
+
 class CopyGuard:
     """Index training images once; ``check`` tells for each generated image whether it is a near-copy."""
 
@@ -77,21 +87,47 @@ class CopyGuard:
         threshold: float = 0.975,
         embedder: Embedder | None = None,
     ) -> None:
-        if not -1.0 <= float(threshold) <= 1.0:  # also refuses NaN
-            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
+        threshold = _checked(threshold)
         if len(training_images) != len(training_keys):
             raise ValueError(f"{len(training_images)} training images but {len(training_keys)} keys")
         if not len(training_images):
             raise ValueError("no training images to guard")
-        self.embedder = embedder or make_embedder(EmbedderParams())
+        embedder = embedder or make_embedder(EmbedderParams())
         images = [as_rgb_uint8(im, f"training image {i}") for i, im in enumerate(training_images)]
-        vectors = self.embedder.embed(images)
+        vectors = embedder.embed(images)
         if not finite_rows(vectors).all():
             raise ValueError("the embedder returned a non-finite vector for a training image")
-        self.keys = list(training_keys)
-        self.threshold = float(threshold)
-        self.vectors = vectors
-        self.layout = view_layout(self.embedder.name)
+        self._set(vectors, list(training_keys), threshold, embedder)
+
+    def _set(self, vectors: np.ndarray, keys: list[str], threshold: float, embedder: Embedder) -> None:
+        self.embedder, self.keys, self.threshold, self.vectors = embedder, keys, threshold, vectors
+        self.layout = view_layout(embedder.name)
+
+    @classmethod
+    def from_dedup(cls, output: str | Path, *, threshold: float = 0.975, kept_only: bool = True) -> CopyGuard:
+        """A guard over the samples of a local dedup run's ``output`` folder — its kept samples (what
+        training reads), or every valid sample — with the vectors that run computed (read from its cache,
+        memory-mapped) and the embedder it was configured with. The cache entry must still exist."""
+        threshold = _checked(threshold)
+        out = Path(output)
+        stats = json.loads((out / "stats.json").read_text())
+        entry = Path(stats.get("embeddings_entry", ""))
+        if not (entry / "embeddings.npy").exists():
+            raise FileNotFoundError(f"{out}: the run's embeddings are not in its cache any more ({entry}); rerun dedup")
+        units = pq.read_table(entry / "units.parquet", columns=["key", "source", "sample_index"])
+        manifest = pq.read_table(out / "manifest.parquet", columns=["key", "source", "status"])
+        if units.select(["key", "source"]) != manifest.select(["key", "source"]):
+            raise ValueError(f"{out}: the manifest does not match the cached embeddings' units")
+        sample = units.column("sample_index").to_numpy()
+        status = manifest.column("status").to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero((sample >= 0) & ((status == "kept") if kept_only else True))
+        if not len(rows):
+            raise ValueError(f"{out}: no {'kept' if kept_only else 'valid'} samples to guard")
+        vectors = load_mapped(entry / "embeddings.npy")[sample[rows]]
+        keys = units.column("key").to_numpy(zero_copy_only=False)[rows].astype(str).tolist()
+        guard = cls.__new__(cls)
+        guard._set(vectors, keys, threshold, make_embedder(EmbedderParams(**stats["params"]["embedder"])))
+        return guard
 
     def check(self, images: Sequence[Any]) -> list[CopyVerdict]:
         arrays = [as_rgb_uint8(im, f"image {i}") for i, im in enumerate(images)]

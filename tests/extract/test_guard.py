@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 
+from common.cache import Cache
+from dedup.io.corpus import CorpusSpec, open_corpus
+from dedup.io.sample import Sample
+from dedup.io.validate import decode_image
+from dedup.pipeline import DedupParams, run_dedup
 from extract.guard import CopyGuard, as_rgb_uint8
+from tests.conftest import TINY_TWEMOJI
 
 
 def _images(n: int = 4) -> list[np.ndarray]:
@@ -72,3 +82,24 @@ def test_a_copy_is_found_and_an_empty_batch_is_fine() -> None:
     assert verdicts[0].is_copy and verdicts[0].training_key == "c"
     assert not verdicts[1].is_copy
     assert guard.check([]) == []
+
+
+def test_a_guard_from_a_dedup_run_reuses_its_embeddings(cache_dir: Path, tmp_path: Path) -> None:
+    corpus = open_corpus(CorpusSpec(twemoji=TINY_TWEMOJI), cache_dir)
+    run_dedup(corpus, DedupParams(write_shards=False), out_dir=tmp_path / "out", cache=Cache(tmp_path / "cache"))
+    rows = pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist()
+    kept = [r["key"] for r in rows if r["status"] == "kept"]
+    removed = [r for r in rows if r["status"] == "duplicate"]
+    guard = CopyGuard.from_dedup(tmp_path / "out")
+    assert guard.keys == kept and guard.embedder.name == "robust"
+    images = {s.key: decode_image(s.image) for s in corpus.items() if isinstance(s, Sample)}
+    # The cached vectors are the ones the guard's own embedder computes from the images.
+    direct = CopyGuard([images[k] for k in kept[:5]], kept[:5])
+    np.testing.assert_allclose(guard.vectors[:5], direct.vectors, atol=1e-6)
+    # A removed duplicate is a copy of the kept sample dedup joined it to (or of one as close).
+    verdicts = guard.check([images[r["key"]] for r in removed[:5]])
+    assert all(v.is_copy for v in verdicts)
+    assert len(CopyGuard.from_dedup(tmp_path / "out", kept_only=False).keys) == len(kept) + len(removed)
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="rerun dedup"):
+        CopyGuard.from_dedup(tmp_path / "out")
