@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-BUCKETS = ((1, 1, "1"), (2, 3, "2-3"), (4, 7, "4-7"), (8, 15, "8-15"), (16, 10**9, "16+"))
+# Powers of two, as Carlini et al.'s Fig. 5 bins duplicate counts: a dose response up to 128 copies.
+BUCKETS = (
+    (1, 1, "1"),
+    (2, 3, "2-3"),
+    (4, 7, "4-7"),
+    (8, 15, "8-15"),
+    (16, 31, "16-31"),
+    (32, 63, "32-63"),
+    (64, 127, "64-127"),
+    (128, 10**9, "128+"),
+)
 
 
 def bucket_of(count: int) -> str:

@@ -21,7 +21,9 @@ class InjectionConfig:
 
     fraction: share of (non-held-out) images that are duplicated.
     min_count/max_count: total occurrences of a duplicated image (original included), drawn from a
-        discrete power law P(c) ∝ c^-tail_exponent on the powers of two in [min_count, max_count].
+        discrete power law P(c) ∝ c^-tail_exponent on the powers of two in [min_count, max_count];
+        with ``balanced``, each of those powers of two goes to the same number of images (±1), in random
+        order — a dose-response design with every copy count populated.
     p_*: probability that each transform applies to a copy (independently).
     """
 
@@ -29,6 +31,7 @@ class InjectionConfig:
     min_count: int = 2
     max_count: int = 64
     tail_exponent: float = 0.7
+    balanced: bool = False
     p_jpeg: float = 0.5
     p_crop: float = 0.5
     p_brightness: float = 0.5
@@ -43,6 +46,8 @@ def draw_counts(n: int, config: InjectionConfig, rng: np.random.Generator) -> np
     choices = [c for c in (2**k for k in range(1, 12)) if config.min_count <= c <= config.max_count]
     if not choices:
         raise ValueError(f"no power of two in [{config.min_count}, {config.max_count}]")
+    if config.balanced:
+        return rng.permutation(np.resize(np.array(choices), n))
     weights = np.array(choices, dtype=float) ** -config.tail_exponent
     return rng.choice(np.array(choices), size=n, p=weights / weights.sum())
 

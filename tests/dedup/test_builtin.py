@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dedup.builtin.emoji_names import emoji_name, natural_group
+from dedup.builtin.inject import InjectionConfig, draw_counts
 from dedup.builtin.twemoji import build_twemoji, emoji_files, render
 from dedup.io.readers import read_shards
 from dedup.io.sample import Sample
@@ -60,3 +61,10 @@ def test_built_once(cache_dir: Path) -> None:
 def test_render_composites_on_white() -> None:
     rgb = render(emoji_files()[0], 24)
     assert rgb.shape == (24, 24, 3) and rgb[0, 0].tolist() == [255, 255, 255]
+
+
+def test_balanced_counts_populate_every_power_of_two_equally() -> None:
+    config = InjectionConfig(min_count=2, max_count=128, balanced=True)
+    counts = draw_counts(44, config, np.random.default_rng(0))
+    assert sorted(Counter(counts.tolist()).items()) == [(2, 7), (4, 7), (8, 6), (16, 6), (32, 6), (64, 6), (128, 6)]
+    assert counts.tolist() != sorted(counts.tolist())  # in random order

@@ -31,7 +31,7 @@ def _arm(extracted: list[int], images: list[int], auc: float, samples: int, delt
 
 
 def _metrics() -> dict[str, Any]:
-    images = [921, 138, 22, 7, 20][: len(BUCKETS)]
+    images = [921, 138, 22, 7, 6, 6, 6, 20][: len(BUCKETS)]
     return {
         "experiment": "dedup",
         "seed": 0,
@@ -45,7 +45,7 @@ def _metrics() -> dict[str, Any]:
             "recall": 1.0,
         },
         "arms": {
-            "raw": _arm([0, 1, 2, 3, 11][: len(BUCKETS)], images, 0.61, 3700, {"0.15": 17, "0.3": 25}),
+            "raw": _arm([0, 1, 2, 3, 1, 2, 4, 4][: len(BUCKETS)], images, 0.61, 3700, {"0.15": 17, "0.3": 25}),
             "dedup": _arm([0] * len(BUCKETS), images, 0.76, 1100, {"0.15": 0, "0.3": 1}),
         },
         "reduction": {"raw": 17, "dedup": 0, "factor": None, "heldout_loss_ratio": 0.94},

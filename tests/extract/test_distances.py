@@ -83,15 +83,21 @@ def test_auc_and_tpr() -> None:
 
 
 def test_buckets() -> None:
-    assert [bucket_of(c) for c in (1, 2, 3, 4, 8, 15, 16, 64)] == [
+    counts = (1, 2, 3, 4, 8, 15, 16, 31, 32, 64, 127, 128, 1000)
+    assert [bucket_of(c) for c in counts] == [
         "1",
         "2-3",
         "2-3",
         "4-7",
         "8-15",
         "8-15",
-        "16+",
-        "16+",
+        "16-31",
+        "16-31",
+        "32-63",
+        "64-127",
+        "64-127",
+        "128+",
+        "128+",
     ]
     table = extraction_by_bucket(np.array([1, 1, 2, 32]), np.array([False, True, False, True]))
-    assert table["1"] == {"images": 2, "extracted": 1, "rate": 0.5} and table["16+"]["rate"] == 1.0
+    assert table["1"] == {"images": 2, "extracted": 1, "rate": 0.5} and table["32-63"]["rate"] == 1.0
