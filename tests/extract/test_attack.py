@@ -48,7 +48,10 @@ def memorizer(emoji: np.ndarray, tmp_path_factory: pytest.TempPathFactory):  # t
     return model, singles, dup
 
 
-@pytest.mark.slow  # trains a memorizer (~2 min on 2 cores); .ci/run runs the slow tests too
+@pytest.mark.slow  # trains a memorizer (2–4 min on 2 cores); .ci/run runs the slow tests too
+@pytest.mark.timeout(
+    900
+)  # the module's memorizer trains in the first test that needs it: 1,500 steps at 6–12 steps/s here
 def test_attack_extracts_the_duplicate_and_no_singleton(memorizer) -> None:  # type: ignore[no-untyped-def]
     model, singles, dup = memorizer
     reference = np.concatenate([dup[None], singles])
@@ -59,6 +62,7 @@ def test_attack_extracts_the_duplicate_and_no_singleton(memorizer) -> None:  # t
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_membership_auc(memorizer, emoji: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     model, singles, _ = memorizer
     to_pixels = lambda x: x.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0  # noqa: E731
@@ -94,6 +98,7 @@ def test_copy_guard_tags_copies_and_wraps_an_untrained_pipeline(emoji: np.ndarra
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_copy_guard_tags_copies_and_wraps_a_pipeline(memorizer, emoji: np.ndarray, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model, singles, dup = memorizer
     guard = CopyGuard(list(np.concatenate([dup[None], singles])), ["dup", *[f"s{i}" for i in range(30)]])
