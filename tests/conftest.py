@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist workers share the cores: one thread each (and in the processes they start), or torch's
+    # and faiss's OpenMP threads oversubscribe the cores and spin. Set before torch, faiss or numba load.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+
 import bz2
 import gzip
 import io
 import lzma
-import os
 import socket
 import tarfile
 from collections.abc import Iterator

@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import add_member, build_tiny_clip, encode, random_rgb
 
 REPO = Path(__file__).resolve().parents[1]
+# A README command starts a Ray instance: with test_ray.py in one pytest-xdist worker (one at a time).
+pytestmark = pytest.mark.xdist_group("ray")
 TINY = "corpus.twemoji.subset=60 corpus.twemoji.resolution=16"
 
 

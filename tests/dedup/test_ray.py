@@ -18,6 +18,9 @@ from dedup.io.corpus import CorpusSpec, open_corpus
 from dedup.pipeline import DedupParams, run_dedup
 from tests.conftest import write_picture_shards
 
+# Under pytest-xdist, every test that starts a Ray instance runs in one worker (one instance at a time).
+pytestmark = pytest.mark.xdist_group("ray")
+
 ray = pytest.importorskip("ray")
 
 
