@@ -25,9 +25,10 @@ class ExecutorConfig:
     """kind: local (a process pool on this machine) | ray (Ray tasks; ``pip install -e .[ray]``).
     workers: local — processes (0: every core this process may use, and none for a small corpus, where
     starting a pool costs more than it saves; a number: exactly that pool); ray — CPUs of the Ray
-    instance started here (0: every core); ignored when joining a cluster. address: ray — "" starts a local Ray instance, "auto" joins
-    the cluster this machine belongs to, "ray://head:10001" a remote one; every node must see the cache
-    folder and the output (a shared filesystem or object storage) and have memguard installed.
+    instance started here (0: every core); ignored when joining a cluster. address: ray — "" starts a
+    local Ray instance, "auto" joins the cluster this machine belongs to, "ray://head:10001" a remote
+    one; every node must see the cache folder and the output (a shared filesystem or object storage) and
+    have memguard installed.
     max_retries: ray — times a task is rerun after its worker died (a killed worker, a lost node)."""
 
     kind: str = "local"

@@ -149,12 +149,9 @@ class PairScorer:
     views: ViewLayout = SINGLE
 
     def __call__(self, i: int, others: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        sims = similarity_matrix(self.embeddings[others], self.embeddings[i : i + 1], self.views)[:, 0]
-        jac = (self.signatures[others] == self.signatures[i]).mean(axis=1)
-        jac = np.where(self.usable[others] & self.usable[i], jac, np.nan)
-        cap = self.caption_embeddings
-        cap_sims = cap[others] @ cap[i] if cap is not None else np.full(len(others), np.nan, np.float32)
-        return self.exact_groups[others] == self.exact_groups[i], sims, jac, cap_sims
+        """Every signal of sample ``i`` against each of ``others``: one row of ``block``."""
+        exact, sims, jac, cap_sims = self.block(np.array([i]), others)
+        return exact[0], sims[0], jac[0], cap_sims[0]
 
     def block(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every signal of every (row, col) pair: exact, image, caption Jaccard, caption cosine, (r, c)."""
@@ -224,8 +221,8 @@ def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer
     sample. Once the component's kept set is final, each removed sample joins a kept sample it matches:
     one with identical pixels if any, else the first in priority of those it matches nearly as well as its
     best (``rule.assign_margin``) — a copy of one of several look-alike originals (keycaps, flags) joins
-    its own original, not whichever look-alike was kept first, while near-ties go to the central keeper. Written by
-    hand: no library computes a priority-ordered maximal independent set with assignments.
+    its own original, not whichever look-alike was kept first, while near-ties go to the central keeper.
+    Written by hand: no library computes a priority-ordered maximal independent set with assignments.
     """
     kept_edges = edges.subset(
         _accept(edges.exact, edges.image_sim, edges.caption_jaccard, edges.caption_sim, rule) >= 0
