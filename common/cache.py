@@ -37,15 +37,15 @@ log = logging.getLogger(__name__)
 # are then never hit again (``prune --stale`` removes them).
 VERSIONS: dict[str, int] = {
     "corpus": 3,  # 3: mirror images are natural groups of the built-in corpus
-    "map": 2,  # 2: every tar sample's byte offset; one part (shard or folder): units, signatures, embeddings (dedup/shardmap.py)
+    "map": 3,  # 3: robust views of flat images have no structure (was float noise); 2: every tar sample's byte offset; one part (shard or folder): units, signatures, embeddings (dedup/shardmap.py)
     "joined": 1,  # the parts' map outputs joined: units table, signatures and embeddings to memory-map
     "caption_pairs": 2,
-    "image_neighbors": 3,  # 3: one index per indexed view (robust), searched by the views compared with it
+    "image_neighbors": 4,  # 4: robust pairs refined by alignment (robust_align); 3: one index per indexed view
     "caption_embeddings": 2,
     "caption_neighbors": 2,
     "images": 2,
     "train": 4,  # 4: model folders diffusers loads (model_index.json, LoRA in its format)
-    "audit": 3,
+    "audit": 4,  # 4: robust matches refined by alignment (dedup/signals/robust_align.py)
 }
 COMPLETE = "_COMPLETE"  # JSON: kind, version, created (unix seconds)
 PARTIAL = ".partial"

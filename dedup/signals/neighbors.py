@@ -214,6 +214,8 @@ def _multi_view_pairs(embeddings: np.ndarray, params: IndexParams, layout: ViewL
     index holding both, whose extra hits were discarded on rescoring anyway."""
     n = len(embeddings)
     k = min(params.k + 1, n)  # a sample's own row comes back too
+    # A layout that refines pairs (robust: alignment) may lift a pair found below min_sim above it.
+    floor = min(params.min_sim, layout.refine_floor) if layout.refine else params.min_sim
     codes = []
     for b in layout.indexed:
         search = searcher(np.ascontiguousarray(view(embeddings, layout, b), np.float32), params)
@@ -222,7 +224,7 @@ def _multi_view_pairs(embeddings: np.ndarray, params: IndexParams, layout: ViewL
                 sims, idx = search(view(embeddings[start : start + QUERY_BLOCK], layout, a), k)
                 rows = np.repeat(np.arange(start, start + len(idx)), idx.shape[1])
                 cols, vals = idx.ravel(), sims.ravel()
-                keep = (cols >= 0) & (cols != rows) & (vals >= params.min_sim)
+                keep = (cols >= 0) & (cols != rows) & (vals >= floor)
                 codes.append(np.unique(pair_codes(rows[keep], cols[keep], n)))
             release(embeddings)
         del search

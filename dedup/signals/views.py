@@ -3,15 +3,25 @@ images are as similar as their best-matching allowed pair of views (the ``robust
 rotation, flip and greyscale views against the other image's base view). Single-view embedders (every
 other kind) have one view and one pair: the similarity is the plain cosine.
 
+A layout may also *refine* a pair: where the best view pair reaches ``refine_floor``, the similarity is
+the larger of that and ``refine`` of the two images' ``refine_view`` (the robust embedder aligns its base
+views over small crops and shifts: dedup/signals/robust_align.py). Refinement only ever raises a
+similarity, and only of pairs already that close, so a search that finds pairs at or above the floor
+finds every pair refinement could lift.
+
 Written by hand: faiss indexes single vectors; the max over view pairs is what copy detection's
 multi-view queries compute (search each query view, rescore the pair by its best view pair).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (m, d) view rows, (m, d) view rows → (m,) similarities
+REFINE_BLOCK = 65_536  # pairs refined at a time (two gathered view rows each)
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,9 @@ class ViewPair:
 class ViewLayout:
     count: int = 1
     pairs: tuple[ViewPair, ...] = (ViewPair(0, 0),)
+    refine: Refine | None = None
+    refine_view: int = 0
+    refine_floor: float = 1.0
 
     @property
     def single(self) -> bool:
@@ -74,6 +87,21 @@ def pair_similarity(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.ndar
             if pair.gate is not None:
                 dots = np.where(_gate_open(other, layout, pair.gate), dots, -np.inf)
             np.maximum(best, dots, out=best)
+    return _refined(best, x, y, np.arange(len(x)), np.arange(len(y)), layout) if layout.refine else best
+
+
+def _refined(
+    best: np.ndarray, x: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, layout: ViewLayout
+) -> np.ndarray:
+    """``best`` (aligned with ``rows``/``cols`` of ``x``/``y``) raised by the layout's refinement where it
+    reaches the floor; refined in place and returned."""
+    assert layout.refine is not None
+    todo = np.flatnonzero(best >= layout.refine_floor)
+    for start in range(0, len(todo), REFINE_BLOCK):
+        part = todo[start : start + REFINE_BLOCK]
+        left = view(x[rows[part]], layout, layout.refine_view)
+        right = view(y[cols[part]], layout, layout.refine_view)
+        best[part] = np.maximum(best[part], layout.refine(left, right))
     return best
 
 
@@ -93,6 +121,9 @@ def similarity_matrix(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.nd
         if pair.gate is not None:
             backward = np.where(_gate_open(x, layout, pair.gate)[:, None], backward, -np.inf)
         np.maximum(best, backward, out=best)
+    if layout.refine is not None:
+        i, j = np.nonzero(best >= layout.refine_floor)
+        best[i, j] = _refined(best[i, j], x, y, i, j, layout)
     return best
 
 
