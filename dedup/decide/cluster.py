@@ -108,7 +108,13 @@ def merge_candidates(
         return Edges(np.zeros((0, 2), np.int64), empty, empty, np.zeros(0, bool), empty)
     pairs = np.unique(all_pairs, axis=0)
     code = pairs[:, 0] * n + pairs[:, 1]
-    sims = _pair_cosines(embeddings, pairs, views)
+    # The image pairs come scored (the search rescored them with the same layout): only the others are.
+    sims = np.full(len(pairs), np.nan, np.float32)
+    if len(image_pairs):
+        ordered = np.sort(image_pairs.reshape(-1, 2), axis=1)
+        sims[np.searchsorted(code, ordered[:, 0] * n + ordered[:, 1])] = image_sims
+    unscored = np.flatnonzero(np.isnan(sims))
+    sims[unscored] = _pair_cosines(embeddings, pairs[unscored], views)
     jac = np.full(len(pairs), np.nan, np.float32)
     if len(caption_pairs):
         cap_code = caption_pairs[:, 0] * n + caption_pairs[:, 1]

@@ -3,8 +3,8 @@ images are as similar as their best-matching allowed pair of views (the ``robust
 rotation, flip and greyscale views against the other image's base view). Single-view embedders (every
 other kind) have one view and one pair: the similarity is the plain cosine.
 
-A layout may also *refine* a pair: where the best view pair reaches ``refine_floor``, the similarity is
-the larger of that and ``refine`` of the two images' ``refine_view`` (the robust embedder aligns its base
+A layout may also *refine* a pair: where the best view pair reaches ``refine_floor`` (and is not
+already within 1e-4 of 1), the similarity is the larger of that and ``refine`` of the two images' ``refine_view`` (the robust embedder aligns its base
 views over small crops and shifts: dedup/signals/robust_align.py). Refinement only ever raises a
 similarity, and only of pairs already that close, so a search that finds pairs at or above the floor
 finds every pair refinement could lift.
@@ -22,6 +22,9 @@ import numpy as np
 
 Refine = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (m, d) view rows, (m, d) view rows → (m,) similarities
 REFINE_BLOCK = 65_536  # pairs refined at a time (two gathered view rows each)
+# Pairs this close to 1 are not refined: a cosine cannot rise by more than the gap, and they are the
+# bulk of the work otherwise (a sample with itself, identical and re-encoded copies).
+REFINE_CEILING = 1.0 - 1e-4
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def _refined(
     """``best`` (aligned with ``rows``/``cols`` of ``x``/``y``) raised by the layout's refinement where it
     reaches the floor; refined in place and returned."""
     assert layout.refine is not None
-    todo = np.flatnonzero(best >= layout.refine_floor)
+    todo = np.flatnonzero((best >= layout.refine_floor) & (best < REFINE_CEILING))
     for start in range(0, len(todo), REFINE_BLOCK):
         part = todo[start : start + REFINE_BLOCK]
         left = view(x[rows[part]], layout, layout.refine_view)
@@ -122,7 +125,7 @@ def similarity_matrix(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.nd
             backward = np.where(_gate_open(x, layout, pair.gate)[:, None], backward, -np.inf)
         np.maximum(best, backward, out=best)
     if layout.refine is not None:
-        i, j = np.nonzero(best >= layout.refine_floor)
+        i, j = np.nonzero((best >= layout.refine_floor) & (best < REFINE_CEILING))
         best[i, j] = _refined(best[i, j], x, y, i, j, layout)
     return best
 
