@@ -1,4 +1,7 @@
-"""The main job with several seeds: mean and spread of extraction (raw vs dedup) and held-out loss.
+"""The main job with several seeds: mean and spread of extraction (raw vs dedup) and held-out loss, and
+the dose response (Carlini et al., Fig. 5): per seed and pooled over seeds, each duplicate-count
+bucket's images and extracted images per arm, how many buckets hold >= 5 images, and whether the raw
+arm's extraction rate never falls from the lowest to the highest populated bucket.
 
 python bench/experiment_seeds.py [--seeds 0 1 2] [--out bench/experiment_seeds.json] [-- extra overrides]
 """
@@ -11,9 +14,51 @@ import platform
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+
+from extract.stratify import BUCKETS
+
+POPULATED = 5  # images a bucket needs to count in the dose response
+
+
+def _monotone(buckets: dict[str, dict[str, float]]) -> bool:
+    """Whether the extraction rate never falls across the populated buckets, in BUCKETS order."""
+    rates = [
+        buckets[name]["extracted"] / buckets[name]["images"]
+        for _, _, name in BUCKETS
+        if name in buckets and buckets[name]["images"] >= POPULATED
+    ]
+    return all(b >= a for a, b in pairwise(rates))
+
+
+def dose_response(dose: list[dict[str, dict[str, dict[str, float]]]], seeds: list[int]) -> dict[str, object]:
+    """Per seed and pooled: each arm's (extracted, images) per bucket, populated buckets, monotonicity."""
+    per_seed = []
+    for seed, arms in zip(seeds, dose, strict=True):
+        raw = arms.get("raw", {})
+        per_seed.append(
+            {
+                "seed": seed,
+                "buckets": {arm: {k: [v["extracted"], v["images"]] for k, v in b.items()} for arm, b in arms.items()},
+                "populated_buckets": sum(v["images"] >= POPULATED for v in raw.values()),
+                "raw_rate_non_decreasing": _monotone(raw),
+            }
+        )
+    pooled: dict[str, dict[str, dict[str, float]]] = {}
+    for arms in dose:
+        for arm, buckets in arms.items():
+            for name, v in buckets.items():
+                cell = pooled.setdefault(arm, {}).setdefault(name, {"extracted": 0, "images": 0})
+                cell["extracted"] += v["extracted"]
+                cell["images"] += v["images"]
+    return {
+        "per_seed": per_seed,
+        "pooled": {arm: {k: [v["extracted"], v["images"]] for k, v in b.items()} for arm, b in pooled.items()},
+        "pooled_raw_rate_non_decreasing": _monotone(pooled.get("raw", {})),
+    }
 
 
 def main() -> None:
@@ -24,7 +69,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/experiment_seeds.json"))
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    results = []
+    results: list[dict[str, object]] = []
+    dose: list[dict[str, dict[str, dict[str, float]]]] = []
     for seed in args.seeds:
         run = args.runs / f"seed{seed}"
         start = time.perf_counter()
@@ -57,6 +103,7 @@ def main() -> None:
                 ),
             }
         )
+        dose.append({arm: arms[arm]["extraction_by_duplicate_count"] for arm in arms})
         print(json.dumps(results[-1]), flush=True)
     summary = {}
     for key in results[0]:
@@ -74,6 +121,7 @@ def main() -> None:
         "overrides": args.overrides,
         "runs": results,
         "summary": summary,
+        "dose_response": dose_response(dose, args.seeds),
     }
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(summary, indent=2))

@@ -24,6 +24,9 @@ class InjectionConfig:
         discrete power law P(c) ∝ c^-tail_exponent on the powers of two in [min_count, max_count];
         with ``balanced``, each of those powers of two goes to the same number of images (±1), in random
         order — a dose-response design with every copy count populated.
+    design_counts / design_images: an explicit design instead of the above (both set, of equal length):
+        ``design_images[i]`` images get ``design_counts[i]`` occurrences each (``fraction``, the count
+        range and the power law are then unused).
     p_*: probability that each transform applies to a copy (independently).
     """
 
@@ -32,6 +35,8 @@ class InjectionConfig:
     max_count: int = 64
     tail_exponent: float = 0.7
     balanced: bool = False
+    design_counts: tuple[int, ...] = ()
+    design_images: tuple[int, ...] = ()
     p_jpeg: float = 0.5
     p_crop: float = 0.5
     p_brightness: float = 0.5
@@ -40,9 +45,31 @@ class InjectionConfig:
     max_brightness: float = 0.04
     jpeg_quality: tuple[int, int] = (75, 95)
 
+    def __post_init__(self) -> None:
+        if len(self.design_counts) != len(self.design_images):
+            raise ValueError(
+                f"injection.design_counts and design_images must have equal lengths, got "
+                f"{len(self.design_counts)} and {len(self.design_images)}"
+            )
+        if any(c < 2 for c in self.design_counts) or any(i < 1 for i in self.design_images):
+            raise ValueError("injection.design_counts must be >= 2 and design_images >= 1")
+
+    def duplicated(self, candidates: int) -> int:
+        """How many of ``candidates`` images get copies."""
+        if self.design_counts:
+            if sum(self.design_images) > candidates:
+                raise ValueError(
+                    f"injection.design_images asks for {sum(self.design_images)} images, {candidates} exist"
+                )
+            return sum(self.design_images)
+        return round(self.fraction * candidates)
+
 
 def draw_counts(n: int, config: InjectionConfig, rng: np.random.Generator) -> np.ndarray:
-    """Occurrence counts (≥ 2) for ``n`` duplicated images, heavy-tailed over powers of two."""
+    """Occurrence counts (≥ 2) for ``n`` duplicated images: the explicit design if set, else
+    heavy-tailed (or balanced) over powers of two."""
+    if config.design_counts:
+        return rng.permutation(np.repeat(np.array(config.design_counts), np.array(config.design_images)))
     choices = [c for c in (2**k for k in range(1, 12)) if config.min_count <= c <= config.max_count]
     if not choices:
         raise ValueError(f"no power of two in [{config.min_count}, {config.max_count}]")

@@ -132,7 +132,7 @@ def _build_into(config: TwemojiConfig, tmp: Path) -> None:
     order = rng.permutation(len(files))
     n_heldout = round(config.heldout_fraction * len(files))
     heldout_idx, train_idx = order[:n_heldout], order[n_heldout:]
-    n_dup = round(config.injection.fraction * len(train_idx))
+    n_dup = config.injection.duplicated(len(train_idx))
     dup_idx = rng.choice(train_idx, size=n_dup, replace=False) if n_dup else np.array([], dtype=int)
     counts = dict(zip(dup_idx.tolist(), draw_counts(n_dup, config.injection, rng).tolist(), strict=True))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from dedup.builtin.emoji_names import emoji_name, natural_group
 from dedup.builtin.inject import InjectionConfig, draw_counts
@@ -68,3 +69,16 @@ def test_balanced_counts_populate_every_power_of_two_equally() -> None:
     counts = draw_counts(44, config, np.random.default_rng(0))
     assert sorted(Counter(counts.tolist()).items()) == [(2, 7), (4, 7), (8, 6), (16, 6), (32, 6), (64, 6), (128, 6)]
     assert counts.tolist() != sorted(counts.tolist())  # in random order
+
+
+def test_an_explicit_design_gives_each_count_its_number_of_images() -> None:
+    config = InjectionConfig(design_counts=(2, 32, 128), design_images=(3, 5, 4))
+    assert config.duplicated(100) == 12
+    counts = draw_counts(12, config, np.random.default_rng(0))
+    assert sorted(Counter(counts.tolist()).items()) == [(2, 3), (32, 5), (128, 4)]
+    with pytest.raises(ValueError, match="equal lengths"):
+        InjectionConfig(design_counts=(2, 4), design_images=(3,))
+    with pytest.raises(ValueError, match=">= 2"):
+        InjectionConfig(design_counts=(1,), design_images=(3,))
+    with pytest.raises(ValueError, match="12 images, 10 exist"):
+        config.duplicated(10)
