@@ -4,10 +4,10 @@ rotation, flip and greyscale views against the other image's base view). Single-
 other kind) have one view and one pair: the similarity is the plain cosine.
 
 A layout may also *refine* a pair: where the best view pair reaches ``refine_floor`` (and is not
-already within 1e-4 of 1), the similarity is the larger of that and ``refine`` of the two images' ``refine_view`` (the robust embedder aligns its base
-views over small crops and shifts: dedup/signals/robust_align.py). Refinement only ever raises a
-similarity, and only of pairs already that close, so a search that finds pairs at or above the floor
-finds every pair refinement could lift.
+already within 1e-4 of 1), the similarity is the larger of that and ``refine`` of the two images'
+``refine_view`` (the robust embedder aligns its base views over small crops and shifts:
+dedup/signals/robust_align.py). Refinement only ever raises a similarity, and only of pairs already
+that close, so a search that finds pairs at or above the floor finds every pair refinement could lift.
 
 Written by hand: faiss indexes single vectors; the max over view pairs is what copy detection's
 multi-view queries compute (search each query view, rescore the pair by its best view pair).
@@ -97,14 +97,15 @@ def _refined(
     best: np.ndarray, x: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, layout: ViewLayout
 ) -> np.ndarray:
     """``best`` (aligned with ``rows``/``cols`` of ``x``/``y``) raised by the layout's refinement where it
-    reaches the floor; refined in place and returned."""
-    assert layout.refine is not None
+    reaches the floor; refined in place and returned. Only the refined view's columns are gathered."""
+    refine = layout.refine
+    if refine is None:
+        return best
     todo = np.flatnonzero((best >= layout.refine_floor) & (best < REFINE_CEILING))
+    x_view, y_view = view(x, layout, layout.refine_view), view(y, layout, layout.refine_view)
     for start in range(0, len(todo), REFINE_BLOCK):
         part = todo[start : start + REFINE_BLOCK]
-        left = view(x[rows[part]], layout, layout.refine_view)
-        right = view(y[cols[part]], layout, layout.refine_view)
-        best[part] = np.maximum(best[part], layout.refine(left, right))
+        best[part] = np.maximum(best[part], refine(x_view[rows[part]], y_view[cols[part]]))
     return best
 
 
