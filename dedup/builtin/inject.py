@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from common.config import ConfigError
+
 EXTRA_WORDS = ("emoji", "icon", "image", "picture", "clipart", "hd", "free", "png", "vector", "cute")
 
 
@@ -57,9 +59,10 @@ class InjectionConfig:
     def duplicated(self, candidates: int) -> int:
         """How many of ``candidates`` images get copies."""
         if self.design_counts:
-            if sum(self.design_images) > candidates:
-                raise ValueError(
-                    f"injection.design_images asks for {sum(self.design_images)} images, {candidates} exist"
+            if sum(self.design_images) > candidates:  # known only once the corpus is drawn: a config error
+                raise ConfigError(
+                    f"corpus.twemoji.injection.design_images asks for {sum(self.design_images)} images, "
+                    f"{candidates} exist"
                 )
             return sum(self.design_images)
         return round(self.fraction * candidates)
@@ -72,7 +75,10 @@ def draw_counts(n: int, config: InjectionConfig, rng: np.random.Generator) -> np
         return rng.permutation(np.repeat(np.array(config.design_counts), np.array(config.design_images)))
     choices = [c for c in (2**k for k in range(1, 12)) if config.min_count <= c <= config.max_count]
     if not choices:
-        raise ValueError(f"no power of two in [{config.min_count}, {config.max_count}]")
+        raise ConfigError(
+            f"corpus.twemoji.injection: no power of two in [min_count, max_count] = "
+            f"[{config.min_count}, {config.max_count}]"
+        )
     if config.balanced:
         return rng.permutation(np.resize(np.array(choices), n))
     weights = np.array(choices, dtype=float) ** -config.tail_exponent

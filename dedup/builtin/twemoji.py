@@ -20,6 +20,7 @@ from PIL import Image
 
 from common.atomic import write_json, write_table
 from common.cache import Cache, entry_key
+from common.config import ConfigError
 from dedup.builtin.emoji_names import emoji_name, natural_group
 from dedup.builtin.inject import InjectionConfig, draw_counts, make_copy
 from dedup.io.sample import Sample
@@ -127,7 +128,7 @@ def _build_into(config: TwemojiConfig, tmp: Path) -> None:
     files = emoji_files()
     if config.subset is not None:
         if not 1 <= config.subset <= len(files):
-            raise ValueError(f"subset must be in [1, {len(files)}], got {config.subset}")
+            raise ConfigError(f"corpus.twemoji.subset must be in [1, {len(files)}], got {config.subset}")
         files = [files[i] for i in sorted(rng.choice(len(files), config.subset, replace=False))]
     order = rng.permutation(len(files))
     n_heldout = round(config.heldout_fraction * len(files))

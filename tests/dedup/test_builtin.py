@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from common.config import ConfigError
 from dedup.builtin.emoji_names import emoji_name, natural_group
 from dedup.builtin.inject import InjectionConfig, draw_counts
 from dedup.builtin.twemoji import build_twemoji, emoji_files, render
@@ -80,5 +81,5 @@ def test_an_explicit_design_gives_each_count_its_number_of_images() -> None:
         InjectionConfig(design_counts=(2, 4), design_images=(3,))
     with pytest.raises(ValueError, match=">= 2"):
         InjectionConfig(design_counts=(1,), design_images=(3,))
-    with pytest.raises(ValueError, match="12 images, 10 exist"):
+    with pytest.raises(ConfigError, match="12 images, 10 exist"):  # one line and exit 2 from the CLI
         config.duplicated(10)
