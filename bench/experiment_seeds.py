@@ -34,6 +34,11 @@ def _monotone(buckets: dict[str, dict[str, float]]) -> bool:
     return all(b >= a for a, b in pairwise(rates))
 
 
+def _table(arms: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
+    """Each arm's buckets as [extracted, images]."""
+    return {arm: {k: [v["extracted"], v["images"]] for k, v in b.items()} for arm, b in arms.items()}
+
+
 def dose_response(dose: list[dict[str, dict[str, dict[str, float]]]], seeds: list[int]) -> dict[str, object]:
     """Per seed and pooled: each arm's (extracted, images) per bucket, populated buckets, monotonicity."""
     per_seed = []
@@ -42,7 +47,7 @@ def dose_response(dose: list[dict[str, dict[str, dict[str, float]]]], seeds: lis
         per_seed.append(
             {
                 "seed": seed,
-                "buckets": {arm: {k: [v["extracted"], v["images"]] for k, v in b.items()} for arm, b in arms.items()},
+                "buckets": _table(arms),
                 "populated_buckets": sum(v["images"] >= POPULATED for v in raw.values()),
                 "raw_rate_non_decreasing": _monotone(raw),
             }
@@ -56,7 +61,7 @@ def dose_response(dose: list[dict[str, dict[str, dict[str, float]]]], seeds: lis
                 cell["images"] += v["images"]
     return {
         "per_seed": per_seed,
-        "pooled": {arm: {k: [v["extracted"], v["images"]] for k, v in b.items()} for arm, b in pooled.items()},
+        "pooled": _table(pooled),
         "pooled_raw_rate_non_decreasing": _monotone(pooled.get("raw", {})),
     }
 

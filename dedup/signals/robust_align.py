@@ -57,7 +57,7 @@ def _resample_rows(grid: np.ndarray, first: np.ndarray, weight: np.ndarray) -> n
 
 
 @numba.njit(cache=True)
-def _flip(grids: np.ndarray) -> np.ndarray:
+def _transposed(grids: np.ndarray) -> np.ndarray:
     """(c, n, n) → each grid transposed, contiguous."""
     out = np.empty_like(grids)
     for c in range(grids.shape[0]):
@@ -153,13 +153,15 @@ def _one_way(
     windows = first.shape[0]
     terms = np.empty((windows, 2))
     wy, wx, best = identity, identity, -np.inf
-    flipped, flipped_target = _flip(chroma), _flip(chroma_target)
+    # Column windows resample the transposed grids' rows: transposed once here, not in every sweep.
+    structure_t, target_t = structure.T.copy(), target.T.copy()
+    chroma_t, chroma_target_t = _transposed(chroma), _transposed(chroma_target)
     for _ in range(sweeps):
         # rows, with the column window fixed
-        columns = _resample_rows(structure.T.copy(), first[wx], weight[wx]).T.copy()
+        columns = _resample_rows(structure_t, first[wx], weight[wx]).T.copy()
         chroma_columns = np.empty_like(chroma)
         for c in range(2):
-            chroma_columns[c] = _resample_rows(flipped[c], chroma_first[wx], chroma_weight[wx]).T
+            chroma_columns[c] = _resample_rows(chroma_t[c], chroma_first[wx], chroma_weight[wx]).T
         _chroma_sweep(chroma_columns, chroma_target, chroma_first, chroma_weight, terms)
         wy, best = _sweep(columns, target, first, weight, terms, fixed_norm, fixed_dot)
         # columns, with the row window fixed: the same sweep on the transposed grids
@@ -167,8 +169,8 @@ def _one_way(
         chroma_rows = np.empty_like(chroma)
         for c in range(2):
             chroma_rows[c] = _resample_rows(chroma[c], chroma_first[wy], chroma_weight[wy]).T
-        _chroma_sweep(chroma_rows, flipped_target, chroma_first, chroma_weight, terms)
-        wx, best = _sweep(rows.T.copy(), target.T.copy(), first, weight, terms, fixed_norm, fixed_dot)
+        _chroma_sweep(chroma_rows, chroma_target_t, chroma_first, chroma_weight, terms)
+        wx, best = _sweep(rows.T.copy(), target_t, first, weight, terms, fixed_norm, fixed_dot)
     return best
 
 
