@@ -1,8 +1,9 @@
 """The main job: dedup → train each arm → extract → report, with every expensive stage cached.
 
-Arms: ``raw`` (the corpus as given), ``dedup`` (the cleaned corpus), ``reweight`` (all samples, weight
-1/|cluster|), ``mitigated`` (the cleaned corpus plus a training-time mitigation). All arms share the seed,
-the model, the budget and the audit, so their metrics differ only by what the arm changes.
+Arms (experiment/arms.py): ``raw`` (the corpus as given), ``dedup`` (the cleaned corpus), ``reweight`` (all
+samples, weight 1/|cluster|), each optionally with training-time mitigations (``raw+rt``, ``dedup+best``, ...).
+All arms share the seed, the model, the budget and the audit, so their metrics differ only by what the arm
+changes; arms that train the same thing share one cached model.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dedup.signals.embed import EmbedderParams
 from diffusion.images import ImageSet, load_image_set
 from diffusion.models import ModelConfig, build_model
 from diffusion.saved import load_model
+from experiment.arms import Arm, best_kind, mitigation_of, parse_arms
 from extract.audit import audit
 from extract.config import AuditConfig
 from extract.reference import Reference, reference_set
@@ -42,7 +44,6 @@ from train.mitigations import MitigationConfig
 from train.source import open_training_data
 
 log = logging.getLogger(__name__)
-ARMS = ("raw", "dedup", "reweight", "mitigated")
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,11 @@ class ExperimentSpec:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def __post_init__(self) -> None:
-        unknown = set(self.arms) - set(ARMS)
-        if unknown or not self.arms:
-            raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms}")
+        parse_arms(self.arms)  # a clear error for a misspelt arm before any work
+
+    @property
+    def parsed_arms(self) -> tuple[Arm, ...]:
+        return parse_arms(self.arms)
 
 
 def _train_arm(
@@ -139,8 +142,8 @@ def run_experiment(
             executor=spec.executor,
         )
         rec["cached"] = not cache.misses
-    shards = {"raw": corpus.location, "dedup": cleaned.shards, "mitigated": cleaned.shards}
-    if "reweight" in spec.arms:
+    shards = {"raw": corpus.location, "dedup": cleaned.shards}
+    if any(arm.corpus == "reweight" for arm in spec.parsed_arms):
         with timer.step("dedup_reweight"):
             reweighted = replace(spec.dedup, policy="reweight")
             shards["reweight"] = run_dedup(
@@ -150,10 +153,12 @@ def run_experiment(
     heldout = _heldout(corpus, spec.model.resolution, cache.root)
     heldout_images = np.asarray(heldout.images) if heldout is not None else reference.images[:0]
     arms: dict[str, Any] = {}
-    for arm in spec.arms:
-        mitigation = spec.mitigation if arm == "mitigated" else MitigationConfig()
+    for parsed in spec.parsed_arms:
+        arm = parsed.name
+        chosen = best_kind(spec.parsed_arms, {a: _metric_row(d) for a, d in arms.items()}) if parsed.best else None
+        mitigation = mitigation_of(parsed, spec.mitigation, chosen)
         with timer.step(f"train_{arm}") as rec, progress_scope(arm):  # bars read "raw: train"
-            folder, result, cached = _train_arm(str(shards[arm]), spec, mitigation, cache, state)
+            folder, result, cached = _train_arm(str(shards[parsed.corpus]), spec, mitigation, cache, state)
             rec["cached"] = cached
         if not state.is_main_process:
             continue
@@ -191,7 +196,9 @@ def run_experiment(
         arms[arm] = {
             "train": result,
             "extract": json.loads((arm_dir / "extract" / "metrics.json").read_text()),
-            "training_samples": _count(shards[arm]),
+            "training_samples": _count(shards[parsed.corpus]),
+            "corpus": parsed.corpus,
+            "mitigations": list(mitigation.kinds),
         }
     state.wait_for_everyone()
     metrics = _metrics(spec, cleaned, arms, timer, time.perf_counter() - started) if state.is_main_process else {}
@@ -211,30 +218,36 @@ def _count(shards: str | None) -> int:
     return sum(1 for item in read_shards(shards) if isinstance(item, Sample)) if shards else 0
 
 
+def _metric_row(data: dict[str, Any]) -> dict[str, Any]:
+    """One arm's row of metrics.json from its training result and audit."""
+    ex = data["extract"]
+    return {
+        "corpus": data["corpus"],
+        "mitigations": data["mitigations"],
+        "training_samples": data["training_samples"],
+        "extracted_images": ex["extracted_images"],
+        "extracted_duplicated_images": ex["extracted_duplicated_images"],
+        "extraction_by_duplicate_count": ex["by_duplicate_count"],
+        "extracted_images_by_delta": ex.get("extracted_images_by_delta", {}),
+        **({"nearest_l2": ex["nearest_l2"]} if "nearest_l2" in ex else {}),
+        "mia_auc": ex["membership"]["auc"],
+        "mia_tpr_at_1pct_fpr": ex["membership"]["tpr_at_1pct_fpr"],
+        "mia_best_timestep": ex["membership"]["best_timestep"],
+        "heldout_loss": ex["membership"]["heldout_loss"],
+        "copy_similarity": ex["copy_similarity"],
+        "train_seconds": data["train"]["seconds"],
+        "images_per_second": data["train"]["images_per_second"],
+        "attack": ex["attack"],
+    }
+
+
 def _metrics(
     spec: ExperimentSpec, cleaned: DedupResult, arms: dict[str, Any], timer: StepTimer, seconds: float
 ) -> dict[str, Any]:
     """The fixed schema every run writes (docs/METRICS.md), which ``train.compare`` reads."""
     stats = cleaned.stats
     evaluation: dict[str, Any] = stats.get("evaluation", {})  # type: ignore[assignment]
-    per_arm = {}
-    for arm, data in arms.items():
-        ex = data["extract"]
-        per_arm[arm] = {
-            "training_samples": data["training_samples"],
-            "extracted_images": ex["extracted_images"],
-            "extracted_duplicated_images": ex["extracted_duplicated_images"],
-            "extraction_by_duplicate_count": ex["by_duplicate_count"],
-            "extracted_images_by_delta": ex.get("extracted_images_by_delta", {}),
-            "mia_auc": ex["membership"]["auc"],
-            "mia_tpr_at_1pct_fpr": ex["membership"]["tpr_at_1pct_fpr"],
-            "mia_best_timestep": ex["membership"]["best_timestep"],
-            "heldout_loss": ex["membership"]["heldout_loss"],
-            "copy_similarity": ex["copy_similarity"],
-            "train_seconds": data["train"]["seconds"],
-            "images_per_second": data["train"]["images_per_second"],
-            "attack": ex["attack"],
-        }
+    per_arm = {arm: _metric_row(data) for arm, data in arms.items()}
     reduction = None
     if "raw" in per_arm and "dedup" in per_arm:
         raw, dd = per_arm["raw"]["extracted_images"], per_arm["dedup"]["extracted_images"]
