@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Bump a kind's number when the code that fills its entries changes what they would contain; old entries
 # are then never hit again (``prune --stale`` removes them).
 VERSIONS: dict[str, int] = {
-    "corpus": 3,  # 3: mirror images are natural groups of the built-in corpus
+    "corpus": 4,  # 4: each sample's JSON sidecar lists its alternative captions; 3: mirror images are natural groups of the built-in corpus
     "map": 3,  # 3: robust views of flat images have no structure (was float noise); 2: every tar sample's byte offset; one part (shard or folder): units, signatures, embeddings (dedup/shardmap.py)
     "joined": 1,  # the parts' map outputs joined: units table, signatures and embeddings to memory-map
     "caption_pairs": 2,
@@ -45,7 +45,7 @@ VERSIONS: dict[str, int] = {
     "caption_neighbors": 2,
     "images": 2,
     "train": 4,  # 4: model folders diffusers loads (model_index.json, LoRA in its format)
-    "audit": 4,  # 4: robust matches refined by alignment (dedup/signals/robust_align.py)
+    "audit": 5,  # 5: MIA timestep chosen on a separate half; conditional: every duplicated caption, nearest-image ℓ2; 4: robust matches refined by alignment (dedup/signals/robust_align.py)
 }
 COMPLETE = "_COMPLETE"  # JSON: kind, version, created (unix seconds)
 PARTIAL = ".partial"

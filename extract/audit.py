@@ -108,19 +108,12 @@ def audit_conditional(
     model: DiffusionModel, reference: Reference, *, cfg: AuditConfig, out_dir: Path, embedder: EmbedderParams
 ) -> dict[str, Any]:
     device = device_of(cfg)
-    order = np.lexsort((np.arange(len(reference.keys)), -reference.dup_counts))
-    top = [int(i) for i in order[: cfg.top_k] if reference.dup_counts[i] > 1]
-    singles = np.flatnonzero((reference.dup_counts == 1) & reference.trained)
-    rng = np.random.default_rng(cfg.seed)
-    control = (
-        rng.choice(singles, min(cfg.control_prompts, len(singles)), replace=False).tolist() if len(singles) else []
-    )
-    chosen = top + [int(i) for i in control]
+    chosen = audited_prompts(reference, cfg)
     prompts = [reference.captions[i] for i in chosen]
     rows: dict[str, list[Any]] = {
         k: [] for k in ("generation", "prompt", "nearest_key", "l2", "normalized_l2", "duplicate_count", "extracted")
     }
-    verdicts, all_generations, pairs = [], [], []
+    verdicts, all_generations, pairs, nearest = [], [], [], []
     for p, (i, prompt) in enumerate(zip(chosen, prompts, strict=True)):
         ids = list(range(p * cfg.per_prompt, (p + 1) * cfg.per_prompt))
         gens = generate_resumable(
@@ -132,6 +125,7 @@ def audit_conditional(
             gens, copies, tau=cfg.tau, min_clique=cfg.min_clique, verify_l2=cfg.verify_l2, grid=cfg.tile_grid
         )
         verdicts.append(verdict)
+        nearest.append(float(pairwise_l2(gens, copies).min()))
         if verdict.extracted:
             pairs.append((gens[verdict.best_generation], copies[verdict.best_image], verdict.best_l2))
         for name, value in (
@@ -152,6 +146,7 @@ def audit_conditional(
     extracted[[i for i, v in zip(chosen, verdicts, strict=True) if v.extracted]] = True
     prompted = np.zeros(len(reference.keys), bool)
     prompted[chosen] = True
+    near = np.asarray(nearest)
     wen = wen_scores(
         model,
         prompts,
@@ -169,11 +164,8 @@ def audit_conditional(
         "flagged_prompts": int(sum(v.flagged for v in verdicts)),
         "extracted_images": int(extracted.sum()),
         "extracted_duplicated_images": int((extracted & (reference.dup_counts > 1)).sum()),
-        "by_duplicate_count": {
-            k: v
-            for k, v in extraction_by_bucket(reference.dup_counts[prompted], extracted[prompted]).items()
-            if v["images"]
-        },
+        "by_duplicate_count": _prompted_buckets(reference, chosen, extracted),
+        "nearest_l2": _nearest_l2_summary(reference, chosen, near, cfg),
         "wen": {
             "scores": [round(float(s), 4) for s in wen],
             "auc_extracted": round(roc_auc(wen[labels], wen[~labels]), 4) if labels.any() and (~labels).any() else None,
@@ -189,6 +181,49 @@ def audit_conditional(
             cfg.copy_thresholds,
             embedder,
         ),
+    }
+
+
+def audited_prompts(reference: Reference, cfg: AuditConfig) -> list[int]:
+    """The images whose captions are prompted: the most duplicated first (all of them by default), then
+    an equal number (by default) of trained singletons drawn at random as controls."""
+    order = np.lexsort((np.arange(len(reference.keys)), -reference.dup_counts))
+    duplicated = [int(i) for i in order if reference.dup_counts[i] > 1]
+    top = duplicated if cfg.top_k is None else duplicated[: cfg.top_k]
+    singles = np.flatnonzero((reference.dup_counts == 1) & reference.trained)
+    wanted = len(top) if cfg.control_prompts is None else cfg.control_prompts
+    rng = np.random.default_rng(cfg.seed)
+    control = rng.choice(singles, min(wanted, len(singles)), replace=False).tolist() if len(singles) else []
+    return top + [int(i) for i in control]
+
+
+def _prompted_buckets(reference: Reference, chosen: list[int], hit: np.ndarray) -> dict[str, Any]:
+    prompted = np.zeros(len(reference.keys), bool)
+    prompted[chosen] = True
+    table = extraction_by_bucket(reference.dup_counts[prompted], hit[prompted])
+    return {k: v for k, v in table.items() if v["images"]}
+
+
+def _nearest_l2_summary(
+    reference: Reference, chosen: list[int], nearest: np.ndarray, cfg: AuditConfig
+) -> dict[str, Any]:
+    """The nearest-image criterion: per prompt, the ℓ2 of its closest generation to the caption's
+    training image(s); a prompt counts at threshold d when that ℓ2 ≤ d. Duplicated vs control prompts."""
+    duplicated = reference.dup_counts[chosen] > 1
+    hit = np.zeros(len(reference.keys), bool)
+    hit[[i for i, d in zip(chosen, nearest, strict=True) if d <= cfg.nearest_l2]] = True
+
+    def median(mask: np.ndarray) -> float | None:
+        return round(float(np.median(nearest[mask])), 4) if mask.any() else None
+
+    return {
+        "threshold": cfg.nearest_l2,
+        "extracted_images": int(hit.sum()),
+        "extracted_duplicated_images": int((hit & (reference.dup_counts > 1)).sum()),
+        "by_threshold": {str(d): int((nearest <= d).sum()) for d in cfg.nearest_l2s},
+        "median_duplicated": median(duplicated),
+        "median_control": median(~duplicated),
+        "by_duplicate_count": _prompted_buckets(reference, chosen, hit),
     }
 
 

@@ -12,9 +12,12 @@ from common.config import in_range
 @dataclass(frozen=True)
 class AuditConfig:
     """Unconditional: ``generations`` samples, extracted if normalized ℓ2 < ``delta`` (also reported at
-    every value of ``deltas``). Conditional: the ``top_k`` most duplicated captions plus ``control_prompts``
-    singletons, ``per_prompt`` generations each; edges where tiled ℓ2 < ``tau``; a clique ≥ ``min_clique``
-    flags a prompt; ℓ2 ≤ ``verify_l2`` to the training image confirms it."""
+    every value of ``deltas``). Conditional: the captions of the ``top_k`` most duplicated images (null:
+    every duplicated image) plus ``control_prompts`` singleton captions (null: as many as duplicated
+    prompts), ``per_prompt`` generations each. Generate-and-filter: edges where tiled ℓ2 (a
+    ``tile_grid``² grid) < ``tau``; a clique ≥ ``min_clique`` flags a prompt; ℓ2 ≤ ``verify_l2`` to the
+    training image confirms it. Nearest-image criterion: a prompt's closest generation is within
+    ℓ2 ≤ ``nearest_l2`` of its caption's training image (also reported at every ``nearest_l2s``)."""
 
     generations: int = 1000
     sample_steps: int = 25
@@ -24,13 +27,15 @@ class AuditConfig:
     n_nearest: int = 50
     delta: float = 0.3
     deltas: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
-    top_k: int = 16
-    control_prompts: int = 16
+    top_k: int | None = None
+    control_prompts: int | None = None
     per_prompt: int = 16
     tau: float = 0.15
     min_clique: int = 5
     verify_l2: float = 0.15
     tile_grid: int = 4
+    nearest_l2: float = 0.1
+    nearest_l2s: tuple[float, ...] = (0.05, 0.075, 0.1, 0.125, 0.15)
     mia_timesteps: tuple[int, ...] = (10, 50, 100, 200, 400)
     mia_samples: int = 500
     wen_generations: int = 4
@@ -42,8 +47,12 @@ class AuditConfig:
     def __post_init__(self) -> None:
         for name in ("generations", "sample_steps", "n_nearest", "per_prompt", "min_clique", "tile_grid", "batch_size"):
             in_range(f"extract.{name}", getattr(self, name), 1)
-        for name in ("top_k", "control_prompts", "mia_samples", "wen_generations", "wen_first_steps"):
+        for name in ("mia_samples", "wen_generations", "wen_first_steps"):
             in_range(f"extract.{name}", getattr(self, name), 0)
+        for name in ("top_k", "control_prompts"):
+            if getattr(self, name) is not None:
+                in_range(f"extract.{name}", getattr(self, name), 0)
+        in_range("extract.nearest_l2", self.nearest_l2, 0.0)
         in_range("extract.delta", self.delta, 0.0)
         in_range("extract.alpha", self.alpha, 0.0, 1.0)
         in_range("extract.tau", self.tau, 0.0)

@@ -1,7 +1,8 @@
 """Membership inference by the loss-threshold attack: lower denoising loss ⇒ "member".
 
 Per timestep: AUC (probability a random member scores below a random non-member) and the true-positive
-rate at 1% false positives, plus the best timestep.
+rate at 1% false positives; the attack's timestep is chosen on one half of the images and its AUC
+measured on the other.
 """
 
 from __future__ import annotations
@@ -29,20 +30,45 @@ def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: flo
     return float((member_scores > threshold).mean())
 
 
-def loss_attack(member_losses: np.ndarray, nonmember_losses: np.ndarray, timesteps: list[int]) -> dict[str, object]:
-    """Inputs (N, T) per-sample losses; the attack score is the negative loss."""
-    per_t = {}
-    for j, t in enumerate(timesteps):
-        per_t[str(t)] = {
-            "auc": round(roc_auc(-member_losses[:, j], -nonmember_losses[:, j]), 4),
-            "tpr_at_1pct_fpr": round(tpr_at_fpr(-member_losses[:, j], -nonmember_losses[:, j]), 4),
+def _halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    order = rng.permutation(n)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
+
+
+def loss_attack(
+    member_losses: np.ndarray, nonmember_losses: np.ndarray, timesteps: list[int], *, seed: int = 0
+) -> dict[str, object]:
+    """Inputs (N, T) per-sample losses; the attack score is the negative loss.
+
+    The timestep is a choice the attacker makes, so it is chosen on one half of the members and
+    non-members (seeded) and the reported ``auc`` / ``tpr_at_1pct_fpr`` are measured on the other half:
+    choosing and measuring on the same images would overstate the leak. ``per_timestep`` is the sweep on
+    all of them. With fewer than 4 of either, both halves are everything (``timestep_chosen_on``)."""
+
+    def scores(m: np.ndarray, n: np.ndarray, j: int) -> dict[str, float]:
+        return {
+            "auc": round(roc_auc(-m[:, j], -n[:, j]), 4),
+            "tpr_at_1pct_fpr": round(tpr_at_fpr(-m[:, j], -n[:, j]), 4),
         }
-    best = max(per_t, key=lambda t: per_t[t]["auc"])
+
+    per_t = {str(t): scores(member_losses, nonmember_losses, j) for j, t in enumerate(timesteps)}
+    if min(len(member_losses), len(nonmember_losses)) >= 4:
+        rng = np.random.default_rng(seed)
+        (m_pick, m_eval), (n_pick, n_eval) = _halves(len(member_losses), rng), _halves(len(nonmember_losses), rng)
+        chosen_on = "a separate half of the members and non-members"
+    else:
+        m_pick = m_eval = np.arange(len(member_losses))
+        n_pick = n_eval = np.arange(len(nonmember_losses))
+        chosen_on = "the same images (too few for two halves)"
+    picking = [roc_auc(-member_losses[m_pick, j], -nonmember_losses[n_pick, j]) for j in range(len(timesteps))]
+    best = int(np.argmax(picking))
+    measured = scores(member_losses[m_eval], nonmember_losses[n_eval], best)
     return {
         "per_timestep": per_t,
-        "best_timestep": int(best),
-        "auc": per_t[best]["auc"],
-        "tpr_at_1pct_fpr": per_t[best]["tpr_at_1pct_fpr"],
+        "best_timestep": int(timesteps[best]),
+        "timestep_chosen_on": chosen_on,
+        "auc": measured["auc"],
+        "tpr_at_1pct_fpr": measured["tpr_at_1pct_fpr"],
         "members": len(member_losses),
         "nonmembers": len(nonmember_losses),
     }
@@ -70,7 +96,7 @@ def membership_inference(
     ln = denoising_losses(
         model, to_pixels(nonmembers), cfg.mia_timesteps, seed=cfg.seed, captions=nonmember_captions, device=device
     )
-    result = loss_attack(lm, ln, list(cfg.mia_timesteps))
+    result = loss_attack(lm, ln, list(cfg.mia_timesteps), seed=cfg.seed)
     j = list(cfg.mia_timesteps).index(int(result["best_timestep"]))  # type: ignore[call-overload]
     buckets = np.array([bucket_of(int(c)) for c in member_counts[pick]])
     result["auc_by_duplicate_count"] = {

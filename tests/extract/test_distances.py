@@ -6,7 +6,7 @@ import numpy as np
 
 from extract.attacks import generate_and_filter, largest_clique
 from extract.distances import l2, normalized_l2, pairwise_l2, tiled_l2
-from extract.membership import roc_auc, tpr_at_fpr
+from extract.membership import loss_attack, roc_auc, tpr_at_fpr
 from extract.stratify import bucket_of, extraction_by_bucket
 
 
@@ -80,6 +80,22 @@ def test_auc_and_tpr() -> None:
     assert roc_auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
     assert roc_auc(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 0.5
     assert tpr_at_fpr(np.linspace(0, 1, 100) + 10, np.linspace(0, 1, 100), 0.01) == 1.0
+
+
+def test_loss_attack_chooses_the_timestep_on_one_half_and_measures_on_the_other() -> None:
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.normal(1.0, 0.1, (40, 3)), rng.normal(1.0, 0.1, (40, 3))
+    members[:, 1] -= 0.3  # only timestep 100 separates members
+    result = loss_attack(members, nonmembers, [10, 100, 400], seed=3)
+    assert result["best_timestep"] == 100 and str(result["timestep_chosen_on"]).startswith("a separate half")
+    assert result["auc"] > 0.9 and result["per_timestep"]["10"]["auc"] < 0.8  # type: ignore[index]
+    # Pure noise: a timestep chosen on the same images looks better than the honest, held-apart figure.
+    noise_m, noise_n = rng.normal(size=(60, 8)), rng.normal(size=(60, 8))
+    honest = loss_attack(noise_m, noise_n, list(range(8)), seed=1)
+    same_images = max(v["auc"] for v in honest["per_timestep"].values())  # type: ignore[attr-defined]
+    assert float(honest["auc"]) < same_images  # type: ignore[arg-type]
+    few = loss_attack(members[:3], nonmembers[:3], [10, 100, 400])
+    assert "same images" in str(few["timestep_chosen_on"])
 
 
 def test_buckets() -> None:
