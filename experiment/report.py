@@ -98,6 +98,23 @@ def mia_notes(metrics: dict[str, Any]) -> list[str]:
     return notes
 
 
+def plot_privacy_utility(metrics: dict[str, Any], path: Path) -> bool:
+    """Extracted images against held-out loss, one point per arm (bench/mitigation_study.py adds the seed
+    spread). False (no figure) with fewer than three arms, where the table says it all."""
+    arms = metrics["arms"]
+    if len(arms) < 3:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for arm, d in arms.items():
+        ax.plot(d["heldout_loss"], d["extracted_images"], "o")
+        ax.annotate(arm, (d["heldout_loss"], d["extracted_images"]), textcoords="offset points", xytext=(5, 4),
+                    fontsize=8)  # fmt: skip
+    ax.set_xlabel("held-out denoising loss (utility: lower is better)")
+    ax.set_ylabel("extracted training images")
+    _save(fig, path)
+    return True
+
+
 def plot_cluster_sizes(metrics: dict[str, Any], path: Path) -> None:
     hist = metrics["dedup"]["cluster_size_histogram"]
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -119,9 +136,12 @@ def _table(metrics: dict[str, Any]) -> list[list[str]]:
             "TPR@1%FPR",
             "held-out loss",
             "copy sim p95",
+            "nearest-ℓ2 extracted",
+            "images/s",
         ]
     ]
     for arm, d in metrics["arms"].items():
+        nearest = d.get("nearest_l2")
         rows.append(
             [
                 arm,
@@ -132,6 +152,8 @@ def _table(metrics: dict[str, Any]) -> list[list[str]]:
                 f"{d['mia_tpr_at_1pct_fpr']:.3f}",
                 f"{d['heldout_loss']:.4f}",
                 str(d["copy_similarity"].get("p95")),
+                f"{nearest['extracted_images']} (ℓ2 ≤ {nearest['threshold']})" if nearest else "—",
+                f"{d['images_per_second']:.0f}" if d.get("images_per_second") is not None else "—",
             ]
         )
     return rows
@@ -143,6 +165,7 @@ def write_report(out: Path, metrics: dict[str, Any], *, command: str = "", confi
     plot_extraction_by_duplicates(metrics, out / "extraction_by_duplicates.png")
     plot_cluster_sizes(metrics, out / "cluster_sizes.png")
     has_delta = plot_extraction_by_delta(metrics, out / "extraction_by_delta.png")
+    has_tradeoff = plot_privacy_utility(metrics, out / "privacy_utility.png")
     rows = _table(metrics)
     dedup = metrics["dedup"]
     dedup_line = (
@@ -162,6 +185,11 @@ def write_report(out: Path, metrics: dict[str, Any], *, command: str = "", confi
     figures = [
         ("extraction_by_duplicates.png", "Share of images extracted, by copies in the raw corpus (Carlini Fig. 5)"),
         *([("extraction_by_delta.png", "Extracted images against the threshold δ")] if has_delta else []),
+        *(
+            [("privacy_utility.png", "Privacy vs utility: extracted images against held-out loss")]
+            if has_tradeoff
+            else []
+        ),
         ("cluster_sizes.png", "Dedup cluster sizes"),
         *(
             [("dedup/contact_sheet.png", "Dedup: the largest clusters, keeper framed green, removed red")]
@@ -233,7 +261,7 @@ def console_summary(metrics: dict[str, Any], out: Path) -> str:
     lines = [f"{metrics['experiment']}: {metrics['seconds']:.0f} s"]
     for arm, d in metrics["arms"].items():
         lines.append(
-            f"  {arm:9s} extracted {d['extracted_images']:4d} images "
+            f"  {arm:12s} extracted {d['extracted_images']:4d} images "
             f"({d['extracted_duplicated_images']} duplicated in the raw corpus), "
             f"MIA AUC {d['mia_auc']:.3f}, held-out loss {d['heldout_loss']:.4f}"
         )

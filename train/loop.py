@@ -172,6 +172,7 @@ def train_model(
         start_step * cfg.grad_accum, micro, rank=accelerator.process_index, world=accelerator.num_processes
     )
     skipped, last_loss, images, timer = 0, math.nan, 0, time.perf_counter()
+    wen_dropped = 0  # samples Wen's filter left out of the loss (this process's share)
     bar = tqdm(
         range(start_step, cfg.steps),
         initial=start_step,
@@ -220,6 +221,7 @@ def train_model(
                         )
                     eps_cond, eps_null = both.chunk(2)
                     keep = wen_keep_mask(eps_cond, eps_null, mitigation.wen_tau)
+                    wen_dropped += int((~keep).sum())
                 cond = torch.where(drop.view(-1, 1, 1), null, cond)
             with accelerator.autocast():
                 eps = model.eps(x_t, t, cond, unet=forward)
@@ -289,6 +291,10 @@ def train_model(
                 "images_per_second": round(throughput, 1),
                 "skipped_steps": skipped,
                 "final_loss": last_loss,
+                # The main process's share of its own samples (under several processes, each sees a slice).
+                "wen_dropped_share": round(wen_dropped * accelerator.num_processes / max(1, images), 6)
+                if "wen" in mitigation.kinds
+                else None,
                 "config": asdict(cfg),
             },
         )

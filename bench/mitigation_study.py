@@ -1,0 +1,137 @@
+"""The mitigation study over seeds: ``python -m train +experiment=mitigations`` once per seed, then per arm
+the mean and spread of extraction (generate-and-filter and the nearest-image criterion), copy similarity,
+membership inference, held-out loss and speed, and the privacy-utility plot (extracted images against
+held-out loss, one point per arm, error bars over seeds).
+
+python bench/mitigation_study.py [--seeds 0 1 2] [--out bench/mitigation_results.json] [-- overrides]
+
+The JSON and the plot are rewritten after every seed: a study stopped part-way keeps what it measured,
+and a rerun reuses every cached stage of the seeds already done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+FIGURES = (
+    "extracted_images",
+    "extracted_duplicated_images",
+    "nearest_l2_extracted_images",
+    "heldout_loss",
+    "copy_sim_p95",
+    "mia_auc",
+    "images_per_second",
+    "train_seconds",
+)
+
+
+def arm_figures(arm: dict[str, Any]) -> dict[str, Any]:
+    nearest = arm.get("nearest_l2") or {}
+    return {
+        "mitigations": arm.get("mitigations", []),
+        "extracted_images": arm["extracted_images"],
+        "extracted_duplicated_images": arm["extracted_duplicated_images"],
+        "nearest_l2_extracted_images": nearest.get("extracted_images"),
+        "nearest_l2_median_duplicated": nearest.get("median_duplicated"),
+        "nearest_l2_median_control": nearest.get("median_control"),
+        "heldout_loss": arm["heldout_loss"],
+        "copy_sim_p95": arm["copy_similarity"].get("p95"),
+        "mia_auc": arm["mia_auc"],
+        "images_per_second": arm["images_per_second"],
+        "train_seconds": arm["train_seconds"],
+    }
+
+
+def summarise(per_seed: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per arm and figure: mean, sample sd, min, max over the seeds."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for arm, runs in per_seed.items():
+        out[arm] = {}
+        for key in FIGURES:
+            values = np.array([r[key] for r in runs if r.get(key) is not None], dtype=float)
+            if len(values):
+                out[arm][key] = {
+                    "mean": round(float(values.mean()), 4),
+                    "sd": round(float(values.std(ddof=1)), 4) if len(values) > 1 else 0.0,
+                    "min": float(values.min()),
+                    "max": float(values.max()),
+                }
+    return out
+
+
+def tradeoff_plot(summary: dict[str, dict[str, dict[str, float]]], seeds: int, path: Path) -> None:
+    """Privacy against utility: extracted images (lower: more private) vs held-out loss (lower: better)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for arm, s in summary.items():
+        x, y = s["heldout_loss"], s["extracted_images"]
+        ax.errorbar(x["mean"], y["mean"], xerr=x["sd"], yerr=y["sd"], fmt="o", capsize=3)
+        ax.annotate(arm, (x["mean"], y["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("held-out denoising loss (utility: lower is better)")
+    ax.set_ylabel("extracted training images (generate-and-filter)")
+    ax.set_title(f"Mitigations: privacy vs utility (mean ± sd over {seeds} seed(s))")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--runs", type=Path, default=Path("runs/mitigation_study"))
+    parser.add_argument("--out", type=Path, default=Path("bench/mitigation_results.json"))
+    parser.add_argument("--plot", type=Path, default=Path("bench/mitigation_tradeoff.png"))
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    per_seed: dict[str, list[dict[str, Any]]] = {}
+    walls: dict[int, float] = {}
+    chosen: dict[int, list[str]] = {}
+    started = time.perf_counter()
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for seed in args.seeds:
+        run = args.runs / f"seed{seed}"
+        start = time.perf_counter()
+        command = [sys.executable, "-m", "train", "+experiment=mitigations", f"seed={seed}", f"hydra.run.dir={run}"]
+        subprocess.run([*command, *args.overrides], check=True)
+        walls[seed] = round(time.perf_counter() - start, 1)
+        metrics = json.loads((run / "metrics.json").read_text())
+        for arm, data in metrics["arms"].items():
+            per_seed.setdefault(arm, []).append({"seed": seed, **arm_figures(data)})
+            if arm.endswith("+best"):
+                chosen[seed] = data.get("mitigations", [])
+        summary = summarise(per_seed)
+        report = {
+            "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+            f"Python {platform.python_version()}",
+            "overrides": args.overrides,
+            "seeds": list(walls),
+            "wall_seconds": {"per_seed": walls, "total": round(time.perf_counter() - started, 1)},
+            "best_mitigation_per_seed": chosen,
+            "arms": per_seed,
+            "summary": summary,
+        }
+        args.out.write_text(json.dumps(report, indent=2))
+        tradeoff_plot(summary, len(walls), args.plot)
+        print(json.dumps({"seed": seed, "wall_seconds": walls[seed]}), flush=True)
+    for arm, s in summary.items():
+        print(
+            f"{arm:12s} extracted {s['extracted_images']['mean']:5.1f} ± {s['extracted_images']['sd']:.1f}  "
+            f"held-out loss {s['heldout_loss']['mean']:.4f} ± {s['heldout_loss']['sd']:.4f}  "
+            f"MIA AUC {s['mia_auc']['mean']:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
