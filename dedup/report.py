@@ -18,7 +18,7 @@ def console_summary(stats: dict[str, Any], out_dir: str) -> str:
     if params and not params.get("caption_enabled", True):
         rule = params.get("rule", {})
         lines.append(
-            f"  image-only: captions ignored; duplicates are identical pixels or image cosine >= {rule.get('image_threshold')}"
+            f"  image-only: captions ignored; duplicates are identical pixels or image similarity >= {rule.get('image_threshold')}"
         )
     skipped = info.get("skipped_inputs", [])
     if skipped:

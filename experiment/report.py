@@ -50,9 +50,14 @@ def plot_extraction_by_duplicates(metrics: dict[str, Any], path: Path) -> None:
 
 
 def plot_extraction_by_delta(metrics: dict[str, Any], path: Path) -> bool:
-    """Extracted images against the clique threshold δ (Carlini's normalised ℓ2), one line per arm: how
-    much the count depends on the threshold. False (no figure) when no arm recorded the curve."""
+    """Extracted images against the threshold, one line per arm: how much the count depends on it —
+    Carlini's normalised ℓ2 δ for unconditional audits, the nearest-image ℓ2 for conditional ones.
+    False (no figure) when no arm recorded a curve."""
     curves = {arm: d.get("extracted_images_by_delta") or {} for arm, d in metrics["arms"].items()}
+    label = "δ (normalised ℓ2 threshold)"
+    if not any(curves.values()):
+        curves = {arm: (d.get("nearest_l2") or {}).get("by_threshold") or {} for arm, d in metrics["arms"].items()}
+        label = "ℓ2 of a prompt's closest generation to its training image (threshold)"
     if not any(curves.values()):
         return False
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -60,9 +65,9 @@ def plot_extraction_by_delta(metrics: dict[str, Any], path: Path) -> bool:
         if curve:
             deltas = sorted(curve, key=float)
             ax.plot([float(d) for d in deltas], [curve[d] for d in deltas], marker="o", label=arm)
-    ax.set_xlabel("δ (normalised ℓ2 threshold)")
+    ax.set_xlabel(label)
     ax.set_ylabel("extracted images")
-    ax.legend()
+    ax.legend(fontsize=7)
     _save(fig, path)
     return True
 
@@ -184,7 +189,7 @@ def write_report(out: Path, metrics: dict[str, Any], *, command: str = "", confi
     sheet = out / "dedup" / "contact_sheet.png"
     figures = [
         ("extraction_by_duplicates.png", "Share of images extracted, by copies in the raw corpus (Carlini Fig. 5)"),
-        *([("extraction_by_delta.png", "Extracted images against the threshold δ")] if has_delta else []),
+        *([("extraction_by_delta.png", "Extracted images against the threshold")] if has_delta else []),
         *(
             [("privacy_utility.png", "Privacy vs utility: extracted images against held-out loss")]
             if has_tradeoff
@@ -202,6 +207,8 @@ def write_report(out: Path, metrics: dict[str, Any], *, command: str = "", confi
             figures.append(
                 (f"arms/{arm}/extract/extracted.png", f"{arm}: extracted generations beside training images")
             )
+        if (out / "arms" / arm / "extract" / "generations.png").exists():
+            figures.append((f"arms/{arm}/extract/generations.png", f"{arm}: generations (enlarged; prompts below)"))
     lines = [f"# {metrics['experiment']} (seed {metrics['seed']})", ""]
     if command:
         lines += [f"Command: `{command}`", ""]

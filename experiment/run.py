@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 
 from common.atomic import write_json
 from common.cache import COMPLETE, Cache, entry_key
@@ -155,7 +156,7 @@ def run_experiment(
     arms: dict[str, Any] = {}
     for parsed in spec.parsed_arms:
         arm = parsed.name
-        chosen = best_kind(spec.parsed_arms, {a: _metric_row(d) for a, d in arms.items()}) if parsed.best else None
+        chosen = _best_kind(spec, arms, state) if parsed.best else None
         mitigation = mitigation_of(parsed, spec.mitigation, chosen)
         with timer.step(f"train_{arm}") as rec, progress_scope(arm):  # bars read "raw: train"
             folder, result, cached = _train_arm(str(shards[parsed.corpus]), spec, mitigation, cache, state)
@@ -218,6 +219,15 @@ def _count(shards: str | None) -> int:
     return sum(1 for item in read_shards(shards) if isinstance(item, Sample)) if shards else 0
 
 
+def _best_kind(spec: ExperimentSpec, arms: dict[str, Any], state: PartialState) -> str:
+    """The mitigation a ``+best`` arm takes: chosen on the main process (which alone audits), then sent
+    to the others, which train the arm with it."""
+    box = [best_kind(spec.parsed_arms, {a: _metric_row(d) for a, d in arms.items()}) if state.is_main_process else ""]
+    if state.num_processes > 1:
+        broadcast_object_list(box)
+    return str(box[0])
+
+
 def _metric_row(data: dict[str, Any]) -> dict[str, Any]:
     """One arm's row of metrics.json from its training result and audit."""
     ex = data["extract"]
@@ -237,6 +247,11 @@ def _metric_row(data: dict[str, Any]) -> dict[str, Any]:
         "copy_similarity": ex["copy_similarity"],
         "train_seconds": data["train"]["seconds"],
         "images_per_second": data["train"]["images_per_second"],
+        **(
+            {"wen_dropped_share": data["train"]["wen_dropped_share"]}
+            if data["train"].get("wen_dropped_share") is not None
+            else {}
+        ),
         "attack": ex["attack"],
     }
 

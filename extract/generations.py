@@ -53,9 +53,29 @@ def generate_resumable(
     return np.concatenate(chunks)
 
 
-def save_grid(images: np.ndarray, path: Path) -> None:
+CELL = 64  # pixels per image in the figures: an 8-px generation shown at its size is unreadable
+
+
+def save_grid(images: np.ndarray, path: Path, labels: list[str] | None = None, columns: int = 8) -> None:
+    """Up to 64 images, each enlarged (nearest neighbour) to at least CELL pixels, with its label below."""
+    images = images[:64]
+    h, w = images.shape[1:3]
+    scale = max(1, -(-CELL // max(h, w)))
+    if labels is None:
+        big = [Image.fromarray(im).resize((w * scale, h * scale), Image.Resampling.NEAREST) for im in images]
+        with atomic_path(path) as tmp:
+            Image.fromarray(grid(np.stack([np.asarray(b) for b in big]), columns)).save(tmp, format="PNG")
+        return
+    cell_w, cell_h = max(w * scale, 96) + 6, h * scale + 16
+    rows = -(-len(images) // columns)
+    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (image, label) in enumerate(zip(images, labels, strict=False)):
+        x, y = (i % columns) * cell_w, (i // columns) * cell_h
+        sheet.paste(Image.fromarray(image).resize((w * scale, h * scale), Image.Resampling.NEAREST), (x + 3, y + 2))
+        draw.text((x + 3, y + h * scale + 3), label[:16], fill=(0, 0, 0))
     with atomic_path(path) as tmp:
-        Image.fromarray(grid(images[:64])).save(tmp, format="PNG")
+        sheet.save(tmp, format="PNG")
 
 
 def side_by_side(pairs: list[tuple[np.ndarray, np.ndarray, float]], path: Path, scale: int = 4) -> None:

@@ -3,10 +3,14 @@ nearest-image criterion, on a hand-built reference set."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from PIL import Image
 
 from extract.audit import _nearest_l2_summary, audited_prompts
 from extract.config import AuditConfig
+from extract.generations import save_grid
 from extract.reference import Reference
 
 
@@ -42,3 +46,13 @@ def test_nearest_l2_summary_counts_prompts_within_the_threshold() -> None:
     assert summary["by_threshold"] == {"0.05": 1, "0.075": 1, "0.1": 3, "0.125": 3, "0.15": 3}
     assert summary["median_duplicated"] == 0.09 and summary["median_control"] == 0.25
     assert summary["by_duplicate_count"]["1"]["extracted"] == 1
+
+
+def test_generation_grids_are_enlarged_and_labelled(tmp_path: Path) -> None:
+    images = np.random.default_rng(0).integers(0, 255, (10, 8, 8, 3), dtype=np.uint8)
+    save_grid(images, tmp_path / "plain.png")
+    assert Image.open(tmp_path / "plain.png").size == (8 * 66, 2 * 66)  # 64-px cells, 1-px white borders
+    save_grid(images, tmp_path / "labelled.png", [f"x32 caption {i}" for i in range(10)], columns=5)
+    labelled = np.asarray(Image.open(tmp_path / "labelled.png"))
+    assert labelled.shape[:2] == (2 * (64 + 16), 5 * (96 + 6))
+    assert (labelled[64 + 3 : 64 + 14, 3:90] < 128).any()  # the label's text below the first image
