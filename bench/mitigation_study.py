@@ -53,6 +53,7 @@ def arm_figures(arm: dict[str, Any]) -> dict[str, Any]:
         "mia_auc": arm["mia_auc"],
         "images_per_second": arm["images_per_second"],
         "train_seconds": arm["train_seconds"],
+        "wen_dropped_share": arm.get("wen_dropped_share"),
     }
 
 
@@ -87,14 +88,36 @@ def tradeoff_plot(summary: dict[str, dict[str, dict[str, float]]], seeds: int, p
     plt.close(fig)
 
 
+def markdown_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Mean ± sd per arm and figure, as bench/RESULTS.md records it."""
+    columns = [
+        ("extracted_images", "extracted (generate-and-filter)", 1),
+        ("extracted_duplicated_images", "of which duplicated", 1),
+        ("nearest_l2_extracted_images", "nearest ℓ2 ≤ 0.1", 1),
+        ("copy_sim_p95", "copy sim p95", 3),
+        ("mia_auc", "MIA AUC", 3),
+        ("heldout_loss", "held-out loss", 4),
+        ("images_per_second", "images/s", 0),
+    ]
+    lines = ["| arm | " + " | ".join(c[1] for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for arm, s in summary.items():
+        cells = [f"{s[k]['mean']:.{d}f} ± {s[k]['sd']:.{d}f}" if k in s else "—" for k, _, d in columns]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs", type=Path, default=Path("runs/mitigation_study"))
     parser.add_argument("--out", type=Path, default=Path("bench/mitigation_results.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench/mitigation_tradeoff.png"))
+    parser.add_argument("--table", action="store_true", help="print the table of an existing --out JSON and stop")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.out.read_text())["summary"]))
+        return
     per_seed: dict[str, list[dict[str, Any]]] = {}
     walls: dict[int, float] = {}
     chosen: dict[int, list[str]] = {}
@@ -125,12 +148,7 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=2))
         tradeoff_plot(summary, len(walls), args.plot)
         print(json.dumps({"seed": seed, "wall_seconds": walls[seed]}), flush=True)
-    for arm, s in summary.items():
-        print(
-            f"{arm:12s} extracted {s['extracted_images']['mean']:5.1f} ± {s['extracted_images']['sd']:.1f}  "
-            f"held-out loss {s['heldout_loss']['mean']:.4f} ± {s['heldout_loss']['sd']:.4f}  "
-            f"MIA AUC {s['mia_auc']['mean']:.3f}"
-        )
+    print(markdown_table(summary))
 
 
 if __name__ == "__main__":

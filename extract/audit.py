@@ -140,15 +140,13 @@ def audit_conditional(
             rows[name].append(value)
     write_table(out_dir / "matches.parquet", pa.table(rows))
     if all_generations:  # two generations per prompt, labelled with the caption's copies and the caption
-        labels = [
+        shown = [
             f"x{reference.dup_counts[i]} {reference.captions[i]}" for i in chosen for _ in range(min(2, cfg.per_prompt))
         ]
-        save_grid(np.concatenate(all_generations), out_dir / "generations.png", labels)
+        save_grid(np.concatenate(all_generations), out_dir / "generations.png", shown)
     side_by_side(pairs, out_dir / "extracted.png")
     extracted = np.zeros(len(reference.keys), bool)
     extracted[[i for i, v in zip(chosen, verdicts, strict=True) if v.extracted]] = True
-    prompted = np.zeros(len(reference.keys), bool)
-    prompted[chosen] = True
     near = np.asarray(nearest)
     wen = wen_scores(
         model,
