@@ -11,13 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
-import sys
-import time
 from itertools import pairwise
 from pathlib import Path
 
-import numpy as np
+from seeds import run_seed, spread  # bench/seeds.py, beside this script
 
 from extract.stratify import BUCKETS
 
@@ -77,26 +74,12 @@ def main() -> None:
     results: list[dict[str, object]] = []
     dose: list[dict[str, dict[str, dict[str, float]]]] = []
     for seed in args.seeds:
-        run = args.runs / f"seed{seed}"
-        start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "train",
-                f"+experiment={args.experiment}",
-                f"seed={seed}",
-                f"hydra.run.dir={run}",
-                *args.overrides,
-            ],
-            check=True,
-        )
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics, wall = run_seed(args.experiment, seed, args.runs / f"seed{seed}", args.overrides)
         arms = metrics["arms"]
         results.append(
             {
                 "seed": seed,
-                "wall_seconds": round(time.perf_counter() - start, 1),
+                "wall_seconds": wall,
                 **{f"{arm}_extracted": arms[arm]["extracted_images"] for arm in arms},
                 **{f"{arm}_extracted_duplicated": arms[arm]["extracted_duplicated_images"] for arm in arms},
                 **{f"{arm}_heldout_loss": arms[arm]["heldout_loss"] for arm in arms},
@@ -113,13 +96,7 @@ def main() -> None:
     summary = {}
     for key in results[0]:
         if key != "seed":
-            values = np.array([r[key] for r in results], dtype=float)
-            summary[key] = {
-                "mean": round(float(values.mean()), 4),
-                "std": round(float(values.std(ddof=1)), 4) if len(values) > 1 else 0.0,
-                "min": float(values.min()),
-                "max": float(values.max()),
-            }
+            summary[key] = spread([r[key] for r in results])
     report = {
         "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
         "experiment": args.experiment,

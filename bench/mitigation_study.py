@@ -15,14 +15,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import matplotlib
-import numpy as np
+from seeds import run_seed, spread  # bench/seeds.py, beside this script
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -63,14 +61,9 @@ def summarise(per_seed: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, 
     for arm, runs in per_seed.items():
         out[arm] = {}
         for key in FIGURES:
-            values = np.array([r[key] for r in runs if r.get(key) is not None], dtype=float)
-            if len(values):
-                out[arm][key] = {
-                    "mean": round(float(values.mean()), 4),
-                    "sd": round(float(values.std(ddof=1)), 4) if len(values) > 1 else 0.0,
-                    "min": float(values.min()),
-                    "max": float(values.max()),
-                }
+            values = [r[key] for r in runs if r.get(key) is not None]
+            if values:
+                out[arm][key] = spread(values, "sd")
     return out
 
 
@@ -124,12 +117,7 @@ def main() -> None:
     started = time.perf_counter()
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for seed in args.seeds:
-        run = args.runs / f"seed{seed}"
-        start = time.perf_counter()
-        command = [sys.executable, "-m", "train", "+experiment=mitigations", f"seed={seed}", f"hydra.run.dir={run}"]
-        subprocess.run([*command, *args.overrides], check=True)
-        walls[seed] = round(time.perf_counter() - start, 1)
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics, walls[seed] = run_seed("mitigations", seed, args.runs / f"seed{seed}", args.overrides)
         for arm, data in metrics["arms"].items():
             per_seed.setdefault(arm, []).append({"seed": seed, **arm_figures(data)})
             if arm.endswith("+best"):
