@@ -99,6 +99,26 @@ def markdown_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def measured_wall(
+    before: dict[str, Any], overrides: list[str], seed: int, per_seed: dict[str, list[dict[str, Any]]]
+) -> float | None:
+    """The wall seconds an earlier run of this script recorded for ``seed``, where it had the same
+    overrides and the same figures for that seed as this run (so this run reused its cached stages)."""
+    if before.get("overrides") != overrides or str(seed) not in before.get("wall_seconds", {}).get("per_seed", {}):
+        return None
+
+    def rows(arms: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        return {
+            arm: {k: r.get(k) for k in ("extracted_images", "heldout_loss", "mia_auc")}
+            for arm, runs in arms.items()
+            for r in runs
+            if r["seed"] == seed
+        }
+
+    same = rows(before.get("arms", {})) == rows(per_seed)
+    return float(before["wall_seconds"]["per_seed"][str(seed)]) if same else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -116,19 +136,29 @@ def main() -> None:
     chosen: dict[int, list[str]] = {}
     started = time.perf_counter()
     summary: dict[str, dict[str, dict[str, float]]] = {}
+    before = json.loads(args.out.read_text()) if args.out.exists() else {}
+    cached: list[int] = []
     for seed in args.seeds:
         metrics, walls[seed] = run_seed("mitigations", seed, args.runs / f"seed{seed}", args.overrides)
         for arm, data in metrics["arms"].items():
             per_seed.setdefault(arm, []).append({"seed": seed, **arm_figures(data)})
             if arm.endswith("+best"):
                 chosen[seed] = data.get("mitigations", [])
+        if (stored := measured_wall(before, args.overrides, seed, per_seed)) and stored > walls[seed]:
+            walls[seed] = stored  # this run read the seed's stages from the cache: its wall is not the seed's cost
+            cached.append(seed)
         summary = summarise(per_seed)
         report = {
             "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
             f"Python {platform.python_version()}",
             "overrides": args.overrides,
             "seeds": list(walls),
-            "wall_seconds": {"per_seed": walls, "total": round(time.perf_counter() - started, 1)},
+            "wall_seconds": {
+                "per_seed": walls,
+                "total": round(sum(walls.values()), 1),
+                "this_run": round(time.perf_counter() - started, 1),
+                "kept_from_the_run_that_computed": cached,
+            },
             "best_mitigation_per_seed": chosen,
             "arms": per_seed,
             "summary": summary,
