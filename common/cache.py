@@ -37,10 +37,10 @@ log = logging.getLogger(__name__)
 # are then never hit again (``prune --stale`` removes them).
 VERSIONS: dict[str, int] = {
     "corpus": 4,  # 4: each sample's JSON sidecar lists its alternative captions; 3: mirror images are natural groups of the built-in corpus
-    "map": 3,  # 3: robust views of flat images have no structure (was float noise); 2: every tar sample's byte offset; one part (shard or folder): units, signatures, embeddings (dedup/shardmap.py)
+    "map": 4,  # 4: robust luminance per pixel by a compiled sum (was batch-dependent NumPy rounding); 3: robust views of flat images have no structure (was float noise); 2: every tar sample's byte offset; one part (shard or folder): units, signatures, embeddings (dedup/shardmap.py)
     "joined": 1,  # the parts' map outputs joined: units table, signatures and embeddings to memory-map
     "caption_pairs": 2,
-    "image_neighbors": 4,  # 4: robust pairs refined by alignment (robust_align); 3: one index per indexed view
+    "image_neighbors": 5,  # 5: trim and grey views searched only where they differ from the base view; 4: robust pairs refined by alignment (robust_align); 3: one index per indexed view
     "caption_embeddings": 2,
     "caption_neighbors": 2,
     "images": 2,

@@ -18,7 +18,7 @@ import numpy as np
 from common.config import in_range, one_of
 from common.mapped import release
 from dedup.signals.pairs import code_pairs, pair_codes, pair_cosines
-from dedup.signals.views import SINGLE, ViewLayout, view
+from dedup.signals.views import SINGLE, ViewLayout, view, views_equal
 
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 
@@ -208,26 +208,65 @@ def neighbor_pairs(
     return code_pairs(found, n), np.concatenate(values)[first].astype(np.float32)
 
 
+def _rows_where(embeddings: np.ndarray, layout: ViewLayout, x: int, y: int, equal: bool) -> np.ndarray:
+    """Indices of the rows whose views ``x`` and ``y`` are (``equal``) or are not equal, a block at a time."""
+    out = []
+    for start in range(0, len(embeddings), QUERY_BLOCK):
+        same = views_equal(embeddings[start : start + QUERY_BLOCK], layout, x, y)
+        out.append(start + np.flatnonzero(same == equal))
+        release(embeddings)
+    return np.concatenate(out)
+
+
+PlannedSearch = tuple[int, tuple[int, int] | None, np.ndarray | None, int, np.ndarray | None]
+
+
+def planned_searches(embeddings: np.ndarray, layout: ViewLayout) -> list[PlannedSearch]:
+    """(indexed view, its gate, the rows it holds or None for all, query view, query rows or None for
+    all) per search the layout's pairs need, those of one index consecutive; searches with no rows on
+    either side are left out."""
+    out = []
+    for pair in sorted(layout.pairs, key=lambda p: (p.b, p.gate or (-1, -1), p.a)):
+        indexed = None if pair.gate is None else _rows_where(embeddings, layout, *pair.gate, equal=True)
+        queries = (
+            None
+            if pair.search_unless_equal is None
+            else _rows_where(embeddings, layout, pair.a, pair.search_unless_equal, equal=False)
+        )
+        if all(rows is None or len(rows) for rows in (indexed, queries)):
+            out.append((pair.b, pair.gate, indexed, pair.a, queries))
+    return out
+
+
 def _multi_view_pairs(embeddings: np.ndarray, params: IndexParams, layout: ViewLayout) -> tuple[np.ndarray, np.ndarray]:
-    """One index per indexed view, searched only by the views compared with it (the robust layout: the
-    base view's index by six query views, the trim view's by the trim view alone) — half the work of one
-    index holding both, whose extra hits were discarded on rescoring anyway."""
+    """One index per indexed view (and gate: only the rows whose gate is open), searched only by the views
+    compared with it, from the rows that need it (``ViewPair.search_unless_equal``) — the robust layout:
+    the base view's index by five query views, the trim and grey views searched only from images with
+    something to trim or some colour. Each pair found is rescored by its best allowed view pair."""
     n = len(embeddings)
-    k = min(params.k + 1, n)  # a sample's own row comes back too
     # A layout that refines pairs (robust: alignment) may lift a pair found below min_sim above it.
     floor = min(params.min_sim, layout.refine_floor) if layout.refine else params.min_sim
-    codes = []
-    for b in layout.indexed:
-        search = searcher(np.ascontiguousarray(view(embeddings, layout, b), np.float32), params)
-        for a in sorted({p.a for p in layout.pairs if p.b == b}):
-            for start in range(0, n, QUERY_BLOCK):
+    codes = [np.zeros(0, np.int64)]
+    built: tuple[int, tuple[int, int] | None] | None = None
+    for b, gate, indexed, a, queries in planned_searches(embeddings, layout):
+        if (b, gate) != built:  # consecutive searches of one index share it
+            held = view(embeddings, layout, b) if indexed is None else view(embeddings, layout, b)[indexed]
+            search, built = searcher(np.ascontiguousarray(held, np.float32), params), (b, gate)
+            k = min(params.k + 1, len(held))  # a sample's own row comes back too
+        total = n if queries is None else len(queries)
+        for start in range(0, total, QUERY_BLOCK):
+            if queries is None:  # a slice of the (memory-mapped) rows, no copy
+                rows_q = np.arange(start, min(start + QUERY_BLOCK, n))
                 sims, idx = search(view(embeddings[start : start + QUERY_BLOCK], layout, a), k)
-                rows = np.repeat(np.arange(start, start + len(idx)), idx.shape[1])
-                cols, vals = idx.ravel(), sims.ravel()
-                keep = (cols >= 0) & (cols != rows) & (vals >= floor)
-                codes.append(np.unique(pair_codes(rows[keep], cols[keep], n)))
+            else:
+                rows_q = queries[start : start + QUERY_BLOCK]
+                sims, idx = search(view(embeddings, layout, a)[rows_q], k)
+            found = idx.ravel()
+            cols = found if indexed is None else np.where(found >= 0, indexed[np.maximum(found, 0)], -1)
+            rows = np.repeat(rows_q, idx.shape[1])
+            keep = (cols >= 0) & (cols != rows) & (sims.ravel() >= floor)
+            codes.append(np.unique(pair_codes(rows[keep], cols[keep], n)))
             release(embeddings)
-        del search
     pairs = code_pairs(np.unique(np.concatenate(codes)), n)
     sims = pair_cosines(embeddings, pairs[:, 0], pairs[:, 1], layout)
     keep = sims >= params.min_sim  # a gated pair (grey) found by search may not count

@@ -39,7 +39,7 @@ from PIL import Image
 from scipy import sparse
 
 from dedup.signals.robust_align import aligned_similarity
-from dedup.signals.robust_kernels import median3, trim_box
+from dedup.signals.robust_kernels import luma_chroma, median3, trim_box
 from dedup.signals.views import ViewLayout, ViewPair
 
 WORK = 64  # working side: every image is resampled to WORK² before any view is taken
@@ -78,9 +78,9 @@ LAYOUT = ViewLayout(
     count=len(VIEWS),
     pairs=(
         ViewPair(0, 0),
-        ViewPair(1, 1),
+        ViewPair(1, 1, search_unless_equal=0),
         ViewPair(2, 0),
-        ViewPair(3, 0, gate=(0, 3)),
+        ViewPair(3, 0, gate=(0, 3), search_unless_equal=0),
         ViewPair(4, 0),
         ViewPair(5, 0),
         ViewPair(6, 0),
@@ -139,11 +139,11 @@ def _stacked(side: int, views: tuple[tuple[float, float], ...]) -> tuple[sparse.
 
 
 def _view_grids(values: np.ndarray, side: int, views: tuple[tuple[float, float], ...]) -> list[np.ndarray]:
-    """values (B, WORK²) → one (B, side²) grid per view; what lies outside the image takes the border
-    colour (per image, the median of the four corners)."""
+    """values (WORK², B), pixel-major → one (B, side²) grid per view; what lies outside the image takes
+    the border colour (per image, the median of the four corners)."""
     matrix, outside = _stacked(side, views)
-    border = np.median(values[:, CORNERS], axis=1)
-    grids = np.asarray(matrix @ np.ascontiguousarray(values.T)).T + border[:, None] * outside[None, :]
+    border = np.median(values[CORNERS], axis=0)
+    grids = np.asarray(matrix @ values).T + border[:, None] * outside[None, :]
     return np.split(grids, len(views), axis=1)
 
 
@@ -151,43 +151,40 @@ CORNERS = np.array([0, WORK - 1, WORK * (WORK - 1), WORK * WORK - 1])
 GEOMETRIC = (("base", 1.0, 0.0), ("crop", CROP, 0.0), ("rotate+", 1.0, ROTATION), ("rotate-", 1.0, -ROTATION))
 
 
-Working = tuple[np.ndarray, np.ndarray]  # luminance (B, WORK²), chroma (B, 2, WORK²): float32 in [0, 255]
+Working = tuple[np.ndarray, np.ndarray]  # luminance (WORK², B), chroma (2, WORK², B): float32 in [0, 255]
 
 
 def _square(image: Image.Image) -> np.ndarray:
     return np.asarray(image.resize((WORK, WORK), Image.Resampling.BILINEAR))
 
 
-def _whole_and_trimmed(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The image at WORK², and its trim box at WORK². The box is found on a copy whose short side is
-    WORK and whose aspect ratio is the source's, so that a letterboxed copy's bars and content keep
-    their proportions (found on the squashed square, the cut content came back misaligned)."""
-    image = Image.fromarray(rgb)
-    whole = _square(image)
-    width, height = image.size
-    scale = WORK / min(width, height)
-    sized = (max(WORK, round(width * scale)), max(WORK, round(height * scale)))
-    kept = whole if sized == (WORK, WORK) else np.asarray(image.resize(sized, Image.Resampling.BILINEAR))
+def _whole_and_trimmed(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image at WORK², and its trim box at WORK² (None: nothing to trim). The box is found on a
+    copy whose short side is WORK and whose aspect ratio is the source's, so that a letterboxed copy's
+    bars and content keep their proportions (found on the squashed square, the cut content came back
+    misaligned). An image already WORK² is used as it is (PIL's resize to the same size is a copy)."""
+    if rgb.shape[:2] == (WORK, WORK):
+        whole = kept = rgb
+    else:
+        image = Image.fromarray(rgb)
+        whole = _square(image)
+        width, height = image.size
+        scale = WORK / min(width, height)
+        sized = (max(WORK, round(width * scale)), max(WORK, round(height * scale)))
+        kept = whole if sized == (WORK, WORK) else np.asarray(image.resize(sized, Image.Resampling.BILINEAR))
     top, bottom, left, right = trim_box(kept, TRIM_TOLERANCE, TRIM_MASS)
     if (top, bottom, left, right) == (0, kept.shape[0], 0, kept.shape[1]):
-        return whole, whole
+        return whole, None
     return whole, _square(Image.fromarray(np.ascontiguousarray(kept[top:bottom, left:right])))
 
 
 def _channels(rgb: np.ndarray) -> Working:
-    """(B, WORK, WORK, 3) uint8 → median-filtered luminance and chroma, flattened."""
-    luma = rgb.astype(np.float32) @ LUMA
-    grey = np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+    """(B, WORK, WORK, 3) uint8 → median-filtered luminance and chroma, pixel-major."""
+    grey, chroma = luma_chroma(rgb.reshape(len(rgb), WORK * WORK, 3), LUMA)
+    grey = grey.reshape(len(rgb), WORK, WORK)
     for _ in range(MEDIAN_PASSES):
         grey = median3(grey)
-    chroma = np.stack([rgb[..., 0] - luma, rgb[..., 2] - luma], axis=1)
-    return grey.astype(np.float32).reshape(len(rgb), -1), chroma.reshape(len(rgb), 2, -1)
-
-
-def _working(images: Sequence[np.ndarray]) -> tuple[Working, Working]:
-    """A batch at WORK²: median-filtered luminance and chroma, whole and trimmed."""
-    pairs = [_whole_and_trimmed(rgb) for rgb in images]
-    return _channels(np.stack([p[0] for p in pairs])), _channels(np.stack([p[1] for p in pairs]))
+    return np.ascontiguousarray(grey.reshape(len(rgb), -1).T, dtype=np.float32), chroma
 
 
 def _vectors(luminance: np.ndarray, chroma: np.ndarray) -> np.ndarray:
@@ -217,7 +214,7 @@ def _grids(
     luminance, chroma = working
     geometric = tuple((scale, degrees) for _, scale, degrees in views)
     lum = _view_grids(luminance, GRID, geometric)
-    cb, cr = (_view_grids(chroma[:, c], CHROMA_GRID, geometric) for c in range(2))
+    cb, cr = (_view_grids(chroma[c], CHROMA_GRID, geometric) for c in range(2))
     names = [name for name, _, _ in views]
     return dict(zip(names, lum, strict=True)), {
         n: np.concatenate([b, r], axis=1) for n, b, r in zip(names, cb, cr, strict=True)
@@ -236,11 +233,15 @@ class RobustEmbedder:
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         if not len(images):
             return np.zeros((0, len(VIEWS) * VIEW_DIM), np.float32)
-        full, trimmed = _working(images)
-        lum_grids, chr_grids = _grids(full, GEOMETRIC)
-        trim_lum, trim_chr = _grids(trimmed, (("trim", 1.0, 0.0),))
-        lum_grids |= trim_lum
-        chr_grids |= trim_chr
+        pairs = [_whole_and_trimmed(rgb) for rgb in images]
+        lum_grids, chr_grids = _grids(_channels(np.stack([whole for whole, _ in pairs])), GEOMETRIC)
+        # An image with nothing to trim has its base view as its trim view: only the others are sampled.
+        lum_grids["trim"], chr_grids["trim"] = lum_grids["base"].copy(), chr_grids["base"].copy()
+        boxed = [(i, trimmed) for i, (_, trimmed) in enumerate(pairs) if trimmed is not None]
+        if boxed:
+            trim_lum, trim_chr = _grids(_channels(np.stack([t for _, t in boxed])), (("trim", 1.0, 0.0),))
+            rows = [i for i, _ in boxed]
+            lum_grids["trim"][rows], chr_grids["trim"][rows] = trim_lum["trim"], trim_chr["trim"]
         lum_grids["flip"] = _mirror(lum_grids["base"], GRID)
         chr_grids["flip"] = _mirror(chr_grids["base"], CHROMA_GRID, 2)
         lum_grids["grey"] = lum_grids["base"]

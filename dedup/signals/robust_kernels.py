@@ -1,9 +1,8 @@
 """Compiled per-pixel loops of the ``robust`` embedder (dedup/signals/robust.py).
 
-Why by hand: the 3×3 median (PIL's rank filter, one image at a time) and the iterative border trim took
-~0.5 ms per image in NumPy/PIL — more than decoding a small JPEG. The median is a vectorised exchange
-network over a whole batch; the trim a compiled loop (single-threaded: the map stage already runs one
-process per core).
+Why by hand: the 3×3 median (PIL's rank filter, one image at a time), the iterative border trim and the
+luminance/chroma split took ~0.5 ms per image in NumPy/PIL — more than decoding a small JPEG. Each is a
+compiled loop (single-threaded: the map stage already runs one process per core).
 """
 
 from __future__ import annotations
@@ -11,23 +10,72 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# Devillard's median-of-9 exchange network (19 compare-exchanges; after it, p[4] is the median).
-_MEDIAN9 = (
-    (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
-    (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
-)  # fmt: skip
+_TILE = 16  # pixels per tile of luma_chroma's transposed writes
 
 
+@numba.njit(cache=True)
 def median3(images: np.ndarray) -> np.ndarray:
     """3×3 median of each (H, W) uint8 image of a batch (B, H, W); edges replicate the border pixel.
-    An exchange network of element-wise minima and maxima over the nine shifted copies: a few
-    vectorised passes over the batch instead of a sort per pixel."""
-    height, width = images.shape[1:]
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    p = [padded[:, dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
-    for i, j in _MEDIAN9:
-        p[i], p[j] = np.minimum(p[i], p[j]), np.maximum(p[i], p[j])
-    return np.ascontiguousarray(p[4])
+    Devillard's exchange network on the nine neighbours of a pixel, held in registers; with the edges
+    padded first the row loop has no branches, and LLVM vectorises it across pixels (~17× faster than
+    the same network as NumPy passes over shifted copies of the batch)."""
+    batch, height, width = images.shape
+    padded = np.empty((height + 2, width + 2), np.uint8)
+    out = np.empty_like(images)
+    for n in range(batch):
+        padded[1 : height + 1, 1 : width + 1] = images[n]
+        padded[0, 1 : width + 1] = images[n, 0]
+        padded[height + 1, 1 : width + 1] = images[n, height - 1]
+        padded[:, 0] = padded[:, 1]
+        padded[:, width + 1] = padded[:, width]
+        for y in range(height):
+            for x in range(width):
+                p0, p1, p2 = padded[y, x], padded[y, x + 1], padded[y, x + 2]
+                p3, p4, p5 = padded[y + 1, x], padded[y + 1, x + 1], padded[y + 1, x + 2]
+                p6, p7, p8 = padded[y + 2, x], padded[y + 2, x + 1], padded[y + 2, x + 2]
+                p1, p2 = min(p1, p2), max(p1, p2)
+                p4, p5 = min(p4, p5), max(p4, p5)
+                p7, p8 = min(p7, p8), max(p7, p8)
+                p0, p1 = min(p0, p1), max(p0, p1)
+                p3, p4 = min(p3, p4), max(p3, p4)
+                p6, p7 = min(p6, p7), max(p6, p7)
+                p1, p2 = min(p1, p2), max(p1, p2)
+                p4, p5 = min(p4, p5), max(p4, p5)
+                p7, p8 = min(p7, p8), max(p7, p8)
+                p0, p3 = min(p0, p3), max(p0, p3)
+                p5, p8 = min(p5, p8), max(p5, p8)
+                p4, p7 = min(p4, p7), max(p4, p7)
+                p3, p6 = min(p3, p6), max(p3, p6)
+                p1, p4 = min(p1, p4), max(p1, p4)
+                p2, p5 = min(p2, p5), max(p2, p5)
+                p4, p7 = min(p4, p7), max(p4, p7)
+                p4, p2 = min(p4, p2), max(p4, p2)
+                p6, p4 = min(p6, p4), max(p6, p4)
+                p4, p2 = min(p4, p2), max(p4, p2)
+                out[n, y, x] = p4
+    return out
+
+
+@numba.njit(cache=True)
+def luma_chroma(rgb: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, P, 3) uint8 → the rounded luminance (B, P) uint8 and the chroma R − Y, B − Y laid out
+    pixel-major, (2, P, B) float32 — the layout the view samplers' sparse product reads. Written in tiles
+    of pixels so that the transposed writes stay in cache (a separate transpose of the float32 chroma
+    cost 5× this whole kernel). Each pixel's luminance is one fixed sum: the same whatever the batch."""
+    batch, pixels = rgb.shape[0], rgb.shape[1]
+    grey = np.empty((batch, pixels), np.uint8)
+    chroma = np.empty((2, pixels, batch), np.float32)
+    wr, wg, wb = weights[0], weights[1], weights[2]
+    for start in range(0, pixels, _TILE):
+        stop = min(start + _TILE, pixels)
+        for n in range(batch):
+            for i in range(start, stop):
+                r, g, b = np.float32(rgb[n, i, 0]), np.float32(rgb[n, i, 1]), np.float32(rgb[n, i, 2])
+                y = r * wr + g * wg + b * wb
+                grey[n, i] = np.uint8(min(max(np.rint(y), np.float32(0.0)), np.float32(255.0)))
+                chroma[0, i, n] = r - y
+                chroma[1, i, n] = b - y
+    return grey, chroma
 
 
 @numba.njit(cache=True)

@@ -31,11 +31,20 @@ REFINE_CEILING = 1.0 - 1e-4
 class ViewPair:
     """View ``a`` of one sample against view ``b`` of the other (both ways round). With ``gate`` (x, y),
     the pair counts only where the ``b`` side's views x and y are equal (the robust embedder's greyscale
-    view counts only against an image that has no colour: its base and grey views coincide)."""
+    view counts only against an image that has no colour: its base and grey views coincide).
+
+    With ``search_unless_equal`` v, the neighbour search queries view ``a`` only from rows where it
+    differs from their view v: where they are equal, what the query would find is found through view v's
+    own queries — given that (v, v) is a pair and either ``b`` is v (then the other sample's view ``b``
+    *is* the one v's query meets) or, for a pair of ``a`` with itself, the other sample's view ``a``
+    equals its view v too (else its own query of view ``a`` finds this row). The robust embedder's trim
+    view equals its base view for every image with nothing to trim, and its grey view equals its base
+    view for every image without colour: most rows of most corpora search neither."""
 
     a: int
     b: int
     gate: tuple[int, int] | None = None
+    search_unless_equal: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,8 +79,13 @@ def view(rows: np.ndarray, layout: ViewLayout, v: int) -> np.ndarray:
     return rows[..., v * width : (v + 1) * width]
 
 
+def views_equal(rows: np.ndarray, layout: ViewLayout, x: int, y: int) -> np.ndarray:
+    """Whether views ``x`` and ``y`` of each row coincide (within float rounding): (len(rows),) bool."""
+    return np.abs(view(rows, layout, x) - view(rows, layout, y)).max(axis=-1) <= GATE_TOLERANCE
+
+
 def _gate_open(rows: np.ndarray, layout: ViewLayout, gate: tuple[int, int]) -> np.ndarray:
-    return np.abs(view(rows, layout, gate[0]) - view(rows, layout, gate[1])).max(axis=-1) <= GATE_TOLERANCE
+    return views_equal(rows, layout, *gate)
 
 
 def _symmetric(pair: ViewPair) -> bool:

@@ -11,10 +11,10 @@ from dedup.builtin.edits import TRANSFORMS, edit
 from dedup.builtin.twemoji import emoji_files, render
 from dedup.decide.cluster import ClusterRule
 from dedup.signals.embed import EmbedderParams, make_embedder, view_layout
-from dedup.signals.neighbors import IndexParams, neighbor_pairs
-from dedup.signals.robust import LAYOUT, VIEW_DIM, VIEWS, RobustEmbedder
-from dedup.signals.robust_kernels import median3, trim_box
-from dedup.signals.views import SINGLE, ViewLayout, ViewPair, best_match, pair_similarity, similarity_matrix
+from dedup.signals.neighbors import IndexParams, neighbor_pairs, planned_searches
+from dedup.signals.robust import LAYOUT, LUMA, VIEW_DIM, VIEWS, RobustEmbedder
+from dedup.signals.robust_kernels import luma_chroma, median3, trim_box
+from dedup.signals.views import SINGLE, ViewLayout, ViewPair, best_match, pair_similarity, similarity_matrix, view
 
 THRESHOLD = ClusterRule().image_threshold
 
@@ -96,12 +96,25 @@ def test_view_similarity_functions_agree() -> None:
     assert np.allclose(sims, reference.max(axis=1)) and (reference[np.arange(6), idx] == sims).all()
 
 
+def _pictures(count: int, seed: int) -> list[np.ndarray]:
+    """Smooth random pictures filling the frame: nothing to trim, all in colour."""
+    rng = np.random.default_rng(seed)
+    return [
+        np.asarray(Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((64, 64), Image.BICUBIC))
+        for _ in range(count)
+    ]
+
+
 def test_multi_view_neighbour_pairs_equal_exhaustive_search(emoji: list[np.ndarray]) -> None:
     rng = np.random.default_rng(1)
-    images = emoji[:20] + [
-        np.asarray(edit(rgb, name, rng).convert("RGB")) for rgb in emoji[:20] for name in ("flip", "crop80")
-    ]
+    originals = emoji[:12] + _pictures(12, 2)
+    edits = ("flip", "crop80", "grey", "letterbox15")
+    images = originals + [np.asarray(edit(rgb, name, rng).convert("RGB")) for rgb in originals for name in edits]
     vectors = RobustEmbedder().embed(images)
+    searches = planned_searches(vectors, LAYOUT)
+    query_rows = {(b, a): len(images) if rows is None else len(rows) for b, _, _, a, rows in searches}
+    trim, grey = VIEWS.index("trim"), VIEWS.index("grey")
+    assert 0 < query_rows[trim, trim] < len(images) and 0 < query_rows[0, grey] < len(images)  # both skip rows
     params = IndexParams(kind="flat", k=len(images), min_sim=0.9)
     pairs, sims = neighbor_pairs(vectors, params, LAYOUT)
     full = similarity_matrix(vectors, vectors, LAYOUT)
@@ -120,6 +133,32 @@ def test_median3_is_the_3x3_median_with_replicated_edges() -> None:
     assert (median3(images) == expected).all()
     interior = np.asarray(Image.fromarray(images[0]).filter(ImageFilter.MedianFilter(3)))
     assert (median3(images)[0][1:-1, 1:-1] == interior[1:-1, 1:-1]).all()
+
+
+def test_luma_chroma_is_the_rounded_luminance_and_the_colour_differences() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 300, 3)).astype(np.uint8)
+    grey, chroma = luma_chroma(rgb, LUMA)
+    luma = rgb.astype(np.float64) @ LUMA.astype(np.float64)
+    assert np.abs(grey.astype(np.float64) - np.clip(np.rint(luma), 0, 255)).max() <= 1  # float32 rounding at .5
+    assert np.allclose(chroma[0].T, rgb[..., 0] - luma, atol=1e-4)
+    assert np.allclose(chroma[1].T, rgb[..., 2] - luma, atol=1e-4)
+    alone, _ = luma_chroma(rgb[2:3], LUMA)
+    assert (alone == grey[2:3]).all()  # a pixel's value does not depend on the batch around it
+
+
+def test_embedding_does_not_depend_on_the_batch_and_untrimmed_images_trim_to_their_base(
+    emoji: list[np.ndarray],
+) -> None:
+    pictures = _pictures(5, 3)
+    boxed = np.zeros((64, 64, 3), np.uint8)
+    boxed[8:56] = np.asarray(Image.fromarray(pictures[0]).resize((64, 48)))
+    images = [*pictures, boxed, emoji[0], np.asarray(Image.fromarray(emoji[1]).resize((40, 72)))]
+    together = RobustEmbedder().embed(images)
+    apart = np.concatenate([RobustEmbedder().embed([image]) for image in images])
+    assert (together == apart).all()
+    base, trim = (view(together, LAYOUT, VIEWS.index(name)) for name in ("base", "trim"))
+    assert (trim[:5] == base[:5]).all()
+    assert float(trim[5] @ base[0]) > 0.95 > float(base[5] @ base[0])  # the letterbox's trim view is its picture
 
 
 def test_trim_box_removes_letterbox_bars_then_the_margin() -> None:
