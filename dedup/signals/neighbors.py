@@ -208,14 +208,13 @@ def neighbor_pairs(
     return code_pairs(found, n), np.concatenate(values)[first].astype(np.float32)
 
 
-def _rows_where(embeddings: np.ndarray, layout: ViewLayout, x: int, y: int, equal: bool) -> np.ndarray:
-    """Indices of the rows whose views ``x`` and ``y`` are (``equal``) or are not equal, a block at a time."""
-    out = []
+def _equal_views(embeddings: np.ndarray, layout: ViewLayout, x: int, y: int) -> np.ndarray:
+    """Per row, whether views ``x`` and ``y`` coincide: (n,) bool, a block of rows at a time."""
+    out = np.empty(len(embeddings), bool)
     for start in range(0, len(embeddings), QUERY_BLOCK):
-        same = views_equal(embeddings[start : start + QUERY_BLOCK], layout, x, y)
-        out.append(start + np.flatnonzero(same == equal))
+        out[start : start + QUERY_BLOCK] = views_equal(embeddings[start : start + QUERY_BLOCK], layout, x, y)
         release(embeddings)
-    return np.concatenate(out)
+    return out
 
 
 PlannedSearch = tuple[int, tuple[int, int] | None, np.ndarray | None, int, np.ndarray | None]
@@ -224,16 +223,22 @@ PlannedSearch = tuple[int, tuple[int, int] | None, np.ndarray | None, int, np.nd
 def planned_searches(embeddings: np.ndarray, layout: ViewLayout) -> list[PlannedSearch]:
     """(indexed view, its gate, the rows it holds or None for all, query view, query rows or None for
     all) per search the layout's pairs need, those of one index consecutive; searches with no rows on
-    either side are left out."""
+    either side are left out. Each pair of views is compared once (the robust grey view's gate and its
+    query rows ask the same question)."""
+    equal: dict[frozenset[int], np.ndarray] = {}
+
+    def rows(x: int, y: int, same: bool) -> np.ndarray:
+        key = frozenset((x, y))
+        if key not in equal:
+            equal[key] = _equal_views(embeddings, layout, x, y)
+        return np.flatnonzero(equal[key] == same)
+
     out = []
     for pair in sorted(layout.pairs, key=lambda p: (p.b, p.gate or (-1, -1), p.a)):
-        indexed = None if pair.gate is None else _rows_where(embeddings, layout, *pair.gate, equal=True)
-        queries = (
-            None
-            if pair.search_unless_equal is None
-            else _rows_where(embeddings, layout, pair.a, pair.search_unless_equal, equal=False)
-        )
-        if all(rows is None or len(rows) for rows in (indexed, queries)):
+        indexed = None if pair.gate is None else rows(*pair.gate, same=True)
+        unless = pair.search_unless_equal
+        queries = None if unless is None else rows(pair.a, unless, same=False)
+        if all(r is None or len(r) for r in (indexed, queries)):
             out.append((pair.b, pair.gate, indexed, pair.a, queries))
     return out
 
