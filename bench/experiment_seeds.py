@@ -80,6 +80,10 @@ def main() -> None:
             {
                 "seed": seed,
                 "wall_seconds": wall,
+                # As recorded when each arm was trained: a rerun whose training came from the cache has a
+                # wall far below their sum, and the main job's cold wall is about wall + their sum.
+                **{f"{arm}_train_seconds": arms[arm]["train_seconds"] for arm in arms},
+                "training_from_cache": wall < sum(arms[arm]["train_seconds"] for arm in arms),
                 **{f"{arm}_extracted": arms[arm]["extracted_images"] for arm in arms},
                 **{f"{arm}_extracted_duplicated": arms[arm]["extracted_duplicated_images"] for arm in arms},
                 **{f"{arm}_heldout_loss": arms[arm]["heldout_loss"] for arm in arms},
@@ -95,7 +99,7 @@ def main() -> None:
         print(json.dumps(results[-1]), flush=True)
     summary = {}
     for key in results[0]:
-        if key != "seed":
+        if key not in ("seed", "training_from_cache"):
             summary[key] = spread([r[key] for r in results])
     report = {
         "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
