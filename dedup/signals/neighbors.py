@@ -55,13 +55,20 @@ class IndexParams:
             in_range(f"dedup.image.index.{name}", getattr(self, name), 1)
 
 
-def finite_rows(embeddings: np.ndarray, block: int = 65_536) -> np.ndarray:
-    """Rows without NaN/Inf, a block at a time (a whole-array mask would be as large as a float32 copy)."""
-    out = np.empty(len(embeddings), bool)
-    for start in range(0, len(embeddings), block):
-        out[start : start + block] = np.isfinite(embeddings[start : start + block]).all(axis=1)
-        release(embeddings)
+def row_mask(rows: np.ndarray, test: Callable[[np.ndarray], np.ndarray], block: int = 65_536) -> np.ndarray:
+    """``test`` (a block of rows → one bool per row) over every row, a block at a time: a whole-array
+    temporary would be as large as a float32 copy of ``rows``, whose mapped pages are given back after
+    each block."""
+    out = np.empty(len(rows), bool)
+    for start in range(0, len(rows), block):
+        out[start : start + block] = test(rows[start : start + block])
+        release(rows)
     return out
+
+
+def finite_rows(embeddings: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """Rows without NaN/Inf."""
+    return row_mask(embeddings, lambda rows: np.isfinite(rows).all(axis=1), block)
 
 
 def index_kind(n: int, params: IndexParams) -> str:
@@ -208,15 +215,6 @@ def neighbor_pairs(
     return code_pairs(found, n), np.concatenate(values)[first].astype(np.float32)
 
 
-def _equal_views(embeddings: np.ndarray, layout: ViewLayout, x: int, y: int) -> np.ndarray:
-    """Per row, whether views ``x`` and ``y`` coincide: (n,) bool, a block of rows at a time."""
-    out = np.empty(len(embeddings), bool)
-    for start in range(0, len(embeddings), QUERY_BLOCK):
-        out[start : start + QUERY_BLOCK] = views_equal(embeddings[start : start + QUERY_BLOCK], layout, x, y)
-        release(embeddings)
-    return out
-
-
 PlannedSearch = tuple[int, tuple[int, int] | None, np.ndarray | None, int, np.ndarray | None]
 
 
@@ -230,7 +228,7 @@ def planned_searches(embeddings: np.ndarray, layout: ViewLayout) -> list[Planned
     def rows(x: int, y: int, same: bool) -> np.ndarray:
         key = frozenset((x, y))
         if key not in equal:
-            equal[key] = _equal_views(embeddings, layout, x, y)
+            equal[key] = row_mask(embeddings, lambda rows: views_equal(rows, layout, x, y), QUERY_BLOCK)
         return np.flatnonzero(equal[key] == same)
 
     out = []
