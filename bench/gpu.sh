@@ -47,6 +47,9 @@ timeout "$EXP_S" python3 -m train +experiment=dedup_gpu train.steps="${GPU_STEPS
   || echo "experiment failed or stopped (rc $?)"
 kill $MON
 echo "mean GPU utilisation: $(awk '{s+=$1} END {if (NR) print s/NR}' /tmp/util.txt)% over $(wc -l < /tmp/util.txt) samples"
-tar czf "$OUT/run.tar.gz" -C /tmp --exclude='shards' --exclude='*.tar' run 2>/dev/null || true
+# Weights, shards and arrays stay there (the files that come back are capped at 16 MiB each).
+cp /tmp/run/metrics.json /tmp/run/report.md "$OUT/" 2>/dev/null || true
+tar czf "$OUT/run.tar.gz" -C /tmp --exclude='shards' --exclude='*.tar' --exclude='*.safetensors' \
+  --exclude='*.npy' --exclude='*.bin' run 2>/dev/null || true
 tr '\r' '\n' < "$OUT/experiment.log" | grep -v -E "it/s|img/s|unit/s|step/s|batch/s|s/step|s/batch" | tail -15
 echo "total ${SECONDS}s"
