@@ -103,6 +103,22 @@ def mia_notes(metrics: dict[str, Any]) -> list[str]:
     return notes
 
 
+def featureless_notes(metrics: dict[str, Any]) -> list[str]:
+    """An arm whose extracted images include featureless ones: counted as the attack counts them, but a
+    blur of their own colour passes for them, so they are no evidence of memorized detail."""
+    notes = []
+    for arm, d in metrics["arms"].items():
+        flat = d.get("extracted_featureless_images") or 0
+        if flat:
+            notes.append(
+                f"{arm}: {flat} of its {d['extracted_images']} extracted images are featureless "
+                f"({', '.join(d.get('featureless_keys', []))}): a plain image of their own mean colour would "
+                "nearly pass the test, so a smooth generation counts as a copy without anything memorized "
+                "(docs/METRICS.md)."
+            )
+    return notes
+
+
 def plot_privacy_utility(metrics: dict[str, Any], path: Path) -> bool:
     """Extracted images against held-out loss, one point per arm (bench/mitigation_study.py adds the seed
     spread). False (no figure) with fewer than three arms, where the table says it all."""
@@ -185,7 +201,7 @@ def write_report(out: Path, metrics: dict[str, Any], *, command: str = "", confi
         if red
         else ""
     )
-    notes = mia_notes(metrics)
+    notes = mia_notes(metrics) + featureless_notes(metrics)
     sheet = out / "dedup" / "contact_sheet.png"
     figures = [
         ("extraction_by_duplicates.png", "Share of images extracted, by copies in the raw corpus (Carlini Fig. 5)"),
@@ -269,8 +285,9 @@ def console_summary(metrics: dict[str, Any], out: Path) -> str:
     for arm, d in metrics["arms"].items():
         lines.append(
             f"  {arm:12s} extracted {d['extracted_images']:4d} images "
-            f"({d['extracted_duplicated_images']} duplicated in the raw corpus), "
-            f"MIA AUC {d['mia_auc']:.3f}, held-out loss {d['heldout_loss']:.4f}"
+            f"({d['extracted_duplicated_images']} duplicated in the raw corpus"
+            + (f", {d['extracted_featureless_images']} featureless" if d.get("extracted_featureless_images") else "")
+            + f"), MIA AUC {d['mia_auc']:.3f}, held-out loss {d['heldout_loss']:.4f}"
         )
     cached = [k for k, v in metrics["stages"].items() if v.get("cached")]
     if cached:

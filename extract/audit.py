@@ -25,6 +25,7 @@ from diffusion.models import DiffusionModel
 from extract.attacks import generate_and_filter, unconditional_attack
 from extract.config import AuditConfig, device_of
 from extract.distances import pairwise_l2
+from extract.featureless import featureless
 from extract.generations import generate_resumable, save_grid, side_by_side
 from extract.membership import membership_inference, roc_auc
 from extract.reference import Reference
@@ -91,11 +92,27 @@ def audit_unconditional(
     ]
     side_by_side(pairs, out_dir / "extracted.png")
     at_delta = {str(d): int(np.unique(result.nearest[result.score < d]).size) for d in cfg.deltas}
+    extracted_index = np.flatnonzero(extracted_images)
+    flat = featureless(
+        reference.images,
+        extracted_index,
+        copies,
+        groups=copy_of,
+        delta=cfg.delta,
+        factor=cfg.featureless_factor,
+        alpha=cfg.alpha,
+        n=cfg.n_nearest,
+        device=cfg.device,
+    )
     return {
         "attack": "unconditional",
         "generations": len(generated),
         "extracted_generations": int(hit.sum()),
         "extracted_images": int(extracted_images.sum()),
+        # Of those, images a blur of their own mean colour would pass for (extract/featureless.py): counted
+        # as Carlini counts them, named here so that a reader can tell them from memorized detail.
+        "extracted_featureless_images": int(flat.sum()),
+        "featureless_keys": [reference.keys[i] for i in extracted_index[flat]],
         "extracted_images_by_delta": at_delta,
         "extracted_duplicated_images": int((extracted_images & (reference.dup_counts > 1)).sum()),
         "by_duplicate_count": extraction_by_bucket(reference.dup_counts, extracted_images),

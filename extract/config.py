@@ -17,7 +17,9 @@ class AuditConfig:
     prompts), ``per_prompt`` generations each. Generate-and-filter: edges where tiled ℓ2 (a
     ``tile_grid``² grid) < ``tau``; a clique ≥ ``min_clique`` flags a prompt; ℓ2 ≤ ``verify_l2`` to the
     training image confirms it. Nearest-image criterion: a prompt's closest generation is within
-    ℓ2 ≤ ``nearest_l2`` of its caption's training image (also reported at every ``nearest_l2s``)."""
+    ℓ2 ≤ ``nearest_l2`` of its caption's training image (also reported at every ``nearest_l2s``).
+    Unconditional: an extracted image is also reported as featureless when its own mean colour, as a plain
+    image, scores below ``featureless_factor`` × δ (extract/featureless.py; 0: not computed)."""
 
     generations: int = 1000
     sample_steps: int = 25
@@ -27,6 +29,7 @@ class AuditConfig:
     n_nearest: int = 50
     delta: float = 0.3
     deltas: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
+    featureless_factor: float = 2.0
     top_k: int | None = None
     control_prompts: int | None = None
     per_prompt: int = 16
@@ -54,6 +57,7 @@ class AuditConfig:
                 in_range(f"extract.{name}", getattr(self, name), 0)
         in_range("extract.nearest_l2", self.nearest_l2, 0.0)
         in_range("extract.delta", self.delta, 0.0)
+        in_range("extract.featureless_factor", self.featureless_factor, 0.0)
         in_range("extract.alpha", self.alpha, 0.0, 1.0)
         in_range("extract.tau", self.tau, 0.0)
         in_range("extract.verify_l2", self.verify_l2, 0.0)
