@@ -8,20 +8,38 @@ a plain image (its featureless stand-in) is scored with the attack, and the imag
 stand-in is nearest to it and its score is below ``factor`` × δ. With factor 2, a generation halfway
 between the stand-in and the image — half the image's deviation from its mean colour — would score about
 δ (half the distance to the image, against a similar neighbourhood). On the built-in corpus this marks
-the large colour squares and nothing else, at 8 and at 32 px (bench/RESULTS.md).
+the large colour squares and nothing else, at 8 and at 32 px (bench/featureless_check.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from extract.attacks import unconditional_attack
+from extract.attacks import UncondResult, unconditional_attack
 
 
 def mean_colour_images(images: np.ndarray) -> np.ndarray:
     """Each image (uint8 NHWC) replaced by a plain image of its mean colour."""
     means = images.reshape(len(images), -1, images.shape[-1]).mean(axis=1).round().astype(np.uint8)
     return np.ascontiguousarray(np.broadcast_to(means[:, None, None, :], images.shape))
+
+
+def stand_in_scores(
+    images: np.ndarray,
+    which: np.ndarray,
+    training: np.ndarray,
+    *,
+    groups: np.ndarray | None,
+    alpha: float = 0.5,
+    n: int = 50,
+    device: str | None = None,
+) -> UncondResult:
+    """The attack's verdict on the mean-colour stand-ins of the reference images ``which`` (indices into
+    ``images``, one image per group) against ``training`` (the copies, grouped by ``groups`` as the
+    attack groups them)."""
+    return unconditional_attack(
+        mean_colour_images(images[which]), training, alpha=alpha, n=n, device=device, groups=groups
+    )
 
 
 def featureless(
@@ -36,13 +54,10 @@ def featureless(
     n: int = 50,
     device: str | None = None,
 ) -> np.ndarray:
-    """For the reference images ``which`` (indices into ``images``, one image per group), whether each is
-    featureless: its mean-colour stand-in scores below ``factor`` × ``delta`` against ``training`` (the
-    copies, grouped by ``groups`` as the attack groups them) and is nearest to that image itself."""
+    """For the reference images ``which``, whether each is featureless: its mean-colour stand-in is
+    nearest to that image itself and scores below ``factor`` × ``delta``."""
     which = np.asarray(which, dtype=np.int64)
     if len(which) == 0 or factor <= 0:
         return np.zeros(len(which), dtype=bool)
-    result = unconditional_attack(
-        mean_colour_images(images[which]), training, alpha=alpha, n=n, device=device, groups=groups
-    )
+    result = stand_in_scores(images, which, training, groups=groups, alpha=alpha, n=n, device=device)
     return (result.nearest == which) & (result.score < factor * delta)
