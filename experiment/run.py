@@ -239,14 +239,7 @@ def _metric_row(data: dict[str, Any]) -> dict[str, Any]:
         "extracted_duplicated_images": ex["extracted_duplicated_images"],
         "extraction_by_duplicate_count": ex["by_duplicate_count"],
         "extracted_images_by_delta": ex.get("extracted_images_by_delta", {}),
-        **(
-            {
-                "extracted_featureless_images": ex["extracted_featureless_images"],
-                "featureless_keys": ex["featureless_keys"],
-            }
-            if "extracted_featureless_images" in ex
-            else {}
-        ),
+        **{k: ex[k] for k in ("extracted_featureless_images", "featureless_keys") if k in ex},
         **({"nearest_l2": ex["nearest_l2"]} if "nearest_l2" in ex else {}),
         "mia_auc": ex["membership"]["auc"],
         "mia_tpr_at_1pct_fpr": ex["membership"]["tpr_at_1pct_fpr"],
