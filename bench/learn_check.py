@@ -61,7 +61,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     after = heldout_loss(model, heldout, captions)
     prompts = heldout.captions[:32] if model.conditional else None
-    images = generate(model, list(range(32)), seed=1, steps=50, captions=prompts, guidance=3.0, progress=False)
+    images = generate(model, list(range(32)), seed=1, steps=50, captions=prompts, guidance=3.0, batch_size=32, progress=False)
     both = np.concatenate([np.asarray(heldout.images[:32]), images]) if model.conditional else images
     Image.fromarray(grid(both, 16)).resize((16 * 18 * 3, (len(both) // 16) * 18 * 3), Image.NEAREST).save(
         args.out / "grid.png"

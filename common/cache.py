@@ -44,8 +44,8 @@ VERSIONS: dict[str, int] = {
     "caption_embeddings": 2,
     "caption_neighbors": 2,
     "images": 2,
-    "train": 4,  # 4: model folders diffusers loads (model_index.json, LoRA in its format)
-    "audit": 6,  # 6: unconditional audits name their featureless extracted images; 5: MIA timestep chosen on a separate half; conditional: every duplicated caption, nearest-image ℓ2; 4: robust matches refined by alignment (dedup/signals/robust_align.py)
+    "train": 5,  # 5: each caption encoded on its own (unet_text); 4: model folders diffusers loads
+    "audit": 7,  # 7: generations at a fixed shape and row per index; 6: unconditional audits name their featureless extracted images; 5: MIA timestep chosen on a separate half; conditional: every duplicated caption, nearest-image ℓ2; 4: robust matches refined by alignment (dedup/signals/robust_align.py)
 }
 COMPLETE = "_COMPLETE"  # JSON: kind, version, created (unix seconds)
 PARTIAL = ".partial"

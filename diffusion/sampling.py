@@ -1,9 +1,15 @@
 """Sampling (DDIM) and per-sample denoising losses, shared by training (sample grids, held-out loss) and
 the extraction stage (generations, membership inference, Wen's detector).
 
-Every generation ``i`` draws its starting noise from its own generator seeded by ``(seed, i)``, so an
-image depends only on the model, the seed, its index and its prompt — not on the batch it ran in — and
-an interrupted generation run resumes with identical images.
+Every generation ``i`` draws its starting noise from its own generator seeded by ``(seed, i)``, and runs
+in a batch of exactly ``batch_size`` rows at row ``i % batch_size`` (unused rows are filled and dropped).
+So an image depends only on the model, the seed, its index, its prompt and ``batch_size`` — bitwise, at
+any thread count — not on which other indices share its batch, how many, or in which order; an
+interrupted generation run resumes with identical images. The shape and the row are fixed because CPU
+BLAS and oneDNN choose their kernels and split rows between threads by shape, so the same values at
+another batch size, or at another row, can round differently (seen here: one ulp in the time embedding
+at row 4 of 6 with two threads), and 50 sampling steps of an untrained network amplify one ulp into a
+visibly different image. Callers that compare or cache generations fix ``batch_size``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,22 @@ def noise_for(indices: Sequence[int], shape: tuple[int, ...], seed: int) -> torc
     return out
 
 
+def slotted_batches(indices: Sequence[int], batch_size: int) -> list[list[int | None]]:
+    """Batches of ``batch_size`` rows, each row the position in ``indices`` it generates (None: unused).
+    Index ``i`` always runs at row ``i % batch_size``: the k-th index of that row goes to batch k, so
+    contiguous aligned ranges fill whole batches and any other list still keeps every index in its row."""
+    batches: list[list[int | None]] = []
+    taken: dict[int, int] = {}
+    for pos, index in enumerate(indices):
+        slot = int(index) % batch_size
+        k = taken.get(slot, 0)
+        taken[slot] = k + 1
+        if k == len(batches):
+            batches.append([None] * batch_size)
+        batches[k][slot] = pos
+    return batches
+
+
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """[-1, 1] NCHW → uint8 NHWC."""
     x = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -44,28 +66,30 @@ def generate(
     steps: int = 50,
     captions: Sequence[str] | None = None,
     guidance: float = 1.0,
-    batch_size: int = 256,
+    batch_size: int = 64,
     unet: Any = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> np.ndarray:
-    """Generate one image per index (uint8 NHWC); captions[i] conditions generation i when given."""
+    """Generate one image per index (uint8 NHWC); captions[i] conditions generation i when given. Every
+    forward pass has ``batch_size`` rows, index ``i`` at row ``i % batch_size`` (module docstring: why)."""
     # Trailing spacing starts at the last training timestep, where x_T ~ N(0, I) really holds; the default
     # (leading) starts earlier, where the image still shows through, and shifts the colours of samples.
     scheduler = DDIMScheduler.from_config(model.scheduler.config, timestep_spacing="trailing")
     scheduler.set_timesteps(steps)
     net = unet if unet is not None else model.unet
-    out: list[np.ndarray] = []
-    batches = range(0, len(indices), batch_size)
-    for lo in tqdm(batches, desc=progress_label("generate"), unit="batch", disable=not progress or len(batches) < 2):
-        chunk = list(indices[lo : lo + batch_size])
-        x = noise_for(chunk, model.latent_shape, seed).to(device)
+    results: list[tuple[list[int], np.ndarray]] = []
+    batches = slotted_batches(indices, batch_size)
+    for batch in tqdm(batches, desc=progress_label("generate"), unit="batch", disable=not progress or len(batches) < 2):
+        filler = next(pos for pos in batch if pos is not None)  # unused rows: any index of this batch
+        rows = [filler if pos is None else pos for pos in batch]
+        x = noise_for([indices[pos] for pos in rows], model.latent_shape, seed).to(device)
         cond = null = None
         if captions is not None and model.conditional:
-            cond = model.encode_captions(captions[lo : lo + batch_size], device)
-            null = model.null_condition(len(chunk), device)
+            cond = model.encode_captions([captions[pos] for pos in rows], device)
+            null = model.null_condition(batch_size, device)
         for t in scheduler.timesteps:
-            tt = torch.full((len(chunk),), int(t), device=device, dtype=torch.long)
+            tt = torch.full((batch_size,), int(t), device=device, dtype=torch.long)
             if cond is None:
                 eps = model.eps(x, tt, None, unet=net)
             elif guidance == 1.0:
@@ -76,8 +100,15 @@ def generate(
                 eps_c, eps_u = both.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
             x = scheduler.step(eps, t, x).prev_sample
-        out.append(to_uint8(model.to_pixels(x)))
-    return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+        images = to_uint8(model.to_pixels(x))
+        used = [slot for slot, pos in enumerate(batch) if pos is not None]
+        results.append(([pos for pos in batch if pos is not None], images[used]))
+    if not results:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    out = np.zeros((len(indices), *results[0][1].shape[1:]), np.uint8)
+    for positions, images in results:
+        out[positions] = images
+    return out
 
 
 @torch.no_grad()

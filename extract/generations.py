@@ -25,12 +25,15 @@ def generate_resumable(
     first_index: int = 0,
 ) -> np.ndarray:
     """Generations saved chunk by chunk (atomically) under ``folder``: a killed audit resumes where it stopped,
-    and because every generation is seeded by its own index the resumed images are identical."""
+    and because every generation is seeded by its own index the resumed images are identical. Every batch has
+    ``min(cfg.batch_size, count)`` rows: a function of the configuration, which keys the audit's cache, so the
+    images do not depend on how a run was interrupted (``diffusion.sampling.generate``: why the shape matters)."""
     folder.mkdir(parents=True, exist_ok=True)
     chunks = []
-    starts = range(0, count, cfg.batch_size)
+    rows = min(cfg.batch_size, count)
+    starts = range(0, count, rows)
     for lo in tqdm(starts, desc=progress_label("generate"), unit="batch", disable=len(starts) < 2, mininterval=1.0):
-        ids = list(range(first_index + lo, first_index + min(count, lo + cfg.batch_size)))
+        ids = list(range(first_index + lo, first_index + min(count, lo + rows)))
         path = folder / f"{ids[0]:08d}-{len(ids)}.npy"
         if path.exists():
             chunks.append(np.load(path, allow_pickle=False))
@@ -43,7 +46,7 @@ def generate_resumable(
             steps=cfg.sample_steps,
             captions=caps,
             guidance=cfg.guidance,
-            batch_size=cfg.batch_size,
+            batch_size=rows,
             device=device_of(cfg),
             progress=False,
         )

@@ -316,6 +316,7 @@ def _sample_grid(
             steps=cfg.sample_steps,
             captions=captions,
             guidance=3.0 if captions else 1.0,
+            batch_size=cfg.sample_count,
             device=next(unet.parameters()).device,
             progress=False,
             unet=unet,
