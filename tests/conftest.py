@@ -140,6 +140,13 @@ TINY_TWEMOJI = TwemojiConfig(
 )
 
 
+@pytest.fixture(autouse=True)
+def _run_from_an_empty_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts in a fresh empty working directory, so none can depend on being started from the
+    repo (README: the suite runs from any folder) or write scratch files into it."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")

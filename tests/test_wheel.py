@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,16 +34,27 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path:
     assert built.returncode == 0, built.stderr[-2000:]
     wheels = list(dist.glob("memguard-*.whl"))
     assert len(wheels) == 1
-    # The venv sees the installed dependencies (torch, diffusers, ...) but not the source tree.
+    # The venv sees the dependencies the suite runs with (torch, diffusers, ...) but not the source tree. Its
+    # parent is whatever interpreter runs the suite (a venv, a conda env, the base one), so its site folders are
+    # added by a .pth file (``--system-site-packages`` would give the base interpreter's, not an active
+    # venv's), and the editable install's finder they carry is dropped: only the wheel can answer an import.
     venv = tmp_path / "venv"
-    assert _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path).returncode == 0
+    assert _run([sys.executable, "-m", "venv", str(venv)], tmp_path).returncode == 0
     python = str(venv / "bin" / "python")
+    venv_site = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path)
+    parent_sites = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
+    (Path(venv_site.stdout.strip()) / "zz_parent_site.pth").write_text(
+        "import site, sys; "
+        + "; ".join(f"site.addsitedir({d!r})" for d in dict.fromkeys(parent_sites))
+        + "; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+    )
     installed = _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheels[0])], tmp_path)
     assert installed.returncode == 0, installed.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = _run([python, "-c", "import configs, dedup; print(dedup.__file__, configs.__file__)"], elsewhere)
-    assert where.returncode == 0 and str(REPO) not in where.stdout and str(venv) in where.stdout, where.stdout
+    where = _run([python, "-c", "import configs, dedup, torch; print(dedup.__file__, configs.__file__)"], elsewhere)
+    assert where.returncode == 0, where.stderr[-2000:]
+    assert str(REPO) not in where.stdout and where.stdout.count(str(venv)) == 2, where.stdout
     for module in ("dedup", "train", "extract"):
         proc = _run([python, "-m", module, "--cfg", "job"], elsewhere)
         assert proc.returncode == 0, f"{module}: {proc.stderr[-2000:]}"
