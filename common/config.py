@@ -9,12 +9,10 @@ dataclass's ``__post_init__`` (``in_range``) and run when the builder instantiat
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
+import math
 import types
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -24,8 +22,26 @@ class ConfigError(ValueError):
     """A user's configuration mistake: reported as one line naming the key, exit code 2."""
 
 
+class OutputInsideInput(ConfigError):
+    """An output or cache folder inside the input corpus: it would be read back as input, or change the
+    input while it is read. ``root`` is the input folder, so the entry point can remove what Hydra already
+    created inside it."""
+
+    def __init__(self, message: str, root: str) -> None:
+        super().__init__(message)
+        self.root = root
+
+
+class RunError(RuntimeError):
+    """The run cannot go on for a reason outside the code (an input changed under it, a folder it may not
+    write): reported as one line, exit code 1, with nothing half-written committed."""
+
+
 def in_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
-    """Raise ConfigError unless lo <= value <= hi (either bound optional)."""
+    """Raise ConfigError unless lo <= value <= hi (either bound optional) and value is a finite number: NaN
+    fails no comparison, so it would pass every bound and silently switch a threshold off."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
         raise ConfigError(f"{name} must be in {bounds}, got {value}")
@@ -80,6 +96,8 @@ def build(cls: type[T], values: dict[str, Any] | None, path: str = "") -> T:
             continue
         if not _accepts(hint, value):
             raise ConfigError(f"{prefix}{name}: expected {_describe(hint)}, got {value!r}")
+        if not all_finite(value):
+            raise ConfigError(f"{prefix}{name}: expected a finite number, got {value!r}")
         if isinstance(value, list):
             values[name] = tuple(value)
     try:
@@ -90,41 +108,17 @@ def build(cls: type[T], values: dict[str, Any] | None, path: str = "") -> T:
         raise ConfigError(f"{path or cls.__name__}: {err}") from err
 
 
+def all_finite(value: Any) -> bool:
+    """False for a float (or a float in a list or tuple) that is NaN or ±inf: no setting of ours means either."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(all_finite(v) for v in value)
+    return True
+
+
 def _describe(hint: Any) -> str:
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
-@contextmanager
-def user_errors(entry: str) -> Iterator[None]:
-    """Turn configuration mistakes (and missing inputs) into one line on stderr and exit code 2, before any
-    work; ``HYDRA_FULL_ERROR=1`` keeps the traceback for developers."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        yield
-    except (ConfigError, OmegaConfBaseException, FileNotFoundError, NotADirectoryError) as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        message = " ".join(str(err).split("\n")[0].split())
-        print(f"{entry}: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-@contextmanager
-def disk_full_is_one_line(entry: str) -> Iterator[None]:
-    """A full disk while a run writes is reported as such (exit 1); what was committed before stays."""
-    import errno
-
-    try:
-        yield
-    except OSError as err:
-        if err.errno != errno.ENOSPC or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(
-            f"{entry}: error: no space left on the device ({err.filename or err}); nothing half-written was kept",
-            file=sys.stderr,
-        )
-        raise SystemExit(1) from None
 
 
 def check_keys(values: dict[str, Any], allowed: set[str], leaves: Callable[[], dict[str, list[str]]]) -> None:

@@ -29,7 +29,7 @@ from common.atomic import write_table
 from common.cache import Cache, entry_key
 from common.mapped import load_mapped, write_npy
 from dedup.executor import ExecutorConfig, run_parts
-from dedup.io.corpus import Corpus, file_identity
+from dedup.io.corpus import Corpus, check_unchanged, part_identity
 from dedup.io.discover import find_shards
 from dedup.io.metadata import CaptionSource
 from dedup.io.readers import Item, KeyRegistry, read_folder, read_tar
@@ -75,7 +75,8 @@ class Layout:
     kind: str  # shards | folder
     parts: list[str]
     rows: list[int]
-    sizes: list[int] | None = None  # bytes of each part (shards), None where unknown (a folder)
+    sizes: list[int] | None  # bytes of each part (shards), None where unknown (a folder)
+    identities: list[object]  # each part as the map stage read it (``part_identity``)
 
 
 @dataclass(frozen=True)
@@ -142,30 +143,33 @@ def map_part(kind: str, part: str, params: MapParams, folder: Path) -> None:
         np.save(folder / f"{name}.npy", array, allow_pickle=False)
 
 
-def _part_identity(kind: str, part: str, corpus: Corpus) -> object:
-    return corpus.fingerprint if kind == "folder" else file_identity(part)
+def _map_into_cache(kind: str, part: str, params: MapParams, identity: object, cache_root: str, key: str) -> bool:
+    """Run in a worker: fill the part's cache entry unless it is complete. True if it was computed. The
+    entry is keyed by the part's identity, so the part must still have it after it was read."""
 
+    def build(folder: Path) -> None:
+        check_unchanged(kind, part, identity)
+        map_part(kind, part, params, folder)
+        check_unchanged(kind, part, identity)
 
-def _map_into_cache(kind: str, part: str, params: MapParams, cache_root: str, key: str) -> bool:
-    """Run in a worker: fill the part's cache entry unless it is complete. True if it was computed."""
     cache = Cache(Path(cache_root))
-    cache.get("map", key, lambda folder: map_part(kind, part, params, folder))
+    cache.get("map", key, build)
     return bool(cache.misses)
 
 
 def _part_jobs(
     corpus: Corpus, params: MapParams, cache: Cache
-) -> tuple[list[str], list[int] | None, list[tuple[str, str, MapParams, str, str]]]:
-    """The corpus's parts, their sizes in bytes (shards; None for a folder), and for each part the
-    arguments of ``_map_into_cache`` (its cache key last)."""
+) -> tuple[list[str], list[object], list[tuple[str, str, MapParams, object, str, str]]]:
+    """The corpus's parts, their identities, and for each part the arguments of ``_map_into_cache``
+    (its cache key last)."""
     kind = "folder" if corpus.kind == "folder" else "shards"
     parts = [corpus.location] if kind == "folder" else find_shards(corpus.location)[0]
     if not parts:
         raise FileNotFoundError(f"no shards match {storage.redact(corpus.location)!r}")
-    identities = [_part_identity(kind, p, corpus) for p in parts]
-    sizes = [int(identity[0][1]) for identity in identities] if kind == "shards" else None  # type: ignore[index]
+    identities = [part_identity(kind, p) for p in parts]
     keys = [entry_key("map", identity, asdict(params)) for identity in identities]
-    return parts, sizes, [(kind, p, params, str(cache.root), k) for p, k in zip(parts, keys, strict=True)]
+    jobs = [(kind, p, params, i, str(cache.root), k) for p, i, k in zip(parts, identities, keys, strict=True)]
+    return parts, identities, jobs
 
 
 def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: ExecutorConfig) -> Mapped:
@@ -173,8 +177,9 @@ def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: Exe
     (cached too: ``joined/<key>``). The two largest arrays, signatures and embeddings, come back
     memory-mapped from the joined entry (``common.mapped``)."""
     kind = "folder" if corpus.kind == "folder" else "shards"
-    parts, sizes, jobs = _part_jobs(corpus, params, cache)
-    keys = [job[-1] for job in jobs]
+    parts, identities, jobs = _part_jobs(corpus, params, cache)
+    sizes = [int(identity[0][1]) for identity in identities] if kind == "shards" else None  # type: ignore[index]
+    keys = [str(job[-1]) for job in jobs]
     computed = sum(run_parts(_map_into_cache, jobs, executor, sum(sizes) if sizes is not None else None))
     (cache.misses if computed else cache.hits).append("map")
     key = entry_key("joined", keys)
@@ -188,7 +193,7 @@ def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: Exe
         key=key,
         parts=len(parts),
         computed=computed,
-        layout=Layout(kind, parts, np.load(joined / "rows.npy", allow_pickle=False).tolist(), sizes),
+        layout=Layout(kind, parts, np.load(joined / "rows.npy", allow_pickle=False).tolist(), sizes, identities),
     )
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from common import storage
 from common.cache import fingerprint
-from common.config import ConfigError
+from common.config import ConfigError, OutputInsideInput, RunError
 from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
 from dedup.io.discover import find_shards, is_shard
 from dedup.io.metadata import CaptionSource, sibling_parquet
@@ -38,6 +38,10 @@ class CorpusSpec:
     heldout: str | None = None
     caption_field: str | None = None
     twemoji: TwemojiConfig = field(default_factory=TwemojiConfig)
+
+    def __post_init__(self) -> None:
+        if self.caption_field is not None and not self.caption_field.strip():
+            raise ConfigError("corpus.caption_field must name a metadata field, or be null for the .txt member")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +74,54 @@ def _stat_fingerprint(paths: list[str]) -> str:
     return fingerprint([file_identity(p) for p in paths])
 
 
+def _folder_files(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+def scanned_folders(spec: CorpusSpec) -> list[Path]:
+    """The local folders a corpus reads everything under (a folder corpus; a shard path that is a folder),
+    resolved (links followed)."""
+    found = []
+    for path in (spec.path, spec.heldout):
+        if spec.kind in ("folder", "shards") and path and not storage.is_remote(path):
+            local = Path(storage.local_path(path))
+            if local.is_dir():
+                found.append(local.resolve())
+    return found
+
+
+def check_outside_input(spec: CorpusSpec, **places: str | os.PathLike[str]) -> None:
+    """Refuse an output or cache folder (``output=…``, ``cache_dir=…``) that is, or lies inside, a folder the
+    corpus is read from: the next run would read it back as input, and this one would change its input
+    while reading it. Paths are compared resolved, so a link into the input is caught too."""
+    for root in scanned_folders(spec):
+        for name, place in places.items():
+            if storage.is_remote(place):
+                continue
+            target = Path(place).resolve()
+            if target.is_relative_to(root):
+                raise OutputInsideInput(
+                    f"{name}={place} is inside the input folder {root}: it would be read as input; "
+                    f"choose a {name} outside it (run from another folder, or set output= and cache_dir=)",
+                    str(root),
+                )
+
+
+class InputChanged(RunError):
+    """A part of the corpus is not what the map stage read: the run stops before committing anything."""
+
+
+def part_identity(kind: str, part: str) -> object:
+    """What the map stage's cache key and the apply stage's check hold a part to: a shard's size and
+    modification time (and its sidecar's), or every file's of a folder."""
+    return _stat_fingerprint(_folder_files(Path(part))) if kind == "folder" else file_identity(part)
+
+
+def check_unchanged(kind: str, part: str, identity: object) -> None:
+    if part_identity(kind, part) != identity:
+        raise InputChanged(f"{storage.redact(part)} changed since it was mapped (size or modification time); rerun")
+
+
 def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Limits | None = None) -> Corpus:
     limits = limits or Limits()
     if spec.kind == "twemoji":
@@ -93,11 +145,10 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
         root = Path(storage.local_path(spec.path))
         if not root.is_dir():
             raise NotADirectoryError(f"image folder not found: {root}")
-        files = sorted(str(p) for p in root.rglob("*") if p.is_file())
         return Corpus(
             kind="folder",
             location=str(root),
-            fingerprint=_stat_fingerprint(files),
+            fingerprint=_stat_fingerprint(_folder_files(root)),
             ground_truth=gt,
             heldout=spec.heldout,
             info={},

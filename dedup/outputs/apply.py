@@ -61,6 +61,7 @@ def write_outputs(
     shards_written, thumbs = write_kept_shards(
         layout,
         units.column("sample_index").to_numpy(),
+        unit_keys=units.column("key").to_numpy(zero_copy_only=False),
         limits=corpus.limits,
         captions=corpus.captions,
         kept=status == "kept",

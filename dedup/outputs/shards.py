@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from dedup.executor import ExecutorConfig, run_parts
+from dedup.io.corpus import InputChanged, check_unchanged
 from dedup.io.metadata import CaptionSource
-from dedup.io.sample import Sample
+from dedup.io.sample import Sample, printable
 from dedup.io.validate import Limits, decode_image
 from dedup.io.writer import ShardWriter
 from dedup.shardmap import Layout, read_part
@@ -20,13 +21,16 @@ from dedup.shardmap import Layout, read_part
 
 @dataclass(frozen=True)
 class PartApply:
-    """What one worker needs for one part: its items' sample indices, and its slice of the decisions."""
+    """What one worker needs for one part: the part as the map stage read it (its identity and each unit
+    row's key), its items' sample indices, and its slice of the decisions."""
 
     index: int
     kind: str
     part: str
+    identity: object
     limits: Limits
     captions: CaptionSource
+    unit_keys: np.ndarray  # per unit row of the part: the key the map stage recorded
     sample_index: np.ndarray  # per unit row of the part: its sample index, or -1
     first: int  # the part's first sample index (its valid samples are numbered consecutively)
     kept: np.ndarray  # per valid sample of the part
@@ -37,22 +41,32 @@ class PartApply:
 
 
 def _apply_part(job: PartApply) -> tuple[int, dict[int, np.ndarray]]:
+    """Copy the part's kept samples. The part must be the one the map stage read — the same identity
+    before and after this read, the same key at every unit row, the same number of rows — or the run stops
+    (InputChanged) with nothing of this part committed: a shard swapped between the stages would otherwise
+    put duplicates back into the clean corpus and drop kept samples, under a manifest that says otherwise."""
     writer = ShardWriter(job.folder, job.shard_size, prefix=f"shard-{job.index:06d}") if job.shard_size else None
     thumbs: dict[int, np.ndarray] = {}
+    rows = len(job.sample_index)
     try:
+        check_unchanged(job.kind, job.part, job.identity)
+        row = -1
         for row, item in enumerate(read_part(job.kind, job.part, job.limits, job.captions)):
-            if row >= len(job.sample_index):
-                raise RuntimeError(f"{job.part} changed since it was mapped: more than {len(job.sample_index)} units")
+            if row >= rows or printable(item.key) != job.unit_keys[row]:
+                raise InputChanged(f"{job.part} changed since it was mapped (unit {row} is not the one mapped); rerun")
             i = int(job.sample_index[row])
             if i < 0:
                 continue
             if not isinstance(item, Sample):
-                raise RuntimeError(f"{job.part} changed since it was mapped (unit {row})")
+                raise InputChanged(f"{job.part} changed since it was mapped (unit {row} is no longer a sample); rerun")
             local = i - job.first
             if writer is not None and job.kept[local]:
                 writer.write(item, float(job.weights[local]) if job.weights is not None else None)
             if i in job.thumbnails_of:
                 thumbs[i] = decode_image(item.image, job.limits)
+        if row + 1 != rows:
+            raise InputChanged(f"{job.part} changed since it was mapped ({row + 1} units, {rows} mapped); rerun")
+        check_unchanged(job.kind, job.part, job.identity)
     except BaseException:
         if writer is not None:
             writer.abort()  # an interrupted shard is never committed under its final name
@@ -67,6 +81,7 @@ def write_kept_shards(
     layout: Layout,
     sample_index: np.ndarray,
     *,
+    unit_keys: np.ndarray,
     limits: Limits,
     captions: CaptionSource,
     kept: np.ndarray,
@@ -78,15 +93,16 @@ def write_kept_shards(
 ) -> tuple[int, dict[int, np.ndarray]]:
     """Write the samples where ``kept`` (per valid sample) into ``out_dir/shards`` (none when
     ``shard_size`` is 0: at most ``shard_size`` samples per output shard), with ``weights`` as their
-    ``sampling_weight`` when given; decode the samples in ``thumbnails_of``. ``sample_index`` is per unit
-    row of the whole corpus, the parts' rows consecutive as ``layout`` says. Returns (shards written,
-    thumbnails)."""
+    ``sampling_weight`` when given; decode the samples in ``thumbnails_of``. ``sample_index`` and
+    ``unit_keys`` are per unit row of the whole corpus, the parts' rows consecutive as ``layout`` says.
+    Returns (shards written, thumbnails)."""
     if not shard_size and not thumbnails_of:
         return 0, {}
     jobs: list[tuple[PartApply]] = []
     start = 0
     for n, (part, rows) in enumerate(zip(layout.parts, layout.rows, strict=True)):
         index = sample_index[start : start + rows]
+        keys = unit_keys[start : start + rows]
         start += rows
         valid = index[index >= 0]
         first = int(valid[0]) if len(valid) else 0
@@ -100,8 +116,10 @@ def write_kept_shards(
                     n,
                     layout.kind,
                     part,
+                    layout.identities[n],
                     limits,
                     captions,
+                    keys,
                     index,
                     first,
                     kept[span],
