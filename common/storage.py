@@ -9,8 +9,11 @@ environment or fsspec's own configuration (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -56,10 +59,31 @@ def redact(location: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+class NotRegularFile(OSError):
+    """A local input that is a named pipe, device, socket or folder: never read (a FIFO would block forever)."""
+
+
+def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
+    """Open a local file for reading bytes only if it is a regular file. The open itself does not block
+    (O_NONBLOCK: a FIFO with no writer returns at once) and the check is on the opened descriptor, so a
+    file swapped for a pipe between a check and the open is caught too."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a named pipe" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a special file"
+            raise NotRegularFile(errno.EINVAL, f"not a regular file ({kind})", os.fspath(path))
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def open_binary(location: str) -> IO[bytes]:
-    """Open a local or remote file for reading bytes (remote reads are ranged, so ``seek`` is cheap)."""
+    """Open a local (regular) or remote file for reading bytes (remote reads are ranged, so ``seek`` is cheap)."""
     if not is_remote(location):
-        return open(local_path(location), "rb")
+        return open_regular(local_path(location))
     fs, path = filesystem(location)
     return fs.open(path, "rb")
 

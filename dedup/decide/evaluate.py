@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from common import storage
+
 DEFINITIONS = __doc__
 
 
@@ -28,7 +30,8 @@ def _pair_count(counts: Counter[Any]) -> int:
 
 def evaluate(keys: list[str], cluster_ids: np.ndarray, ground_truth: Path) -> dict[str, object]:
     """Scores of the clustering of ``keys`` (valid samples) against the ground-truth parquet."""
-    truth = pq.read_table(ground_truth).to_pydict()
+    with storage.open_regular(ground_truth) as fh:
+        truth = pq.read_table(fh).to_pydict()
     origin_of = dict(zip(truth["key"], truth["origin"], strict=True))
     group_of = dict(zip(truth["key"], truth["natural_group"], strict=True))
     known = [i for i, k in enumerate(keys) if k in origin_of]

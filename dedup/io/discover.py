@@ -3,6 +3,7 @@ what a folder held that is not a shard (listed, never skipped silently)."""
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -10,10 +11,8 @@ from pathlib import Path
 import braceexpand
 
 from common import storage
-from dedup.io.metadata import sibling_parquet
+from dedup.io.metadata import SHARD_SUFFIXES, sibling_parquet
 from dedup.io.sample import printable
-
-SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")  # any case
 
 
 def is_shard(name: str) -> bool:
@@ -43,7 +42,13 @@ def find_shards(spec: str | Iterable[str]) -> tuple[list[str], list[dict[str, st
             continue
         path = Path(storage.local_path(one))
         if not path.is_dir():
-            out.extend(braceexpand.braceexpand(storage.local_path(one)))
+            for name in braceexpand.braceexpand(storage.local_path(one)):
+                matched = sorted(glob.glob(name)) if glob.has_magic(name) else []
+                if not matched:  # a plain name, or a pattern that matches nothing: the reader reports it missing
+                    out.append(name)
+                    continue
+                out.extend(m for m in matched if is_shard(m))
+                skipped.extend(_not_shards([m for m in matched if not is_shard(m)], matched))
             continue
 
         def unreadable(err: OSError) -> None:

@@ -96,10 +96,15 @@ class ShardMetadata:
         return out
 
 
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")  # any case
+
+
 def sibling_parquet(shard: str) -> str:
-    """``.../00000.tar`` (or ``.tar.gz`` …) → ``.../00000.parquet``, img2dataset's metadata file name."""
+    """``.../00000.tar`` (or ``.tar.gz`` …) → ``.../00000.parquet``, img2dataset's metadata file name. Only
+    the shard suffix is replaced, so ``a.x.tar`` and ``a.y.tar`` each have their own (``a.x.parquet``)."""
     head, _, name = shard.rpartition("/")
-    stem = name.split(".", 1)[0]
+    suffix = next((s for s in SHARD_SUFFIXES if name.lower().endswith(s)), "")
+    stem = name[: len(name) - len(suffix)] if suffix else name.rsplit(".", 1)[0]
     return f"{head}/{stem}.parquet" if head else f"{stem}.parquet"
 
 
@@ -112,6 +117,9 @@ def shard_metadata(shard: str) -> ShardMetadata:
             return ShardMetadata()
         with storage.open_binary(path) as fh:
             table = pq.read_table(io.BytesIO(fh.read()))
+    except storage.NotRegularFile as err:
+        found.problems.append(Rejection("", path, Reason.NOT_REGULAR_FILE, f"sidecar: {err.strerror}"))
+        return found
     except Exception as err:  # a corrupt sidecar must not crash the run: one row says so
         found.problems.append(Rejection("", path, Reason.BAD_META, f"{type(err).__name__}: {err}"))
         return found
@@ -152,7 +160,8 @@ class FolderMetadata:
 
 def _read_records(path: Path) -> list[tuple[int, dict[str, Any] | str]]:
     """(line number, record or why it is unusable) for every data line of a metadata.jsonl / .csv."""
-    text = path.read_text(encoding="utf-8-sig")
+    with storage.open_regular(path) as fh:
+        text = fh.read().decode("utf-8-sig")
     out: list[tuple[int, dict[str, Any] | str]] = []
     if path.name.endswith(".csv"):
         for number, record in enumerate(csv.DictReader(io.StringIO(text)), start=2):
@@ -181,6 +190,9 @@ def folder_metadata(root: Path, files: list[Path]) -> FolderMetadata:
         rel_file = path.relative_to(root).as_posix()
         try:
             records = _read_records(path)
+        except storage.NotRegularFile as err:
+            found.problems.append(Rejection(rel_file, str(root), Reason.NOT_REGULAR_FILE, f"metadata: {err.strerror}"))
+            continue
         except (OSError, UnicodeDecodeError, csv.Error) as err:
             found.problems.append(Rejection(rel_file, str(root), Reason.BAD_META, f"{type(err).__name__}: {err}"))
             continue

@@ -166,6 +166,10 @@ def read_tar(path: str, limits: Limits | None = None, captions: CaptionSource | 
             # 64 KiB reads: 16k calls stream past a 1 GiB member; larger buffers slow small members down
             # (tarfile copies the rest of its buffer on every read).
             tar = files.enter_context(tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 16))
+        except storage.NotRegularFile as err:
+            yield Rejection("", path, Reason.NOT_REGULAR_FILE, f"shard: {err.strerror}", 0)
+            yield from sidecar.leftovers(path)
+            return
         except (OSError, EOFError, tarfile.TarError) as err:
             yield Rejection("", path, Reason.SHARD_UNREADABLE, str(err), 0)
             yield from sidecar.leftovers(path)
@@ -271,6 +275,33 @@ def read_shards(
             yield registry.admit(item)
 
 
+def folder_samples(stem: str, files: dict[str, Path]) -> list[tuple[str, dict[str, Path]]]:
+    """The samples of the files sharing one stem: one, keyed by the stem, when it has at most one image;
+    else one per image file (``cat.jpg`` and ``cat.png``; ``dog.png`` and ``dog.PNG``), keyed by the stem
+    and the extension, each with the stem's caption files, so no image stands in for another."""
+    key = stem.replace("/", "__").replace(".", "_")
+    images = [ext for ext in files if ext.lower() in IMAGE_EXTS]
+    if len(images) <= 1:
+        return [(key, files)]
+    shared = {ext: path for ext, path in files.items() if ext.lower() not in IMAGE_EXTS}
+    return [(f"{key}_{ext}", {ext: files[ext], **shared}) for ext in images]
+
+
+def _read_folder_members(group: _Group, files: dict[str, Path], limits: Limits) -> None:
+    for ext, path in files.items():
+        try:
+            size = path.stat().st_size
+            if size > limits.max_member_bytes:
+                group.problem = (Reason.TOO_LARGE, f"{path.name}: {size} bytes > {limits.max_member_bytes}")
+                group.members[ext] = b""
+                continue
+            with storage.open_regular(path) as fh:  # swapped for a pipe since the walk: never blocks
+                group.members[ext] = fh.read()
+        except OSError as err:
+            group.problem = (Reason.UNREADABLE, f"{printable(path.name)}: {err.strerror or err}")
+            group.members[ext] = b""
+
+
 def read_folder(
     root: str | os.PathLike[str], limits: Limits | None = None, captions: CaptionSource | None = None
 ) -> Iterator[Item]:
@@ -320,20 +351,10 @@ def read_folder(
         groups[stem][ext] = path
     registry = KeyRegistry()
     for stem in order:
-        key = stem.replace("/", "__").replace(".", "_")
-        group = _Group(key, -1)
-        rows = [metadata.rows.pop(f"{stem}.{ext}") for ext in groups[stem] if f"{stem}.{ext}" in metadata.rows]
-        group.extra = rows[0] if rows else None
-        for ext, path in groups[stem].items():
-            try:
-                size = path.stat().st_size
-                if size > limits.max_member_bytes:
-                    group.problem = (Reason.TOO_LARGE, f"{path.name}: {size} bytes > {limits.max_member_bytes}")
-                    group.members[ext] = b""
-                    continue
-                group.members[ext] = path.read_bytes()
-            except OSError as err:
-                group.problem = (Reason.UNREADABLE, f"{printable(path.name)}: {err.strerror or err}")
-                group.members[ext] = b""
-        yield registry.admit(_group_to_item(group, printable(str(root / stem)), limits, captions))
+        for key, members in folder_samples(stem, groups[stem]):
+            group = _Group(key, -1)
+            rows = [metadata.rows.pop(f"{stem}.{ext}") for ext in members if f"{stem}.{ext}" in metadata.rows]
+            group.extra = rows[0] if rows else None
+            _read_folder_members(group, members, limits)
+            yield registry.admit(_group_to_item(group, printable(str(root / stem)), limits, captions))
     yield from metadata.leftovers(root)

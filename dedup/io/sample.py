@@ -40,6 +40,7 @@ class Reason(StrEnum):
     FORMAT_NOT_ALLOWED = "format_not_allowed"  # decodes, but not an allow-listed format
     TOO_LARGE = "too_large"  # pixel count above the limit (checked before decoding)
     TOO_SMALL = "too_small"
+    EXTREME_ASPECT = "extreme_aspect"  # long side over max_aspect times the short one (checked before decoding)
     ANIMATED = "animated"  # more than one frame: which frame is "the" image is ambiguous
     BAD_MODE = "bad_mode"  # a pixel mode we cannot convert to RGB faithfully
     EMPTY_CAPTION = "empty_caption"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from common.config import in_range
 from dedup.io.sample import Reason
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
@@ -22,12 +23,14 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds a sample must respect. ``max_pixels`` is checked on the header, before any decoding;
-    ``max_member_bytes`` on the tar header or file size, before any byte is read (a 1 MB .tar.gz can hold a
-    1 GiB member)."""
+    """Bounds a sample must respect. ``max_pixels``, ``min_side`` and ``max_aspect`` are checked on the
+    header, before any decoding; ``max_member_bytes`` on the tar header or file size, before any byte is read
+    (a 1 MB .tar.gz can hold a 1 GiB member). ``max_aspect`` bounds what one image costs the embedders, which
+    scale the short side up: an 8×3,000,000 PNG of a few KB would be a 64×24,000,000 working copy (4.6 GB)."""
 
     max_pixels: int = 40_000_000
     min_side: int = 8
+    max_aspect: float = 32.0
     max_caption_bytes: int = 16_384
     max_member_bytes: int = 64 * 1024 * 1024  # per tar member or file, checked before its bytes are read
 
@@ -35,6 +38,7 @@ class Limits:
         for name in ("max_pixels", "min_side", "max_caption_bytes", "max_member_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
+        in_range("limits.max_aspect", self.max_aspect, 1.0)
 
 
 class Invalid(Exception):
@@ -103,6 +107,8 @@ def decode_image(data: bytes, limits: Limits | None = None) -> np.ndarray:
                 raise Invalid(Reason.TOO_LARGE, f"{width}x{height} > {limits.max_pixels} pixels")
             if min(width, height) < limits.min_side:
                 raise Invalid(Reason.TOO_SMALL, f"{width}x{height}")
+            if max(width, height) > limits.max_aspect * min(width, height):
+                raise Invalid(Reason.EXTREME_ASPECT, f"{width}x{height}: aspect ratio over {limits.max_aspect:g}")
             frames = int(getattr(im, "n_frames", 1))
             if frames > 1:
                 raise Invalid(Reason.ANIMATED, f"{frames} frames")

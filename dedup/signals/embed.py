@@ -26,7 +26,7 @@ from PIL import Image
 
 from common.config import ConfigError, in_range, one_of
 from dedup.signals.robust import LAYOUT as ROBUST_LAYOUT
-from dedup.signals.robust import RobustEmbedder
+from dedup.signals.robust import LONG_SIDE_CAP, RobustEmbedder
 from dedup.signals.views import SINGLE, ViewLayout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -146,7 +146,8 @@ def preprocess(images: Sequence[np.ndarray], *, size: int, mean: Sequence[float]
     for i, rgb in enumerate(images):
         im = Image.fromarray(rgb)
         scale = size / min(im.size)
-        w, h = max(size, round(im.size[0] * scale)), max(size, round(im.size[1] * scale))
+        # Capped like the robust embedder's working copy: a very long image never scales to gigabytes.
+        w, h = (min(LONG_SIDE_CAP * size, max(size, round(side * scale))) for side in im.size)
         im = im.resize((w, h), Image.Resampling.BICUBIC)
         left, top = (w - size) // 2, (h - size) // 2
         arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0

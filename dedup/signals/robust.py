@@ -151,6 +151,7 @@ CORNERS = np.array([0, WORK - 1, WORK * (WORK - 1), WORK * WORK - 1])
 GEOMETRIC = (("base", 1.0, 0.0), ("crop", CROP, 0.0), ("rotate+", 1.0, ROTATION), ("rotate-", 1.0, -ROTATION))
 
 
+LONG_SIDE_CAP = 32  # the working copy's long side at most this many times WORK (limits.max_aspect's default)
 Working = tuple[np.ndarray, np.ndarray]  # luminance (WORK², B), chroma (2, WORK², B): float32 in [0, 255]
 
 
@@ -170,7 +171,9 @@ def _whole_and_trimmed(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         whole = _square(image)
         width, height = image.size
         scale = WORK / min(width, height)
-        sized = (max(WORK, round(width * scale)), max(WORK, round(height * scale)))
+        # The long side is capped (LONG_SIDE_CAP × WORK): a caller's 8×10^6 array must not become 64×8·10^6.
+        cap = LONG_SIDE_CAP * WORK
+        sized = (min(cap, max(WORK, round(width * scale))), min(cap, max(WORK, round(height * scale))))
         kept = whole if sized == (WORK, WORK) else np.asarray(image.resize(sized, Image.Resampling.BILINEAR))
     top, bottom, left, right = trim_box(kept, TRIM_TOLERANCE, TRIM_MASS)
     if (top, bottom, left, right) == (0, kept.shape[0], 0, kept.shape[1]):

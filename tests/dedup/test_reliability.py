@@ -167,21 +167,21 @@ def test_folder_reader_records_unreadable_files_and_folders(tmp_path: Path, monk
     for stem in ("a/one", "two"):
         (tmp_path / f"{stem}.png").write_bytes(encode(random_rgb(5)))
         (tmp_path / f"{stem}.txt").write_text("caption")
-    real_scandir, real_read = os.scandir, Path.read_bytes
+    real_scandir, real_open = os.scandir, os.open
 
     def scandir(path):  # type: ignore[no-untyped-def]
         if str(path).endswith("locked"):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_scandir(path)
 
-    def read_bytes(self: Path) -> bytes:
-        if self.name == "two.png":
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        return real_read(self)
+    def os_open(path, flags, *args):  # type: ignore[no-untyped-def]
+        if str(path).endswith("two.png"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
 
     # Tests run as root, where chmod 000 still reads: the refusal is simulated at the OS call.
     monkeypatch.setattr(os, "scandir", scandir)
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", os_open)
     items = list(read_folder(tmp_path))
     rejected = {i.key: (i.reason, i.detail) for i in items if isinstance(i, Rejection)}
     assert rejected["locked"][0] == Reason.UNREADABLE
@@ -299,6 +299,12 @@ BAD_CONFIGS = [
     ("corpus=shards", "corpus.path"),
     ("dedup.image.threshold=abc", "dedup.image.threshold"),
     ("dedup.policy=foo", "dedup.policy"),
+    ("dedup.image.threshold=nan", "dedup.image.threshold"),
+    ("dedup.image.index.min_sim=nan", "dedup.image.index.min_sim"),
+    ("dedup.semdedup.epsilon=nan", "dedup.semdedup.epsilon"),
+    ("dedup.caption.lsh_threshold=nan", "dedup.caption.lsh_threshold"),
+    ("dedup.image.assign_margin=inf", "dedup.image.assign_margin"),
+    ("corpus.caption_field=''", "corpus.caption_field"),
 ]
 
 
