@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from common.config import ConfigError, build
+from common.config import ConfigError, all_finite, build
 from dedup.builtin.twemoji import TwemojiConfig
 from dedup.decide.cluster import ClusterRule
 from dedup.decide.semdedup import SemDedupParams
@@ -80,8 +80,8 @@ def limits(values: dict[str, Any] | None) -> Limits:
 
 def _number(section: dict[str, Any], key: str, path: str) -> float:
     value = section.pop(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{path}.{key}: expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not all_finite(value):
+        raise ConfigError(f"{path}.{key}: expected a finite number, got {value!r}")
     return float(value)
 
 

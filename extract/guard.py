@@ -37,6 +37,8 @@ def as_rgb_uint8(image: Any, where: str = "image") -> np.ndarray:
     uint8, or floats in [0, 1] (``output_type="np"``) — as an (H, W, 3) uint8 array. Grayscale becomes RGB,
     alpha is composited on white. Anything else is a clear ValueError, never a silent guess."""
     if isinstance(image, Image.Image):  # the decoder's own conversion, so a PIL image means what it means there
+        if 0 in image.size:
+            raise ValueError(f"{where}: an empty image ({image.width}x{image.height} pixels)")
         try:
             return np.asarray(to_rgb(image), dtype=np.uint8)
         except Invalid as err:
@@ -50,6 +52,8 @@ def as_rgb_uint8(image: Any, where: str = "image") -> np.ndarray:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
         raise ValueError(f"{where}: expected an (H, W[, 1|3|4]) or (1|3|4, H, W) image, got shape {arr.shape}")
+    if 0 in arr.shape[:2]:
+        raise ValueError(f"{where}: an empty image (shape {arr.shape})")
     if arr.dtype == np.uint8:
         pixels = arr.astype(np.float64) / 255.0
     elif np.issubdtype(arr.dtype, np.floating):

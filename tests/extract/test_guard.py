@@ -50,6 +50,10 @@ def test_every_layout_diffusers_returns_gives_the_same_pixels() -> None:
         (np.full((16, 16, 3), -1.0, np.float32), r"\[0, 1\]"),
         (np.zeros((2, 16, 16, 3), np.uint8), "shape"),
         (np.zeros((16, 16, 3), np.int64), "dtype"),
+        (np.zeros((0, 0, 3), np.uint8), "empty"),
+        (np.zeros((0, 32, 3), np.uint8), "empty"),
+        (np.zeros((32, 0), np.float32), "empty"),
+        (Image.new("RGB", (0, 0)), "empty"),
     ],
 )
 def test_nonsense_images_are_refused(image: np.ndarray, match: str) -> None:
