@@ -12,11 +12,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from common.cache import Cache
-from common.config import build, check_keys, disk_full_is_one_line, user_errors
+from common.config import build, check_keys
+from common.errors import one_line_errors
 from configs.registry import DEDUP_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.executor import ExecutorConfig
-from dedup.io.corpus import open_corpus
+from dedup.io.corpus import check_outside_input, open_corpus
 from dedup.pipeline import run_dedup
 from dedup.report import console_summary
 
@@ -30,19 +31,20 @@ TOP_LEVEL = {"cache_dir", "output", *DEDUP_GROUPS}
 
 @hydra.main(config_path="../configs", config_name="dedup", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with user_errors("dedup"):  # every configuration mistake is reported here, before any work
+    with one_line_errors("dedup"):  # configuration mistakes before any work; then the run itself
         values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
         check_keys(values, TOP_LEVEL, lambda: leaf_paths(DEDUP_GROUPS))
         params = dedup_params(values["dedup"])
         cache_dir = Path(values["cache_dir"])
-        corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
+        spec = corpus_spec(values["corpus"])
+        check_outside_input(spec, output=values["output"], cache_dir=cache_dir)
+        corpus = open_corpus(spec, cache_dir, limits(values["limits"]))
         executor = build(ExecutorConfig, values["executor"], "executor")
-    with disk_full_is_one_line("dedup"):
         result = run_dedup(corpus, params, out_dir=values["output"], cache=Cache(cache_dir), executor=executor)
-    print(console_summary(result.stats, result.out_dir))
+        print(console_summary(result.stats, result.out_dir))
 
 
 if __name__ == "__main__":
-    with user_errors("dedup"):
+    with one_line_errors("dedup"):
         precheck_overrides(sys.argv[1:], TOP_LEVEL, DEDUP_GROUPS)
     main()

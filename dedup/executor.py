@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from common.config import in_range, one_of
+from common.processes import die_with, interrupts_deferred, leave_interrupts_to_the_parent
 
 T = TypeVar("T")
 
@@ -75,8 +76,34 @@ def _run_in_pool(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], wo
         return [function(*job) for job in jobs]
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dedup.shardmap", "dedup.outputs.shards"])
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-        return list(pool.map(function, *zip(*jobs, strict=True)))
+    pool = None
+    try:
+        # Ctrl-C waits until the pool is up and every job submitted: interrupted halfway through its start,
+        # a pool cannot be shut down cleanly (its queues' semaphores leak, and the resource tracker says so).
+        with interrupts_deferred():
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker, initargs=(os.getpid(),))
+            pending = pool.map(function, *zip(*jobs, strict=True))
+        results = list(pending)
+    except BaseException:
+        if pool is not None:
+            _stop_workers(pool)
+        raise
+    pool.shutdown()
+    return results
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Ctrl-C, or a part that failed: stop the other workers now instead of waiting for their parts (SIGTERM,
+    which they exit on cleanly; SIGKILL for any still there after a few seconds). ProcessPoolExecutor has no
+    public way to do this before Python 3.14's terminate_workers()."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)  # quick now; and it releases the pool's own semaphores
 
 
 def _run_on_ray(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], executor: ExecutorConfig) -> list[T]:
@@ -115,6 +142,18 @@ def _one_thread() -> None:
     import numba
 
     numba.set_num_threads(1)
+
+
+def _pool_worker(run: int) -> None:
+    """A pool worker: one thread, ended with the run's process ``run`` (its parent is the fork server, which
+    outlives the run while any worker does), and Ctrl-C left to the run."""
+    die_with(run)
+    leave_interrupts_to_the_parent()
+    # numba's threading layer takes a lock of the default context when it starts: a fork server's would be
+    # a named semaphore registered with the resource tracker, reported as leaked when a stopped worker
+    # cannot release it. This worker starts no processes, so an unnamed (fork) one does the same job.
+    multiprocessing.set_start_method("fork", force=True)
+    _one_thread()
 
 
 def default_workers() -> int:

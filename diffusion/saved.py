@@ -25,8 +25,9 @@ from typing import Any
 import diffusers
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
+from safetensors import SafetensorError
 
-from common.config import build
+from common.config import ConfigError, build
 from common.minilm import minilm_path
 from diffusion import text_pipeline
 from diffusion.models import DiffusionModel, ModelConfig, _load_stable_diffusion
@@ -132,6 +133,22 @@ def _save_stable_diffusion(model: DiffusionModel, folder: Path, net: Any) -> Non
         }
     )
     _write_index(folder, "StableDiffusionPipeline", index)
+
+
+def load_model_or_explain(folder: str | Path, device: str = "cpu") -> DiffusionModel:
+    """``load_model`` for an entry point: a folder that is not a memguard model, or one whose files are
+    missing, corrupt or not what they claim, is a ConfigError naming the folder and what was wrong."""
+    if not (Path(folder) / CONFIG_FILE).is_file():
+        raise ConfigError(f"model_dir: {folder} is not a model folder saved by memguard (no {CONFIG_FILE})")
+    try:
+        return load_model(folder, device)
+    except ConfigError as err:
+        raise ConfigError(f"model_dir: {folder}/{CONFIG_FILE}: {err}") from err
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+        # diffusers raises OSError or ValueError for a missing or corrupt component, json a ValueError (its
+        # UnicodeDecodeError too), safetensors its own error: none of them is worth a traceback to a user.
+        detail = " ".join(str(err).split())[:300]
+        raise ConfigError(f"model_dir: {folder} could not be loaded: {type(err).__name__}: {detail}") from err
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> DiffusionModel:

@@ -13,11 +13,12 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from common.config import ConfigError, build, check_keys, disk_full_is_one_line, user_errors
+from common.config import ConfigError, build, check_keys
+from common.errors import one_line_errors
 from configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.executor import ExecutorConfig
-from dedup.io.corpus import open_corpus
+from dedup.io.corpus import check_outside_input, open_corpus
 from diffusion.models import ModelConfig
 from experiment.report import console_summary, write_report
 from experiment.run import ExperimentSpec, run_experiment
@@ -56,26 +57,27 @@ TOP_LEVEL = {"cache_dir", "output", "name", "arms", "seed", *ALL_GROUPS}
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with user_errors("train"):  # every configuration mistake is reported here, before any work
+    with one_line_errors("train"):  # configuration mistakes before any work; then the run itself
         values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
         check_keys(values, TOP_LEVEL, lambda: leaf_paths(ALL_GROUPS))
         spec = spec_from(values)
         cache_dir = Path(values["cache_dir"])
-        corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
+        out = Path(values["output"])
+        corpus_values = corpus_spec(values["corpus"])
+        check_outside_input(corpus_values, output=out, cache_dir=cache_dir)
+        corpus = open_corpus(corpus_values, cache_dir, limits(values["limits"]))
         if not corpus.heldout:  # membership inference needs images the model never saw
             raise ConfigError("corpus.heldout is required: shards never trained on, for membership inference")
-    out = Path(values["output"])
-    with disk_full_is_one_line("train"):
         metrics = run_experiment(spec, corpus, out_dir=out, cache_dir=cache_dir)
-    if metrics:  # empty on the non-main processes of a multi-GPU launch
-        command = "python -m train " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
-        write_report(out, metrics, command=command, config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
-        print(console_summary(metrics, out))
+        if metrics:  # empty on the non-main processes of a multi-GPU launch
+            command = "python -m train " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+            write_report(out, metrics, command=command, config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
+            print(console_summary(metrics, out))
 
 
 def run() -> None:
     """``python -m experiment`` / ``python -m train``: check the overrides, then hand over to Hydra."""
-    with user_errors("train"):
+    with one_line_errors("train"):
         precheck_overrides(sys.argv[1:], TOP_LEVEL, ALL_GROUPS)
     main()
 

@@ -14,13 +14,15 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from common.cache import Cache
-from common.config import ConfigError, build, check_keys, user_errors
+from common.config import ConfigError, build, check_keys
+from common.errors import one_line_errors
 from configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
-from dedup.io.corpus import open_corpus
-from dedup.pipeline import run_dedup
+from dedup.io.corpus import Corpus, check_outside_input, open_corpus
+from dedup.pipeline import DedupParams, run_dedup
 from diffusion.images import load_image_set
-from diffusion.saved import load_model
+from diffusion.models import DiffusionModel
+from diffusion.saved import load_model_or_explain
 from extract.audit import audit
 from extract.config import AuditConfig
 from extract.reference import reference_set
@@ -36,28 +38,42 @@ TOP_LEVEL = {"cache_dir", "output", "model_dir", "resolution", *GROUPS}
 
 @hydra.main(config_path="../configs", config_name="extract", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with user_errors("extract"):  # every configuration mistake is reported here, before any work
+    with one_line_errors("extract"):  # configuration mistakes and a broken model folder before any work
         values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
         check_keys(values, TOP_LEVEL, lambda: leaf_paths(GROUPS))
         cache_dir = Path(values["cache_dir"])
         out = Path(values["output"])
-        if not (Path(values["model_dir"]) / "memguard.json").exists():
-            raise FileNotFoundError(f"model_dir: {values['model_dir']} is not a model folder saved by memguard")
         params = replace(dedup_params(values["dedup"]), policy="remove")
         cfg_audit = build(AuditConfig, values["extract"], "extract")
-        corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
+        spec = corpus_spec(values["corpus"])
+        check_outside_input(spec, output=out, cache_dir=cache_dir)
+        corpus = open_corpus(spec, cache_dir, limits(values["limits"]))
         if not corpus.heldout:  # membership inference needs images the model never saw
             raise ConfigError("corpus.heldout is required: shards never trained on, for membership inference")
-    model = load_model(values["model_dir"])
+        model = load_model_or_explain(values["model_dir"])
+        _audit_saved_model(model, corpus, params, cfg_audit, values=values, out=out, cache_dir=cache_dir)
+
+
+def _audit_saved_model(
+    model: DiffusionModel,
+    corpus: Corpus,
+    params: DedupParams,
+    cfg_audit: AuditConfig,
+    *,
+    values: dict[str, Any],
+    out: Path,
+    cache_dir: Path,
+) -> None:
     resolution = values["resolution"] or model.config.resolution
     cleaned = run_dedup(corpus, params, out_dir=out / "dedup", cache=Cache(cache_dir))
     reference = reference_set(cleaned, resolution, corpus.items())
-    heldout = load_image_set(corpus.heldout, resolution, cache_dir) if corpus.heldout else None
+    assert corpus.heldout is not None  # checked with the configuration
+    heldout = load_image_set(corpus.heldout, resolution, cache_dir)
     metrics = audit(
         model,
         reference,
-        heldout=np.asarray(heldout.images) if heldout else reference.images[:0],
-        heldout_captions=heldout.captions if heldout else None,
+        heldout=np.asarray(heldout.images),
+        heldout_captions=heldout.captions,
         cfg=cfg_audit,
         out_dir=out,
         embedder=params.embedder,
@@ -67,6 +83,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    with user_errors("extract"):
+    with one_line_errors("extract"):
         precheck_overrides(sys.argv[1:], TOP_LEVEL, GROUPS)
     main()

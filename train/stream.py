@@ -16,12 +16,8 @@ processes and workers: resume with the same ones. Replaying costs reading up to 
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import logging
-import os
-import signal
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +28,7 @@ import torch
 from PIL import Image
 
 from common import storage
+from common.processes import die_with_parent
 from dedup.io.readers import read_tar
 from dedup.io.sample import Sample
 from dedup.io.validate import Invalid, decode_image
@@ -39,7 +36,6 @@ from diffusion.images import square_resize
 from train.data import Batch
 
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -146,15 +142,8 @@ class ShardStream(torch.utils.data.IterableDataset[Batch]):
             number += slots
 
 
-def _die_with_parent(_: int) -> None:
-    """A DataLoader worker blocked on a full queue never notices that its parent was SIGKILLed (torch's
-    watchdog only runs while it waits for work): ask Linux to kill it along with the parent."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before the request took effect
-        os._exit(1)
+def _die_with_parent(_: int) -> None:  # DataLoader's worker_init_fn takes the worker id
+    die_with_parent()
 
 
 class StreamData:
