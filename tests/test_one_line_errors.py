@@ -100,6 +100,15 @@ def test_a_cache_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     _one_line(proc, 1, "not allowed", "/sys/memguard-cache")
 
 
+def test_a_changed_input_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    from dedup.io.corpus import InputChanged
+
+    with pytest.raises(SystemExit) as exit_info, one_line_errors("dedup"):
+        raise InputChanged("/d/009.tar changed since it was mapped (unit 3 is not the one mapped); rerun")
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "dedup: error: /d/009.tar changed since it was mapped (unit 3 is not the one mapped); rerun\n"
+
+
 def test_numpys_errno_less_disk_full_is_named_as_a_full_disk() -> None:
     assert describe_os_error(OSError("Not enough free space to write 4096 bytes")).startswith("no space left")
     assert describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/c/x.npy")).startswith("no space left")
