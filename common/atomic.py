@@ -16,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.config import RunError
+
 
 def _current_umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
@@ -78,7 +80,7 @@ def committed_run(final: str | os.PathLike[str], names: tuple[str, ...]) -> Iter
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another run is writing to {final}; wait for it or choose another output") from None
+            raise RunError(f"another run is writing to {final}; wait for it or choose another output") from None
         for stale in final.glob(STAGING_PREFIX + "*"):
             shutil.rmtree(stale, ignore_errors=True)
         staging = final / f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"

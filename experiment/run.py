@@ -260,7 +260,7 @@ def _metric_row(data: dict[str, Any]) -> dict[str, Any]:
 def _metrics(
     spec: ExperimentSpec, cleaned: DedupResult, arms: dict[str, Any], timer: StepTimer, seconds: float
 ) -> dict[str, Any]:
-    """The fixed schema every run writes (docs/METRICS.md), which ``train.compare`` reads."""
+    """The fixed schema every run writes (docs/METRICS.md), which ``experiment.compare`` reads."""
     stats = cleaned.stats
     evaluation: dict[str, Any] = stats.get("evaluation", {})  # type: ignore[assignment]
     per_arm = {arm: _metric_row(data) for arm, data in arms.items()}

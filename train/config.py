@@ -27,8 +27,8 @@ class TrainConfig:
     the corpus once into a memmap: fastest for small corpora) | stream (read the shards as training goes:
     any size; ``shuffle_buffer`` samples, ``loader_workers`` DataLoader processes) | auto (stream when the
     shards hold more than ``memmap_max_gib``); random_crop (stream only) / random_flip: augmentations;
-    max_bad_steps: consecutive non-finite steps skipped before the run halts. channels_last, compile,
-    fused_adam: GPU speed switches.
+    max_bad_steps: non-finite steps skipped in all (not only in a row) before the run halts.
+    channels_last, compile, fused_adam: GPU speed switches.
     """
 
     steps: int = 2000
