@@ -176,7 +176,7 @@ def map_profile(shard: Path, repeats: int = 5) -> dict[str, float]:
             "decode_us": best(lambda: [decode_image(s.image) for s in samples]),
             "embed_us": best(lambda: [embedder.embed(images[i : i + batch]) for i in range(0, len(images), batch)]),
             "pixel_hash_us": best(lambda: [pixel_hash(image) for image in images]),
-            "map_part_us": best(lambda: map_part("shards", str(shard), params, Path(tmp))),
+            "map_part_us": best(lambda: map_part("shards", str(shard), params, folder=Path(tmp))),
         }
     steps["read_decode_over_map"] = round((steps["read_us"] + steps["decode_us"]) / steps["map_part_us"], 3)
     return steps

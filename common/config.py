@@ -37,7 +37,7 @@ class RunError(RuntimeError):
     write): reported as one line, exit code 1, with nothing half-written committed."""
 
 
-def in_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
+def in_range(name: str, value: float, *, lo: float | None = None, hi: float | None = None) -> None:
     """Raise ConfigError unless lo <= value <= hi (either bound optional) and value is a finite number: NaN
     fails no comparison, so it would pass every bound and silently switch a threshold off."""
     if not math.isfinite(value):

@@ -39,8 +39,8 @@ class ExecutorConfig:
 
     def __post_init__(self) -> None:
         one_of("executor.kind", self.kind, ("local", "ray"))
-        in_range("executor.workers", self.workers, 0)
-        in_range("executor.max_retries", self.max_retries, 0)
+        in_range("executor.workers", self.workers, lo=0)
+        in_range("executor.max_retries", self.max_retries, lo=0)
         if self.address and self.kind != "ray":
             raise ValueError(f"executor.address={self.address!r} needs executor.kind=ray")
 
@@ -52,7 +52,7 @@ SMALL_WORK_BYTES = 8 << 20
 
 
 def run_parts(
-    function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], executor: ExecutorConfig, work_bytes: int | None = None
+    function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], executor: ExecutorConfig, *, work_bytes: int | None = None
 ) -> list[T]:
     """``function(*job)`` for every job, results in job order. ``function`` must be importable by name
     (a module-level function): workers import it rather than receive its code. ``work_bytes``: the input

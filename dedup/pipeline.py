@@ -68,8 +68,8 @@ class DedupParams:
         if not self.caption_enabled and self.caption_semantic.enabled:
             raise ConfigError("dedup.caption.semantic.enabled=true needs dedup.caption.enabled=true")
         if self.write_shards:
-            in_range("dedup.shard_size (with dedup.write_shards=true)", self.shard_size, 1)
-        in_range("dedup.sheet_clusters", self.sheet_clusters, 0)
+            in_range("dedup.shard_size (with dedup.write_shards=true)", self.shard_size, lo=1)
+        in_range("dedup.sheet_clusters", self.sheet_clusters, lo=0)
         semantic = self.rule.caption_semantic_threshold
         if semantic is not None and not self.caption_semantic.enabled:
             raise ConfigError("rule.caption_semantic_threshold is set but caption_semantic.enabled is false")

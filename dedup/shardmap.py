@@ -94,7 +94,7 @@ class Mapped:
     layout: Layout
 
 
-def read_part(kind: str, part: str, limits: Limits, captions: CaptionSource) -> Iterator[Item]:
+def read_part(kind: str, part: str, limits: Limits, *, captions: CaptionSource) -> Iterator[Item]:
     """One part's items, exactly as the map stage saw them (the apply stage reads them again)."""
     if kind == "folder":
         return read_folder(part, limits, captions)
@@ -102,7 +102,7 @@ def read_part(kind: str, part: str, limits: Limits, captions: CaptionSource) -> 
     return (registry.admit(item) for item in read_tar(part, limits, captions))
 
 
-def map_part(kind: str, part: str, params: MapParams, folder: Path) -> None:
+def map_part(kind: str, part: str, params: MapParams, *, folder: Path) -> None:
     """Read and decode one part once; write its units, signatures, usable mask and embeddings."""
     columns: dict[str, list[object]] = {name: [] for name in UNIT_COLUMNS}
     embedder = make_embedder(params.embedder)
@@ -114,7 +114,7 @@ def map_part(kind: str, part: str, params: MapParams, folder: Path) -> None:
             value = row.get(name)
             values.append(printable(value) if isinstance(value, str) else value)
 
-    for item in read_part(kind, part, params.limits, params.captions):
+    for item in read_part(kind, part, params.limits, captions=params.captions):
         if isinstance(item, Rejection):
             add(key=item.key, source=item.source, offset=item.offset, status="rejected", reason=str(item.reason),
                 detail=item.detail[:500], read_as_sample=False)  # fmt: skip
@@ -143,32 +143,44 @@ def map_part(kind: str, part: str, params: MapParams, folder: Path) -> None:
         np.save(folder / f"{name}.npy", array, allow_pickle=False)
 
 
-def _map_into_cache(kind: str, part: str, params: MapParams, identity: object, cache_root: str, key: str) -> bool:
+@dataclass(frozen=True)
+class MapJob:
+    """One part for a worker: what to read, the identity its cache entry is keyed by, and where that is."""
+
+    kind: str
+    part: str
+    params: MapParams
+    identity: object
+    cache_root: str
+    key: str
+
+
+def _map_into_cache(job: MapJob) -> bool:
     """Run in a worker: fill the part's cache entry unless it is complete. True if it was computed. The
     entry is keyed by the part's identity, so the part must still have it after it was read."""
 
     def build(folder: Path) -> None:
-        check_unchanged(kind, part, identity)
-        map_part(kind, part, params, folder)
-        check_unchanged(kind, part, identity)
+        check_unchanged(job.kind, job.part, job.identity)
+        map_part(job.kind, job.part, job.params, folder=folder)
+        check_unchanged(job.kind, job.part, job.identity)
 
-    cache = Cache(Path(cache_root))
-    cache.get("map", key, build)
+    cache = Cache(Path(job.cache_root))
+    cache.get("map", job.key, build)
     return bool(cache.misses)
 
 
 def _part_jobs(
     corpus: Corpus, params: MapParams, cache: Cache
-) -> tuple[list[str], list[object], list[tuple[str, str, MapParams, object, str, str]]]:
-    """The corpus's parts, their identities, and for each part the arguments of ``_map_into_cache``
-    (its cache key last)."""
+) -> tuple[list[str], list[object], list[tuple[MapJob]]]:
+    """The corpus's parts, their identities, and for each part the job of ``_map_into_cache``."""
     kind = "folder" if corpus.kind == "folder" else "shards"
     parts = [corpus.location] if kind == "folder" else find_shards(corpus.location)[0]
     if not parts:
         raise FileNotFoundError(f"no shards match {storage.redact(corpus.location)!r}")
     identities = [part_identity(kind, p) for p in parts]
     keys = [entry_key("map", identity, asdict(params)) for identity in identities]
-    jobs = [(kind, p, params, i, str(cache.root), k) for p, i, k in zip(parts, identities, keys, strict=True)]
+    root = str(cache.root)
+    jobs = [(MapJob(kind, p, params, i, root, k),) for p, i, k in zip(parts, identities, keys, strict=True)]
     return parts, identities, jobs
 
 
@@ -179,8 +191,8 @@ def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: Exe
     kind = "folder" if corpus.kind == "folder" else "shards"
     parts, identities, jobs = _part_jobs(corpus, params, cache)
     sizes = [int(identity[0][1]) for identity in identities] if kind == "shards" else None  # type: ignore[index]
-    keys = [str(job[-1]) for job in jobs]
-    computed = sum(run_parts(_map_into_cache, jobs, executor, sum(sizes) if sizes is not None else None))
+    keys = [job.key for (job,) in jobs]
+    computed = sum(run_parts(_map_into_cache, jobs, executor, work_bytes=sum(sizes) if sizes is not None else None))
     (cache.misses if computed else cache.hits).append("map")
     key = entry_key("joined", keys)
     folders = [cache.path("map", k) for k in keys]

@@ -49,19 +49,19 @@ class AuditConfig:
 
     def __post_init__(self) -> None:
         for name in ("generations", "sample_steps", "n_nearest", "per_prompt", "min_clique", "tile_grid", "batch_size"):
-            in_range(f"extract.{name}", getattr(self, name), 1)
+            in_range(f"extract.{name}", getattr(self, name), lo=1)
         for name in ("mia_samples", "wen_generations", "wen_first_steps"):
-            in_range(f"extract.{name}", getattr(self, name), 0)
+            in_range(f"extract.{name}", getattr(self, name), lo=0)
         for name in ("top_k", "control_prompts"):
             if getattr(self, name) is not None:
-                in_range(f"extract.{name}", getattr(self, name), 0)
-        in_range("extract.nearest_l2", self.nearest_l2, 0.0)
-        in_range("extract.delta", self.delta, 0.0)
-        in_range("extract.featureless_factor", self.featureless_factor, 0.0)
-        in_range("extract.alpha", self.alpha, 0.0, 1.0)
-        in_range("extract.tau", self.tau, 0.0)
-        in_range("extract.verify_l2", self.verify_l2, 0.0)
-        in_range("extract.guidance", self.guidance, 0.0)
+                in_range(f"extract.{name}", getattr(self, name), lo=0)
+        in_range("extract.nearest_l2", self.nearest_l2, lo=0.0)
+        in_range("extract.delta", self.delta, lo=0.0)
+        in_range("extract.featureless_factor", self.featureless_factor, lo=0.0)
+        in_range("extract.alpha", self.alpha, lo=0.0, hi=1.0)
+        in_range("extract.tau", self.tau, lo=0.0)
+        in_range("extract.verify_l2", self.verify_l2, lo=0.0)
+        in_range("extract.guidance", self.guidance, lo=0.0)
 
 
 def device_of(cfg: AuditConfig) -> str:

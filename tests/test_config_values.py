@@ -73,7 +73,7 @@ def test_every_float_setting_refuses_non_finite_values(group: str, path: tuple[s
 def test_in_range_refuses_nan_even_without_bounds() -> None:
     with pytest.raises(ConfigError, match="finite"):
         in_range("x", float("nan"))
-    in_range("x", 0.5, 0.0, 1.0)
+    in_range("x", 0.5, lo=0.0, hi=1.0)
 
 
 @pytest.mark.parametrize("field", ["", "  "])

@@ -66,22 +66,22 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "sample_count", "sample_steps", "log_every", "max_bad_steps"):
-            in_range(f"train.{name}", getattr(self, name), 1)
+            in_range(f"train.{name}", getattr(self, name), lo=1)
         for name in ("warmup_steps", "checkpoint_every", "keep_checkpoints", "sample_every", "seed"):
-            in_range(f"train.{name}", getattr(self, name), 0)
-        in_range("train.lr", self.lr, 1e-12, 10.0)
-        in_range("train.weight_decay", self.weight_decay, 0.0)
-        in_range("train.grad_clip", self.grad_clip, 0.0)
-        in_range("train.ema_decay", self.ema_decay, 0.0, 1.0)
-        in_range("train.caption_dropout", self.caption_dropout, 0.0, 1.0)
+            in_range(f"train.{name}", getattr(self, name), lo=0)
+        in_range("train.lr", self.lr, lo=1e-12, hi=10.0)
+        in_range("train.weight_decay", self.weight_decay, lo=0.0)
+        in_range("train.grad_clip", self.grad_clip, lo=0.0)
+        in_range("train.ema_decay", self.ema_decay, lo=0.0, hi=1.0)
+        in_range("train.caption_dropout", self.caption_dropout, lo=0.0, hi=1.0)
         one_of("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
         one_of("train.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
         one_of("train.log_with", self.log_with, ("tensorboard", "wandb", "none"))
         one_of("train.data", self.data, ("auto", "memmap", "stream"))
         one_of("train.checkpoint_format", self.checkpoint_format, ("memguard", "accelerate"))
-        in_range("train.shuffle_buffer", self.shuffle_buffer, 1)
-        in_range("train.loader_workers", self.loader_workers, 0)
-        in_range("train.memmap_max_gib", self.memmap_max_gib, 0.0)
+        in_range("train.shuffle_buffer", self.shuffle_buffer, lo=1)
+        in_range("train.loader_workers", self.loader_workers, lo=0)
+        in_range("train.memmap_max_gib", self.memmap_max_gib, lo=0.0)
         if self.random_crop and self.data == "memmap":
             raise ConfigError("train.random_crop needs train.data=stream (the memmap holds centre crops)")
         if self.log_with == "wandb" and importlib.util.find_spec("wandb") is None:

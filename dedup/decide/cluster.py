@@ -40,12 +40,12 @@ class ClusterRule:
     assign_margin: float = 0.01
 
     def __post_init__(self) -> None:
-        in_range("image threshold (dedup.image.threshold)", self.image_threshold, -1.0, 1.0)
-        in_range("loose image threshold (dedup.image.loose_threshold)", self.loose_image_threshold, -1.0, 1.0)
-        in_range("caption threshold (dedup.caption.threshold)", self.caption_threshold, 0.0, 1.0)
+        in_range("image threshold (dedup.image.threshold)", self.image_threshold, lo=-1.0, hi=1.0)
+        in_range("loose image threshold (dedup.image.loose_threshold)", self.loose_image_threshold, lo=-1.0, hi=1.0)
+        in_range("caption threshold (dedup.caption.threshold)", self.caption_threshold, lo=0.0, hi=1.0)
         if self.caption_semantic_threshold is not None:
-            in_range("dedup.caption.semantic.threshold", self.caption_semantic_threshold, -1.0, 1.0)
-        in_range("dedup.image.assign_margin", self.assign_margin, 0.0, 2.0)
+            in_range("dedup.caption.semantic.threshold", self.caption_semantic_threshold, lo=-1.0, hi=1.0)
+        in_range("dedup.image.assign_margin", self.assign_margin, lo=0.0, hi=2.0)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ class SemDedupParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        in_range("dedup.semdedup.clusters", self.clusters, 1)
-        in_range("dedup.semdedup.iterations", self.iterations, 1)
-        in_range("dedup.semdedup.epsilon", self.epsilon, 0.0, 2.0)
+        in_range("dedup.semdedup.clusters", self.clusters, lo=1)
+        in_range("dedup.semdedup.iterations", self.iterations, lo=1)
+        in_range("dedup.semdedup.epsilon", self.epsilon, lo=0.0, hi=2.0)
 
 
 def semdedup(embeddings: np.ndarray, params: SemDedupParams) -> tuple[np.ndarray, np.ndarray]:

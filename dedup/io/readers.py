@@ -67,17 +67,17 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def _group_to_item(group: _Group, source: str, limits: Limits, captions: CaptionSource) -> Item:
+def _group_to_item(group: _Group, source: str, limits: Limits, *, captions: CaptionSource) -> Item:
     """Turn the members of one key into a Sample, or the Rejection that says why not — whatever goes wrong."""
     try:
-        return _to_item(group, source, limits, captions)
+        return _to_item(group, source, limits, captions=captions)
     except MemoryError:
         raise
     except Exception as err:  # the per-sample boundary: one unit's surprise is one row, not a crashed run
         return Rejection(printable(group.key), source, Reason.READ_ERROR, f"{type(err).__name__}: {err}", group.offset)
 
 
-def _to_item(group: _Group, source: str, limits: Limits, captions: CaptionSource) -> Item:
+def _to_item(group: _Group, source: str, limits: Limits, *, captions: CaptionSource) -> Item:
     problem = _key_problem(group.key)
     if problem:
         return Rejection(printable(group.key), source, Reason.BAD_KEY, problem, group.offset)
@@ -174,7 +174,7 @@ def read_tar(path: str, limits: Limits | None = None, captions: CaptionSource | 
             yield Rejection("", path, Reason.SHARD_UNREADABLE, str(err), 0)
             yield from sidecar.leftovers(path)
             return
-        yield from _read_members(tar, path, limits, captions, sidecar.take)
+        yield from _read_members(tar, path, limits, captions=captions, row_of=sidecar.take)
         yield from sidecar.leftovers(path)
 
 
@@ -182,6 +182,7 @@ def _read_members(
     tar: tarfile.TarFile,
     path: str,
     limits: Limits,
+    *,
     captions: CaptionSource,
     row_of: Callable[[str], dict[str, Any] | None],
 ) -> Iterator[Item]:
@@ -189,7 +190,7 @@ def _read_members(
 
     def item_of(group: _Group) -> Item:
         group.extra = row_of(group.key)
-        return _group_to_item(group, path, limits, captions)
+        return _group_to_item(group, path, limits, captions=captions)
 
     while True:
         header_offset = tar.offset
@@ -356,5 +357,5 @@ def read_folder(
             rows = [metadata.rows.pop(f"{stem}.{ext}") for ext in members if f"{stem}.{ext}" in metadata.rows]
             group.extra = rows[0] if rows else None
             _read_folder_members(group, members, limits)
-            yield registry.admit(_group_to_item(group, printable(str(root / stem)), limits, captions))
+            yield registry.admit(_group_to_item(group, printable(str(root / stem)), limits, captions=captions))
     yield from metadata.leftovers(root)

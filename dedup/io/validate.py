@@ -38,7 +38,7 @@ class Limits:
         for name in ("max_pixels", "min_side", "max_caption_bytes", "max_member_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1, got {getattr(self, name)}")
-        in_range("limits.max_aspect", self.max_aspect, 1.0)
+        in_range("limits.max_aspect", self.max_aspect, lo=1.0)
 
 
 class Invalid(Exception):

@@ -51,7 +51,7 @@ def _apply_part(job: PartApply) -> tuple[int, dict[int, np.ndarray]]:
     try:
         check_unchanged(job.kind, job.part, job.identity)
         row = -1
-        for row, item in enumerate(read_part(job.kind, job.part, job.limits, job.captions)):
+        for row, item in enumerate(read_part(job.kind, job.part, job.limits, captions=job.captions)):
             if row >= rows or printable(item.key) != job.unit_keys[row]:
                 raise InputChanged(f"{job.part} changed since it was mapped (unit {row} is not the one mapped); rerun")
             i = int(job.sample_index[row])
@@ -133,7 +133,7 @@ def write_kept_shards(
     shards, thumbs = 0, {}
     sizes = layout.sizes
     work = sum(sizes[job[0].index] for job in jobs) if sizes is not None else None
-    for written, found in run_parts(_apply_part, jobs, executor, work):
+    for written, found in run_parts(_apply_part, jobs, executor, work_bytes=work):
         shards += written
         thumbs.update(found)
     return shards, thumbs

@@ -28,8 +28,8 @@ class CaptionSemanticParams:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        in_range("dedup.caption.semantic.floor", self.floor, -1.0, 1.0)
-        in_range("dedup.caption.semantic.batch_size", self.batch_size, 1)
+        in_range("dedup.caption.semantic.floor", self.floor, lo=-1.0, hi=1.0)
+        in_range("dedup.caption.semantic.batch_size", self.batch_size, lo=1)
 
 
 def embed_captions(captions: Sequence[str], usable: np.ndarray, params: CaptionSemanticParams) -> np.ndarray:

@@ -66,9 +66,9 @@ class EmbedderParams:
 
     def __post_init__(self) -> None:
         one_of("dedup.image.kind", self.kind, EMBEDDER_KINDS)
-        in_range("dedup.image.grid", self.grid, 2, 64)
-        in_range("dedup.image.image_size", self.image_size, 8)
-        in_range("dedup.image.batch_size", self.batch_size, 1)
+        in_range("dedup.image.grid", self.grid, lo=2, hi=64)
+        in_range("dedup.image.image_size", self.image_size, lo=8)
+        in_range("dedup.image.batch_size", self.batch_size, lo=1)
         one_of("dedup.image.device", self.device, ("auto", "cpu", "cuda"))
         if self.kind in MODEL_KINDS and not self.weights:
             raise ConfigError(

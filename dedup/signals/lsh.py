@@ -34,11 +34,11 @@ class LshParams:
     max_bucket: int = 64
 
     def __post_init__(self) -> None:
-        in_range("dedup.caption.lsh_threshold", self.threshold, 0.01, 1.0)
+        in_range("dedup.caption.lsh_threshold", self.threshold, lo=0.01, hi=1.0)
         for name in ("bands", "rows"):
             if getattr(self, name) is not None:
-                in_range(f"dedup.caption.{name}", getattr(self, name), 1)
-        in_range("dedup.caption.max_bucket", self.max_bucket, 2)
+                in_range(f"dedup.caption.{name}", getattr(self, name), lo=1)
+        in_range("dedup.caption.max_bucket", self.max_bucket, lo=2)
 
 
 def bands_rows(params: LshParams, num_perm: int) -> tuple[int, int]:

@@ -99,9 +99,9 @@ class MinHashParams:
     char_ngrams: bool = False
 
     def __post_init__(self) -> None:
-        in_range("dedup.caption.num_perm", self.num_perm, 1, 1024)
-        in_range("dedup.caption.ngram", self.ngram, 1)
-        in_range("dedup.caption.seed", self.seed, 0)
+        in_range("dedup.caption.num_perm", self.num_perm, lo=1, hi=1024)
+        in_range("dedup.caption.ngram", self.ngram, lo=1)
+        in_range("dedup.caption.seed", self.seed, lo=0)
 
 
 class MinHasher:

@@ -44,15 +44,15 @@ class IndexParams:
 
     def __post_init__(self) -> None:
         one_of("dedup.image.index.kind", self.kind, INDEX_KINDS)
-        in_range("dedup.image.index.k", self.k, 1)
-        in_range("dedup.image.index.min_sim", self.min_sim, -1.0, 1.0)
-        in_range("dedup.image.index.exact_below", self.exact_below, 0)
-        in_range("dedup.image.index.reduce_dim", self.reduce_dim, 0)
-        in_range("dedup.image.index.train_per_list", self.train_per_list, 39)  # faiss warns below 39
+        in_range("dedup.image.index.k", self.k, lo=1)
+        in_range("dedup.image.index.min_sim", self.min_sim, lo=-1.0, hi=1.0)
+        in_range("dedup.image.index.exact_below", self.exact_below, lo=0)
+        in_range("dedup.image.index.reduce_dim", self.reduce_dim, lo=0)
+        in_range("dedup.image.index.train_per_list", self.train_per_list, lo=39)  # faiss warns below 39
         if self.nlist is not None:
-            in_range("dedup.image.index.nlist", self.nlist, 1)
+            in_range("dedup.image.index.nlist", self.nlist, lo=1)
         for name in ("nprobe", "hnsw_m", "ef_search"):
-            in_range(f"dedup.image.index.{name}", getattr(self, name), 1)
+            in_range(f"dedup.image.index.{name}", getattr(self, name), lo=1)
 
 
 def row_mask(rows: np.ndarray, test: Callable[[np.ndarray], np.ndarray], block: int = 65_536) -> np.ndarray:

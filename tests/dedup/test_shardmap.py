@@ -49,11 +49,11 @@ def test_workers_do_not_change_the_result(cache_dir: Path, tmp_path: Path) -> No
 
 def test_a_small_corpus_stays_in_this_process_unless_workers_are_set() -> None:
     jobs = [(), (), ()]
-    assert run_parts(os.getpid, jobs, ExecutorConfig(), SMALL_WORK_BYTES - 1) == [os.getpid()] * 3
-    pooled = run_parts(os.getpid, jobs, ExecutorConfig(workers=2), SMALL_WORK_BYTES - 1)
+    assert run_parts(os.getpid, jobs, ExecutorConfig(), work_bytes=SMALL_WORK_BYTES - 1) == [os.getpid()] * 3
+    pooled = run_parts(os.getpid, jobs, ExecutorConfig(workers=2), work_bytes=SMALL_WORK_BYTES - 1)
     assert os.getpid() not in pooled
     if default_workers() > 1:
-        assert os.getpid() not in run_parts(os.getpid, jobs, ExecutorConfig(), SMALL_WORK_BYTES)
+        assert os.getpid() not in run_parts(os.getpid, jobs, ExecutorConfig(), work_bytes=SMALL_WORK_BYTES)
 
 
 def test_a_key_repeated_in_a_later_shard_is_a_duplicate_key(tmp_path: Path) -> None:

@@ -59,5 +59,3 @@ def test_generation_of_an_index_does_not_depend_on_its_batch(kind: str, threads:
     assert np.array_equal(together, alone)
     assert np.array_equal(together[[6, 4, 2, 0, 5, 3, 1]], reordered)
     assert np.array_equal(together[[4, 1]], run([4, 1], batch_size=3))  # one row each: two batches
-    other_shape = run(indices, batch_size=4)  # another shape may round differently: documented, not asserted
-    assert other_shape.shape == together.shape
