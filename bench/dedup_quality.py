@@ -17,12 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.cache import Cache
-from dedup.builtin.twemoji import TwemojiConfig
 from dedup.decide.cluster import ClusterRule
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.pipeline import DedupParams, run_dedup
+from dedup.params import DedupParams
+from dedup.pipeline import run_dedup
 from dedup.signals.caption_embed import CaptionSemanticParams
+from memguard.common.cache import Cache
+from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.corpus.twemoji import TwemojiConfig
 
 
 def main() -> None:

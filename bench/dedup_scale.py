@@ -121,9 +121,9 @@ def score(manifest: Path, truth: dict[str, int]) -> dict[str, float]:
 
 
 def _decode_shard(path: str) -> int:
-    from dedup.io.readers import read_tar
-    from dedup.io.sample import Sample
-    from dedup.io.validate import decode_image
+    from memguard.corpus.readers import read_tar
+    from memguard.corpus.sample import Sample
+    from memguard.corpus.validate import decode_image
 
     count = 0
     for item in read_tar(path):
@@ -146,14 +146,14 @@ def read_decode_limit(folder: Path) -> dict[str, float]:
 def map_profile(shard: Path, repeats: int = 5) -> dict[str, float]:
     """Where the map stage's time goes, per sample of one shard in one process (best of ``repeats``,
     warm): reading, decoding, the default embedder, the pixel hash, and the whole map of the shard."""
-    from dedup.io.metadata import CaptionSource
-    from dedup.io.readers import read_tar
-    from dedup.io.sample import Sample
-    from dedup.io.validate import Limits, decode_image
-    from dedup.pipeline import DedupParams
-    from dedup.shardmap import MapParams, map_part
+    from dedup.params import DedupParams
     from dedup.signals.embed import make_embedder
-    from dedup.steps import pixel_hash
+    from dedup.signals.pixels import pixel_hash
+    from dedup.stages.map import MapParams, map_part
+    from memguard.corpus.metadata import CaptionSource
+    from memguard.corpus.readers import read_tar
+    from memguard.corpus.sample import Sample
+    from memguard.corpus.validate import Limits, decode_image
 
     defaults = DedupParams()
     params = MapParams(Limits(), CaptionSource(), defaults.minhash, defaults.embedder)

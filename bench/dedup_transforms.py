@@ -4,7 +4,7 @@ with imagededup's default method (perceptual hash, Hamming ≤ 10) as the peer.
     python bench/dedup_transforms.py [--emoji 600] [--resolution 64] [--out bench/dedup_transforms.json]
 
 Emoji from the built-in corpus, rendered at ``--resolution``, split in two halves. Each original gets one
-copy under each of nine fixed edits (dedup/builtin/edits.py: JPEG q60, resize to 60%, rotate 7°,
+copy under each of nine fixed edits (bench/edits.py: JPEG q60, resize to 60%, rotate 7°,
 greyscale, colour jitter, a text watermark, a crop to the central 80%, a horizontal flip, a 15% letterbox
 pad); the reporting half also gets copies under six held-out edits (other strengths of the same families,
 never used to design the ``robust`` embedder). Every sample has its own caption, so only the image
@@ -14,7 +14,7 @@ the real dedup pipeline with that threshold, and with the default; the keeper-as
 (``dedup.image.assign_margin``) is swept on the first half only. A copy is found when it ends in its
 original's cluster; a false pair is a pair of samples of different originals in one cluster, unless the
 two originals are one natural group of the built-in corpus (skin-tone and gendered variants, drawings
-Twemoji repeats or mirrors: dedup/builtin/twemoji.py), as the built-in corpus's evaluation counts them.
+Twemoji repeats or mirrors: memguard/corpus/twemoji.py), as the built-in corpus's evaluation counts them.
 """
 
 from __future__ import annotations
@@ -31,19 +31,20 @@ from pathlib import Path
 import imagehash
 import numpy as np
 import pyarrow.parquet as pq
+from edits import HELD_OUT, TRANSFORMS, edit  # bench/edits.py, beside this script
 from PIL import Image
 
-from common.cache import Cache
-from dedup.builtin.edits import HELD_OUT, TRANSFORMS, edit
-from dedup.builtin.twemoji import emoji_files, natural_groups, render
 from dedup.decide.cluster import ClusterRule
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.io.sample import Sample
-from dedup.io.writer import ShardWriter
-from dedup.pipeline import DedupParams, run_dedup
+from dedup.params import DedupParams
+from dedup.pipeline import run_dedup
 from dedup.signals.embed import EmbedderParams, make_embedder, view_layout
 from dedup.signals.neighbors import IndexParams
 from dedup.signals.views import similarity_matrix
+from memguard.common.cache import Cache
+from memguard.corpus.sample import Sample
+from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.corpus.twemoji import emoji_files, natural_groups, render
+from memguard.corpus.writer import ShardWriter
 
 Half = tuple[list[tuple[str, Image.Image]], dict[str, str], dict[str, str]]  # samples, origin, natural group
 

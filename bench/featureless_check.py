@@ -24,16 +24,16 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from common.cache import Cache
-from configs.registry import register
-from dedup.builtin.twemoji import emoji_files, emoji_name, render
 from dedup.config import corpus_spec, limits
-from dedup.io.corpus import open_corpus
-from dedup.pipeline import run_dedup
-from experiment.__main__ import spec_from
+from dedup.pipeline import cached_dedup
 from extract.config import AuditConfig
 from extract.featureless import featureless, stand_in_scores
-from extract.reference import reference_set
+from extract.inputs import audit_inputs
+from memguard.common.cache import Cache
+from memguard.configs.registry import register
+from memguard.corpus.spec import open_corpus
+from memguard.corpus.twemoji import emoji_files, emoji_name, render
+from memguard.experiment.__main__ import spec_from
 
 DELTA, FACTOR = AuditConfig().delta, AuditConfig().featureless_factor  # the audit's defaults
 
@@ -57,19 +57,13 @@ def every_emoji(resolution: int) -> dict[str, Any]:
 
 def experiment_keys(experiment: str, keys: list[str], cache_dir: Path, out_dir: Path) -> dict[str, Any]:
     register()
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "memguard" / "configs"), version_base="1.3"):
         overrides = [f"+experiment={experiment}", f"cache_dir={cache_dir}", f"output={out_dir}"]
         values: dict[str, Any] = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)  # type: ignore[assignment]
     spec = spec_from(values)
     corpus = open_corpus(corpus_spec(values["corpus"]), cache_dir, limits(values["limits"]))
-    cleaned = run_dedup(
-        corpus,
-        replace(spec.dedup, policy="remove"),
-        out_dir=out_dir / "dedup",
-        cache=Cache(cache_dir),
-        executor=spec.executor,
-    )
-    ref = reference_set(cleaned, spec.model.resolution, corpus.items())
+    cleaned = cached_dedup(corpus, replace(spec.dedup, policy="remove"), cache=Cache(cache_dir), executor=spec.executor)
+    ref = audit_inputs(corpus, cleaned, resolution=spec.model.resolution, cache_dir=cache_dir).reference
     copies, copy_of = ref.training_copies()
     which = np.array([ref.keys.index(k) for k in keys])
     flags = featureless(

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dedup.io.readers import read_tar
-from dedup.io.validate import Invalid, decode_image
+from memguard.corpus.readers import read_tar
+from memguard.corpus.validate import Invalid, decode_image
 
 DOCUMENTED = ("OSError", "SyntaxError", "ValueError", "EOFError", "UnidentifiedImageError", "DecompressionBombError")
 

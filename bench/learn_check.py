@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
-from diffusion.images import load_image_set
-from diffusion.models import ModelConfig, build_model
-from diffusion.sampling import denoising_losses, generate, grid
+from memguard.corpus.twemoji import TwemojiConfig, build_twemoji
+from memguard.diffusion.images import load_image_set
+from memguard.diffusion.models import ModelConfig, build_model
+from memguard.diffusion.sampling import denoising_losses, generate, grid
 from train.config import TrainConfig
 from train.loop import train_model
 

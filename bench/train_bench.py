@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from dedup.builtin.twemoji import TwemojiConfig, build_twemoji
-from diffusion.images import load_image_set
-from diffusion.models import ModelConfig, build_model
+from memguard.corpus.twemoji import TwemojiConfig, build_twemoji
+from memguard.diffusion.images import load_image_set
+from memguard.diffusion.models import ModelConfig, build_model
 from train.config import TrainConfig
 from train.loop import train_model
 

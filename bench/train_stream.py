@@ -34,8 +34,8 @@ PER_SHARD = 10_000
 
 def build_shards(folder: Path, n: int, seed: int = 0) -> None:
     """``n`` samples, 10,000 per shard (at least four shards: two workers need a shard each)."""
-    from dedup.io.sample import Sample
-    from dedup.io.writer import ShardWriter
+    from memguard.corpus.sample import Sample
+    from memguard.corpus.writer import ShardWriter
 
     rng = np.random.default_rng(seed)
     with ShardWriter(folder, max_count=min(PER_SHARD, max(1, n // 4))) as writer:
@@ -54,7 +54,7 @@ def _rss_mb() -> int:
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    from diffusion.models import ModelConfig, build_model
+    from memguard.diffusion.models import ModelConfig, build_model
     from train.config import TrainConfig
     from train.loop import train_model
     from train.source import open_training_data

@@ -11,15 +11,15 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from common.cache import Cache
-from common.config import build, check_keys
-from common.errors import one_line_errors
-from configs.registry import DEDUP_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.executor import ExecutorConfig
-from dedup.io.corpus import check_outside_input, open_corpus
 from dedup.pipeline import run_dedup
 from dedup.report import console_summary
+from memguard.common.cache import Cache
+from memguard.common.config import build, check_keys
+from memguard.common.errors import one_line_errors
+from memguard.configs.registry import DEDUP_GROUPS, leaf_paths, precheck_overrides, register
+from memguard.corpus.spec import check_outside_input, open_corpus
 
 os.environ.setdefault("WDS_SECURE", "1")  # webdataset must never unpickle members
 log = logging.getLogger("dedup")
@@ -29,7 +29,7 @@ register(DEDUP_GROUPS)
 TOP_LEVEL = {"cache_dir", "output", *DEDUP_GROUPS}
 
 
-@hydra.main(config_path="../configs", config_name="dedup", version_base="1.3")
+@hydra.main(config_path="../memguard/configs", config_name="dedup", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with one_line_errors("dedup"):  # configuration mistakes before any work; then the run itself
         values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]

@@ -1,7 +1,7 @@
 """The ``dedup`` config group's vocabulary (``dedup.caption.threshold``) ↔ the typed parameters.
 
 The defaults live in the dataclasses only: ``dedup_values(DedupParams())`` is what Hydra composes as the
-group's base (``configs/registry.py``), and ``dedup_params`` turns the composed dict back into
+group's base (``memguard/configs/registry.py``), and ``dedup_params`` turns the composed dict back into
 ``DedupParams``. Unknown keys are errors, so a typo in an override never silently does nothing.
 """
 
@@ -10,18 +10,18 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from common.config import ConfigError, all_finite, build
-from dedup.builtin.twemoji import TwemojiConfig
 from dedup.decide.cluster import ClusterRule
 from dedup.decide.semdedup import SemDedupParams
-from dedup.io.corpus import CorpusSpec
-from dedup.io.validate import Limits
-from dedup.pipeline import DedupParams
+from dedup.params import DedupParams
 from dedup.signals.caption_embed import CaptionSemanticParams
 from dedup.signals.embed import EmbedderParams
 from dedup.signals.lsh import LshParams
 from dedup.signals.minhash import MinHashParams
 from dedup.signals.neighbors import IndexParams
+from memguard.common.config import ConfigError, all_finite, build
+from memguard.corpus.spec import CorpusSpec
+from memguard.corpus.twemoji import TwemojiConfig
+from memguard.corpus.validate import Limits
 
 SEMANTIC_THRESHOLD = 0.9  # caption cosine of the semantic clause when the user does not set one
 

@@ -15,8 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from common.config import in_range, one_of
-from common.processes import die_with, interrupts_deferred, leave_interrupts_to_the_parent
+from memguard.common.config import in_range, one_of
+from memguard.common.processes import die_with, interrupts_deferred, leave_interrupts_to_the_parent
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ def _run_in_pool(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], wo
     if workers <= 1:
         return [function(*job) for job in jobs]
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["dedup.shardmap", "dedup.outputs.shards"])
+    context.set_forkserver_preload(["dedup.stages.map", "dedup.outputs.shards"])
     pool = None
     try:
         # Ctrl-C waits until the pool is up and every job submitted: interrupted halfway through its start,

@@ -10,22 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from common.cache import Cache
-from common.config import ConfigError, build, check_keys
-from common.errors import one_line_errors
-from configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
 from dedup.config import corpus_spec, dedup_params, limits
-from dedup.io.corpus import Corpus, check_outside_input, open_corpus
-from dedup.pipeline import DedupParams, run_dedup
-from diffusion.images import load_image_set
-from diffusion.models import DiffusionModel
-from diffusion.saved import load_model_or_explain
+from dedup.params import DedupParams
+from dedup.pipeline import cached_dedup
 from extract.audit import audit
 from extract.config import AuditConfig
-from extract.reference import reference_set
+from extract.inputs import audit_inputs
+from memguard.common.atomic import link_folder
+from memguard.common.cache import Cache
+from memguard.common.config import ConfigError, build, check_keys
+from memguard.common.errors import one_line_errors
+from memguard.configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
+from memguard.corpus.spec import Corpus, check_outside_input, open_corpus
+from memguard.diffusion.models import DiffusionModel
+from memguard.diffusion.saved import load_model_or_explain
 
 os.environ.setdefault("WDS_SECURE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,7 +36,7 @@ GROUPS = ("corpus", "dedup", "limits", "extract")
 TOP_LEVEL = {"cache_dir", "output", "model_dir", "resolution", *GROUPS}
 
 
-@hydra.main(config_path="../configs", config_name="extract", version_base="1.3")
+@hydra.main(config_path="../memguard/configs", config_name="extract", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with one_line_errors("extract"):  # configuration mistakes and a broken model folder before any work
         values: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
@@ -51,29 +51,30 @@ def main(cfg: DictConfig) -> None:
         if not corpus.heldout:  # membership inference needs images the model never saw
             raise ConfigError("corpus.heldout is required: shards never trained on, for membership inference")
         model = load_model_or_explain(values["model_dir"])
-        _audit_saved_model(model, corpus, params, cfg_audit, values=values, out=out, cache_dir=cache_dir)
+        _audit_saved_model(model, corpus, params, cfg_audit=cfg_audit, resolution=values["resolution"], out=out,
+                           cache_dir=cache_dir)  # fmt: skip
 
 
 def _audit_saved_model(
     model: DiffusionModel,
     corpus: Corpus,
     params: DedupParams,
-    cfg_audit: AuditConfig,
     *,
-    values: dict[str, Any],
+    cfg_audit: AuditConfig,
+    resolution: int | None,
     out: Path,
     cache_dir: Path,
 ) -> None:
-    resolution = values["resolution"] or model.config.resolution
-    cleaned = run_dedup(corpus, params, out_dir=out / "dedup", cache=Cache(cache_dir))
-    reference = reference_set(cleaned, resolution, corpus.items())
-    assert corpus.heldout is not None  # checked with the configuration
-    heldout = load_image_set(corpus.heldout, resolution, cache_dir)
+    resolution = resolution or model.config.resolution
+    cleaned = cached_dedup(corpus, params, cache=Cache(cache_dir))
+    link_folder(out / "dedup", Path(cleaned.out_dir))
+    inputs = audit_inputs(corpus, cleaned, resolution=resolution, cache_dir=cache_dir)
+    assert inputs.heldout is not None  # corpus.heldout was checked with the configuration
     metrics = audit(
         model,
-        reference,
-        heldout=np.asarray(heldout.images),
-        heldout_captions=heldout.captions,
+        inputs.reference,
+        heldout=inputs.heldout_images,
+        heldout_captions=inputs.heldout.captions,
         cfg=cfg_audit,
         out_dir=out,
         embedder=params.embedder,

@@ -18,10 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from common.atomic import write_json, write_table
 from dedup.signals.embed import EmbedderParams, make_embedder, view_layout
 from dedup.signals.views import best_match
-from diffusion.models import DiffusionModel
 from extract.attacks import generate_and_filter, unconditional_attack
 from extract.config import AuditConfig, device_of
 from extract.distances import pairwise_l2
@@ -31,12 +29,14 @@ from extract.membership import membership_inference, roc_auc
 from extract.reference import Reference
 from extract.stratify import extraction_by_bucket
 from extract.wen import wen_scores
+from memguard.common.atomic import write_json, write_table
+from memguard.diffusion.models import DiffusionModel
 
 log = logging.getLogger(__name__)
 
 
 def _copy_similarity(
-    generated: np.ndarray, reference: Reference, thresholds: tuple[float, ...], params: EmbedderParams
+    generated: np.ndarray, reference: Reference, thresholds: tuple[float, ...], *, params: EmbedderParams
 ) -> dict[str, Any]:
     """Somepalli's copy metric: the highest cosine of each generation with a training image, in the space
     of the embedder dedup was configured with (the same one that decided what a duplicate is)."""
@@ -117,7 +117,7 @@ def audit_unconditional(
         "extracted_duplicated_images": int((extracted_images & (reference.dup_counts > 1)).sum()),
         "by_duplicate_count": extraction_by_bucket(reference.dup_counts, extracted_images),
         "normalized_l2_percentiles": {str(p): round(float(np.percentile(result.score, p)), 4) for p in (1, 5, 50)},
-        "copy_similarity": _copy_similarity(generated, reference, cfg.copy_thresholds, embedder),
+        "copy_similarity": _copy_similarity(generated, reference, cfg.copy_thresholds, params=embedder),
     }
 
 
@@ -183,7 +183,7 @@ def audit_conditional(
         "extracted_images": int(extracted.sum()),
         "extracted_duplicated_images": int((extracted & (reference.dup_counts > 1)).sum()),
         "by_duplicate_count": _prompted_buckets(reference, chosen, extracted),
-        "nearest_l2": _nearest_l2_summary(reference, chosen, near, cfg),
+        "nearest_l2": _nearest_l2_summary(reference, chosen, near, cfg=cfg),
         "wen": {
             "scores": [round(float(s), 4) for s in wen],
             "auc_extracted": round(roc_auc(wen[labels], wen[~labels]), 4) if labels.any() and (~labels).any() else None,
@@ -197,7 +197,7 @@ def audit_conditional(
             else np.zeros((0, *reference.images.shape[1:]), np.uint8),
             reference,
             cfg.copy_thresholds,
-            embedder,
+            params=embedder,
         ),
     }
 
@@ -223,7 +223,7 @@ def _prompted_buckets(reference: Reference, chosen: list[int], hit: np.ndarray) 
 
 
 def _nearest_l2_summary(
-    reference: Reference, chosen: list[int], nearest: np.ndarray, cfg: AuditConfig
+    reference: Reference, chosen: list[int], nearest: np.ndarray, *, cfg: AuditConfig
 ) -> dict[str, Any]:
     """The nearest-image criterion: per prompt, the ℓ2 of its closest generation to the caption's
     training image(s); a prompt counts at threshold d when that ℓ2 ≤ d. Duplicated vs control prompts."""

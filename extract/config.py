@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from common.config import in_range
+from memguard.common.config import in_range
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from common.atomic import atomic_path
-from common.progress import progress_label
-from diffusion.models import DiffusionModel
-from diffusion.sampling import generate, grid
 from extract.config import AuditConfig, device_of
+from memguard.common.atomic import atomic_path
+from memguard.common.progress import progress_label
+from memguard.diffusion.models import DiffusionModel
+from memguard.diffusion.sampling import generate, grid
 
 
 def generate_resumable(
@@ -27,7 +27,7 @@ def generate_resumable(
     """Generations saved chunk by chunk (atomically) under ``folder``: a killed audit resumes where it stopped,
     and because every generation is seeded by its own index the resumed images are identical. Every batch has
     ``min(cfg.batch_size, count)`` rows: a function of the configuration, which keys the audit's cache, so the
-    images do not depend on how a run was interrupted (``diffusion.sampling.generate``: why the shape matters)."""
+    images do not depend on how a run was interrupted (``memguard.diffusion.sampling.generate``: why the shape matters)."""
     folder.mkdir(parents=True, exist_ok=True)
     chunks = []
     rows = min(cfg.batch_size, count)
@@ -59,7 +59,7 @@ def generate_resumable(
 CELL = 64  # pixels per image in the figures: an 8-px generation shown at its size is unreadable
 
 
-def save_grid(images: np.ndarray, path: Path, labels: list[str] | None = None, columns: int = 8) -> None:
+def save_grid(images: np.ndarray, path: Path, labels: list[str] | None = None, *, columns: int = 8) -> None:
     """Up to 64 images, each enlarged (nearest neighbour) to at least CELL pixels, with its label below."""
     images = images[:64]
     h, w = images.shape[1:3]

@@ -18,11 +18,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from common.mapped import load_mapped
-from dedup.io.validate import Invalid, to_rgb
 from dedup.signals.embed import Embedder, EmbedderParams, make_embedder, view_layout
 from dedup.signals.neighbors import finite_rows
 from dedup.signals.views import best_match
+from memguard.common.mapped import load_mapped
+from memguard.corpus.validate import Invalid, to_rgb
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class CopyGuard:
         training_images: Sequence[Any],
         training_keys: Sequence[str],
         threshold: float = 0.975,
-        embedder: Embedder | None = None,
+        *, embedder: Embedder | None = None,
     ) -> None:
         threshold = _checked(threshold)
         if len(training_images) != len(training_keys):
@@ -101,9 +101,9 @@ class CopyGuard:
         vectors = embedder.embed(images)
         if not finite_rows(vectors).all():
             raise ValueError("the embedder returned a non-finite vector for a training image")
-        self._set(vectors, list(training_keys), threshold, embedder)
+        self._set(vectors, list(training_keys), threshold, embedder=embedder)
 
-    def _set(self, vectors: np.ndarray, keys: list[str], threshold: float, embedder: Embedder) -> None:
+    def _set(self, vectors: np.ndarray, keys: list[str], threshold: float, *, embedder: Embedder) -> None:
         self.embedder, self.keys, self.threshold, self.vectors = embedder, keys, threshold, vectors
         self.layout = view_layout(embedder.name)
 
@@ -130,7 +130,7 @@ class CopyGuard:
         vectors = load_mapped(entry / "embeddings.npy")[sample[rows]]
         keys = units.column("key").to_numpy(zero_copy_only=False)[rows].astype(str).tolist()
         guard = cls.__new__(cls)
-        guard._set(vectors, keys, threshold, make_embedder(EmbedderParams(**stats["params"]["embedder"])))
+        guard._set(vectors, keys, threshold, embedder=make_embedder(EmbedderParams(**stats["params"]["embedder"])))
         return guard
 
     def check(self, images: Sequence[Any]) -> list[CopyVerdict]:

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from diffusion.models import DiffusionModel
-from diffusion.sampling import denoising_losses
 from extract.config import AuditConfig, device_of
 from extract.stratify import bucket_of
+from memguard.diffusion.models import DiffusionModel
+from memguard.diffusion.sampling import denoising_losses
 
 
 def roc_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:

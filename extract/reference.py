@@ -5,17 +5,15 @@ normalizing neighbourhood counts each image once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from dedup.io.readers import Item, read_shards
-from dedup.io.sample import Sample
-from dedup.io.validate import decode_image
 from dedup.pipeline import DedupResult
-from diffusion.images import square_resize
+from memguard.corpus.spec import Corpus
+from memguard.diffusion.images import ImageSet, decode_items, load_image_set
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,38 +37,42 @@ class Reference:
         return copies[copy_of == index]
 
 
-def reference_set(dedup_result: DedupResult, resolution: int, raw_items: Iterable[Item] | None = None) -> Reference:
+def raw_image_set(corpus: Corpus, resolution: int, *, cache_dir: str | Path) -> ImageSet:
+    """The raw corpus at ``resolution``: from the cached image set of its shards (the one the raw arm
+    trains on), or decoded from an image folder (not cached: folders are small)."""
+    if corpus.kind == "folder":
+        return decode_items(corpus.items(), resolution, progress=False)
+    return load_image_set(corpus.location, resolution, cache_dir)
+
+
+def reference_set(
+    dedup_result: DedupResult, resolution: int, *, cache_dir: str | Path, raw: ImageSet | None = None
+) -> Reference:
     """One image per raw duplicate cluster (its keeper) with the cluster size as its duplicate count, and —
-    from ``raw_items``, the corpus the dedup stage read — every copy in each cluster."""
+    from ``raw``, the corpus the dedup stage read — every copy in each cluster. The kept images come from
+    the cached image set of the cleaned shards, so a rerun decodes nothing."""
     rows = pq.read_table(dedup_result.manifest, columns=["key", "status", "cluster_id", "cluster_size"]).to_pylist()
     size = {r["key"]: int(r["cluster_size"]) for r in rows if r["status"] == "kept"}
     cluster_of = {r["key"]: int(r["cluster_id"]) for r in rows if r["status"] in ("kept", "duplicate")}
-    images, keys, captions, counts = [], [], [], []
-    for item in read_shards(str(dedup_result.shards)):
-        if isinstance(item, Sample) and item.key in size:
-            images.append(square_resize(decode_image(item.image), resolution))
-            keys.append(item.key)
-            captions.append(item.caption)
-            counts.append(size[item.key])
+    kept = load_image_set(str(dedup_result.shards), resolution, cache_dir)
+    chosen = [i for i, key in enumerate(kept.keys) if key in size]
+    keys = [kept.keys[i] for i in chosen]
     one_per_image = Reference(
-        images=np.stack(images),
+        images=np.asarray(kept.images[chosen]),
         keys=keys,
-        captions=captions,
-        dup_counts=np.asarray(counts),
+        captions=[kept.captions[i] for i in chosen],
+        dup_counts=np.asarray([size[key] for key in keys]),
         trained=np.ones(len(keys), bool),
     )
-    if raw_items is None:
+    if raw is None:
         return one_per_image
     image_of_cluster = {cluster_of[key]: i for i, key in enumerate(keys)}
-    copies, copy_of = [], []
-    for item in raw_items:
-        if isinstance(item, Sample) and item.key in cluster_of:
-            copies.append(square_resize(decode_image(item.image), resolution))
-            copy_of.append(image_of_cluster[cluster_of[item.key]])
+    copies = [i for i, key in enumerate(raw.keys) if key in cluster_of]
     if len(copies) != len(cluster_of):
         # A silently smaller reference would undercount extraction: the corpus is not the one deduplicated.
         raise ValueError(
             f"the raw corpus yields {len(copies)} of the {len(cluster_of)} trained samples in "
             f"{dedup_result.manifest}: it is not the corpus that manifest describes"
         )
-    return replace(one_per_image, copies=np.stack(copies), copy_of=np.asarray(copy_of, dtype=np.int64))
+    copy_of = np.asarray([image_of_cluster[cluster_of[raw.keys[i]]] for i in copies], dtype=np.int64)
+    return replace(one_per_image, copies=np.asarray(raw.images[copies]), copy_of=copy_of)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
-from diffusion.models import DiffusionModel
-from diffusion.sampling import noise_for
+from memguard.diffusion.models import DiffusionModel
+from memguard.diffusion.sampling import noise_for
 
 
 @torch.no_grad()

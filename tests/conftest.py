@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dedup.builtin.inject import InjectionConfig
-from dedup.builtin.twemoji import TwemojiConfig
+from memguard.corpus.inject import InjectionConfig
+from memguard.corpus.twemoji import TwemojiConfig
 
 os.environ.setdefault("WDS_SECURE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from common.config import ConfigError, build, in_range
-from configs.registry import ALL_GROUPS, group_defaults
 from dedup.config import corpus_spec, dedup_params, limits
 from dedup.executor import ExecutorConfig
-from diffusion.models import ModelConfig
 from extract.config import AuditConfig
+from memguard.common.config import ConfigError, build, in_range
+from memguard.configs.registry import ALL_GROUPS, group_defaults
+from memguard.diffusion.models import ModelConfig
 from train.config import TrainConfig
 from train.mitigations import MitigationConfig
 

@@ -8,20 +8,20 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from common.config import build
-from configs.registry import register
 from dedup.config import dedup_params, dedup_values
 from dedup.decide.cluster import ClusterRule
-from dedup.pipeline import DedupParams
+from dedup.params import DedupParams
 from dedup.signals.caption_embed import CaptionSemanticParams
 from dedup.signals.lsh import LshParams, bands_rows
-from diffusion.models import ModelConfig
-from experiment.__main__ import spec_from
 from extract.config import AuditConfig
+from memguard.common.config import build
+from memguard.configs.registry import register
+from memguard.diffusion.models import ModelConfig
+from memguard.experiment.__main__ import spec_from
 from train.config import TrainConfig
 from train.mitigations import MitigationConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "memguard" / "configs"
 
 
 def _compose(overrides: list[str]) -> dict:  # type: ignore[type-arg]

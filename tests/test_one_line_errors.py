@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import describe_os_error, one_line_errors
+from memguard.common.errors import describe_os_error, one_line_errors
 from tests.conftest import add_member, encode, random_rgb
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WDS_SECURE": "1", "RAY_AUTH_MODE": "disabled"}
@@ -101,7 +101,7 @@ def test_a_cache_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_changed_input_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
-    from dedup.io.corpus import InputChanged
+    from memguard.corpus.spec import InputChanged
 
     with pytest.raises(SystemExit) as exit_info, one_line_errors("dedup"):
         raise InputChanged("/d/009.tar changed since it was mapped (unit 3 is not the one mapped); rerun")

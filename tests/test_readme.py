@@ -1,7 +1,7 @@
 """Every command the README shows runs as typed (shell quoting included), with a tiny corpus substituted
 for the example paths. Dedup and cache commands run to the end in a shell; training and audit commands,
 which take minutes, are split as the shell splits them (shlex) and their overrides parsed and composed by
-Hydra in this process — the part that broke when quoting was wrong; ``experiment.compare`` prints its
+Hydra in this process — the part that broke when quoting was wrong; ``memguard.experiment.compare`` prints its
 usage."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, s3_env: dict[str, str]) -> 
     import json
     import tarfile
 
-    from common.storage import filesystem
+    from memguard.common.storage import filesystem
 
     root = tmp_path_factory.mktemp("readme")
     (root / "shards").mkdir()
@@ -98,8 +98,8 @@ def _as_run_here(command: str, root: Path, n: int) -> str:
     }
     for old, new in swaps.items():
         command = command.replace(old, new)
-    if command.startswith("python -m experiment.compare"):
-        return "python -m experiment.compare --help"
+    if command.startswith("python -m memguard.experiment.compare"):
+        return "python -m memguard.experiment.compare --help"
     if command.startswith("python -m dedup"):
         tiny = "" if "corpus=" in command else f" {TINY}"
         sweep = f" hydra.sweep.dir={root}/sweep{n}" if " -m " in command else f" hydra.run.dir={root}/run{n}"
@@ -111,7 +111,7 @@ def _compose_as_typed(command: str) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from configs.registry import register
+    from memguard.configs.registry import register
 
     words = shlex.split(command)  # exactly what the shell hands to Python
     entry, overrides = words[2], [w for w in words[3:] if w != "-m"]
@@ -124,7 +124,7 @@ def _compose_as_typed(command: str) -> None:
             for o in parsed
         ]
     register()
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "memguard" / "configs"), version_base="1.3"):
         compose(
             {"train": "train", "extract": "extract"}[entry], overrides=[*overrides, "cache_dir=/tmp/c", "output=/tmp/o"]
         )

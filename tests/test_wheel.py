@@ -52,7 +52,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path:
     assert installed.returncode == 0, installed.stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = _run([python, "-c", "import configs, dedup, torch; print(dedup.__file__, configs.__file__)"], elsewhere)
+    where = _run([python, "-c", "import memguard.configs, dedup, torch; print(dedup.__file__, memguard.configs.__file__)"], elsewhere)
     assert where.returncode == 0, where.stderr[-2000:]
     assert str(REPO) not in where.stdout and where.stdout.count(str(venv)) == 2, where.stdout
     for module in ("dedup", "train", "extract"):

@@ -4,7 +4,7 @@ The orchestration (dedup → train each arm → extract → report) lives in the
 ``train`` itself imports neither ``extract`` nor ``experiment``; this file is the one exception.
 """
 
-from experiment.__main__ import run
+from memguard.experiment.__main__ import run
 
 if __name__ == "__main__":
     run()

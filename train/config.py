@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from common.config import ConfigError, in_range, one_of
+from memguard.common.config import ConfigError, in_range, one_of
 
 
 @dataclass(frozen=True)

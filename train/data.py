@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from diffusion.images import ImageSet
+from memguard.diffusion.images import ImageSet
 
 
 @dataclass(frozen=True)

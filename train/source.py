@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from common import storage
-from dedup.io.discover import expand_urls
-from diffusion.images import load_image_set
+from memguard.common import storage
+from memguard.corpus.discover import expand_urls
+from memguard.diffusion.images import load_image_set
 from train.config import TrainConfig
 from train.data import MemmapData, TrainingData
 from train.stream import StreamData, StreamOptions

@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from common import storage
-from common.processes import die_with_parent
-from dedup.io.readers import read_tar
-from dedup.io.sample import Sample
-from dedup.io.validate import Invalid, decode_image
-from diffusion.images import square_resize
+from memguard.common import storage
+from memguard.common.processes import die_with_parent
+from memguard.corpus.readers import read_tar
+from memguard.corpus.sample import Sample
+from memguard.corpus.validate import Invalid, decode_image
+from memguard.diffusion.images import square_resize
 from train.data import Batch
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,11 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from common.config import in_range
+from dedup.decide.decision import Decision
+from dedup.decide.edges import Edges
 from dedup.signals.pairs import pair_cosines
 from dedup.signals.views import SINGLE, ViewLayout, similarity_matrix
+from memguard.common.config import in_range
 
 SIGNALS = ("exact_pixels", "image", "caption+image", "caption_semantic+image")  # in order of strength
 
@@ -48,35 +50,10 @@ class ClusterRule:
         in_range("dedup.image.assign_margin", self.assign_margin, lo=0.0, hi=2.0)
 
 
-@dataclass(frozen=True)
-class Edges:
-    """Candidate edges before the rule: all arrays aligned with ``pairs`` (M, 2), i < j."""
-
-    pairs: np.ndarray
-    image_sim: np.ndarray
-    caption_jaccard: np.ndarray  # NaN where the pair is not a caption candidate
-    exact: np.ndarray  # bool
-    caption_sim: np.ndarray  # caption-embedding cosine; NaN without the semantic signal or caption
-
-    def subset(self, mask: np.ndarray) -> Edges:
-        return Edges(
-            self.pairs[mask], self.image_sim[mask], self.caption_jaccard[mask], self.exact[mask], self.caption_sim[mask]
-        )
-
-
-@dataclass(frozen=True)
-class Clusters:
-    labels: np.ndarray  # cluster id per sample (0..C-1), singletons included
-    keeper: np.ndarray  # per sample: index of its cluster's keeper
-    size: np.ndarray  # per sample: its cluster's size
-    signal: np.ndarray  # per sample: the signal joining it to its keeper ("keeper", or "" for a singleton)
-    edges: Edges  # accepted edges
-
-
 def _pair_cosines(vectors: np.ndarray | None, pairs: np.ndarray, layout: ViewLayout = SINGLE) -> np.ndarray:
     if vectors is None:
         return np.full(len(pairs), np.nan, np.float32)
-    return pair_cosines(vectors, pairs[:, 0], pairs[:, 1], layout)
+    return pair_cosines(vectors, pairs[:, 0], pairs[:, 1], layout=layout)
 
 
 def merge_candidates(
@@ -124,11 +101,14 @@ def merge_candidates(
     return Edges(pairs, sims, jac, exact, _pair_cosines(caption_embeddings, pairs))
 
 
-def _accept(
-    exact: np.ndarray, image_sim: np.ndarray, jaccard: np.ndarray, caption_sim: np.ndarray, rule: ClusterRule
-) -> np.ndarray:
+# Per pair: exact pixels (bool), image cosine, caption Jaccard, caption-embedding cosine (NaN where absent).
+PairSignals = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _accept(signals: PairSignals, rule: ClusterRule) -> np.ndarray:
     """Signal index per pair under the rule: 0 exact, 1 image, 2 caption+image, 3 caption_semantic+image,
     -1 rejected."""
+    exact, image_sim, jaccard, caption_sim = signals
     loose = image_sim >= rule.loose_image_threshold
     with np.errstate(invalid="ignore"):
         caption = (jaccard >= rule.caption_threshold) & loose
@@ -173,7 +153,7 @@ class PairScorer:
         """How many other members each member meets the rule with, and the sum of its image similarities
         to them (all pairs: O(m²))."""
         exact, sims, jac, cap_sims = self.block(members, members)
-        match = _accept(exact, sims, jac, cap_sims, rule) >= 0
+        match = _accept((exact, sims, jac, cap_sims), rule) >= 0
         np.fill_diagonal(match, False)
         return match.sum(axis=1), np.where(match, _milli(sims), 0).sum(axis=1)
 
@@ -182,7 +162,7 @@ BLOCK_CELLS = 1 << 22  # (removed × kept × signature width) compared at once w
 
 
 def _assign(
-    removed: np.ndarray, kept: np.ndarray, scorer: PairScorer, rule: ClusterRule
+    removed: np.ndarray, kept: np.ndarray, scorer: PairScorer, *, rule: ClusterRule
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each removed sample, the kept sample it joins and the signal joining them (an index into
     SIGNALS): a kept sample with identical pixels if any; else, of the kept samples it matches with an
@@ -192,7 +172,7 @@ def _assign(
     step = max(1, BLOCK_CELLS // max(1, len(kept) * scorer.signatures.shape[1]))
     for lo in range(0, len(removed), step):
         codes_and_sims = scorer.block(removed[lo : lo + step], kept)
-        codes, sims = _accept(*codes_and_sims, rule), codes_and_sims[1]
+        codes, sims = _accept(codes_and_sims, rule), codes_and_sims[1]
         score = np.where(codes < 0, -np.inf, np.where(codes == 0, np.inf, np.nan_to_num(sims, nan=-1.0)))
         near = score >= score.max(axis=1, keepdims=True) - rule.assign_margin
         first = np.argmax(near, axis=1)
@@ -210,7 +190,7 @@ def _milli(sims: np.ndarray) -> np.ndarray:
 FULL_DEGREE_LIMIT = 512  # larger components order by candidate-edge degree, not an O(m²) count
 
 
-def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer: PairScorer) -> Clusters:
+def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer: PairScorer) -> Decision:
     """Keepers chosen so that the kept set is clean by construction (the approach of SemDeDup/NeMo Curator):
 
     - no two kept samples of one candidate component meet the rule — checked directly, so also where the
@@ -231,7 +211,7 @@ def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer
     Written by hand: no library computes a priority-ordered maximal independent set with assignments.
     """
     kept_edges = edges.subset(
-        _accept(edges.exact, edges.image_sim, edges.caption_jaccard, edges.caption_sim, rule) >= 0
+        _accept((edges.exact, edges.image_sim, edges.caption_jaccard, edges.caption_sim), rule) >= 0
     )
     graph = coo_matrix((np.ones(len(kept_edges.pairs)), (kept_edges.pairs[:, 0], kept_edges.pairs[:, 1])), shape=(n, n))
     _, components = connected_components(graph, directed=False)
@@ -252,15 +232,16 @@ def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer
         kept: list[int] = []
         removed: list[int] = []
         for i in members[np.lexsort((members, rank[members], -strength, -degree))]:
-            if kept and (_accept(*scorer(int(i), np.asarray(kept)), rule) >= 0).any():
+            if kept and (_accept(scorer(int(i), np.asarray(kept)), rule) >= 0).any():
                 removed.append(int(i))
             else:
                 kept.append(int(i))
         if removed:
-            keepers, codes = _assign(np.asarray(removed), np.asarray(kept), scorer, rule)
+            keepers, codes = _assign(np.asarray(removed), np.asarray(kept), scorer, rule=rule)
             keeper[removed] = keepers
             signal[removed] = np.asarray(SIGNALS, dtype=object)[codes]
     _, labels = np.unique(keeper, return_inverse=True)
     size = np.bincount(labels)[labels] if n else np.zeros(0, np.int64)
     signal[np.flatnonzero((keeper == np.arange(n)) & (size > 1))] = "keeper"
-    return Clusters(labels, keeper, size, signal, kept_edges)
+    # Every row here is clusterable; the decide stage marks the rows it never offered (non-finite).
+    return Decision(labels=labels, keeper=keeper, size=size, signal=signal, finite=np.ones(n, bool), edges=kept_edges)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from common import storage
+from memguard.common import storage
 
 DEFINITIONS = __doc__
 

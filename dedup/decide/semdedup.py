@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from common.config import in_range
+from memguard.common.config import in_range
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from dedup.outputs.decision import Decision
+from dedup.decide.decision import Decision
 
 CLUSTERS_SCHEMA = pa.schema(
     [

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from common.atomic import atomic_path
+from memguard.common.atomic import atomic_path
 
 KEEPER_COLOUR = (30, 160, 60)
 DUPLICATE_COLOUR = (200, 40, 40)

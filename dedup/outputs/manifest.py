@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from dedup.io.sample import Reason
-from dedup.outputs.decision import Decision
+from dedup.decide.decision import Decision
+from memguard.corpus.sample import Reason
 
 MANIFEST_SCHEMA = pa.schema(
     [

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from dedup.executor import ExecutorConfig, run_parts
-from dedup.io.corpus import InputChanged, check_unchanged
-from dedup.io.metadata import CaptionSource
-from dedup.io.sample import Sample, printable
-from dedup.io.validate import Limits, decode_image
-from dedup.io.writer import ShardWriter
-from dedup.shardmap import Layout, read_part
+from dedup.parts import Layout, read_part
+from memguard.corpus.metadata import CaptionSource
+from memguard.corpus.sample import Sample, printable
+from memguard.corpus.spec import InputChanged, check_unchanged
+from memguard.corpus.validate import Limits, decode_image
+from memguard.corpus.writer import ShardWriter
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PartApply:
     """What one worker needs for one part: the part as the map stage read it (its identity and each unit
     row's key), its items' sample indices, and its slice of the decisions."""
@@ -98,7 +98,7 @@ def write_kept_shards(
     Returns (shards written, thumbnails)."""
     if not shard_size and not thumbnails_of:
         return 0, {}
-    jobs: list[tuple[PartApply]] = []
+    jobs: list[PartApply] = []
     start = 0
     for n, (part, rows) in enumerate(zip(layout.parts, layout.rows, strict=True)):
         index = sample_index[start : start + rows]
@@ -110,30 +110,28 @@ def write_kept_shards(
         wanted = frozenset(i for i in thumbnails_of if first <= i < first + len(valid))
         if not (shard_size and kept[span].any()) and not wanted:
             continue  # nothing to copy from this part
-        jobs.append(
-            (
-                PartApply(
-                    n,
-                    layout.kind,
-                    part,
-                    layout.identities[n],
-                    limits,
-                    captions,
-                    keys,
-                    index,
-                    first,
-                    kept[span],
-                    weights[span] if weights is not None else None,
-                    wanted,
-                    out_dir / "shards",
-                    shard_size,
-                ),
-            )
+        job = PartApply(
+            index=n,
+            kind=layout.kind,
+            part=part,
+            identity=layout.identities[n],
+            limits=limits,
+            captions=captions,
+            unit_keys=keys,
+            sample_index=index,
+            first=first,
+            kept=kept[span],
+            weights=weights[span] if weights is not None else None,
+            thumbnails_of=wanted,
+            folder=out_dir / "shards",
+            shard_size=shard_size,
         )
+        jobs.append(job)
     shards, thumbs = 0, {}
     sizes = layout.sizes
-    work = sum(sizes[job[0].index] for job in jobs) if sizes is not None else None
-    for written, found in run_parts(_apply_part, jobs, executor, work_bytes=work):
+    work = sum(sizes[job.index] for job in jobs) if sizes is not None else None
+    # run_parts calls the function with each job's arguments: here a one-element tuple, the record.
+    for written, found in run_parts(_apply_part, [(job,) for job in jobs], executor, work_bytes=work):
         shards += written
         thumbs.update(found)
     return shards, thumbs

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.config import in_range
-from common.minilm import MINILM_DIM, load_minilm
+from memguard.common.config import in_range
+from memguard.common.minilm import MINILM_DIM, load_minilm
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from common.config import ConfigError, in_range, one_of
 from dedup.signals.robust import LAYOUT as ROBUST_LAYOUT
 from dedup.signals.robust import LONG_SIDE_CAP, RobustEmbedder
 from dedup.signals.views import SINGLE, ViewLayout
+from memguard.common.config import ConfigError, in_range, one_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from datasketch import MinHashLSH
 
-from common.config import in_range
-from common.mapped import release
 from dedup.signals.pairs import code_pairs, pair_agreement, pair_codes
+from memguard.common.config import in_range
+from memguard.common.mapped import release
 
 _ROW_MIX = np.uint64(0x9E3779B97F4A7C15)
 

@@ -21,9 +21,9 @@ import numba
 import numpy as np
 from datasketch import MinHash
 
-from common.config import in_range
 from dedup.signals.minhash_kernel import hashed_signatures, word_signatures
 from dedup.signals.normalize import shingles
+from memguard.common.config import in_range
 
 SCHEME = "affine32"
 EMPTY = np.uint32(0xFFFFFFFF)
@@ -149,3 +149,17 @@ class MinHasher:
             hashfunc=shingle_hash32,
             scheme=SCHEME,
         )
+
+
+MIN_CAPTION_CHARS = 3  # shorter normalised captions ("a", "") never enter the caption index
+
+
+def long_enough(captions: list[str]) -> np.ndarray:
+    """Normalised captions that may join a caption signal at all (MinHash or embeddings)."""
+    return np.array([len(c) >= MIN_CAPTION_CHARS for c in captions], dtype=bool)
+
+
+def caption_signatures(captions: list[str], params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
+    """(signatures, usable): captions with no shingles or under MIN_CAPTION_CHARS are not usable."""
+    signatures, empty = MinHasher(params).signatures(captions)
+    return signatures, ~empty & long_enough(captions)

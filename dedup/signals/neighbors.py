@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from common.config import in_range, one_of
-from common.mapped import release
 from dedup.signals.pairs import code_pairs, pair_codes, pair_cosines
 from dedup.signals.views import SINGLE, ViewLayout, view, views_equal
+from memguard.common.config import in_range, one_of
+from memguard.common.mapped import release
 
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 
@@ -127,7 +127,7 @@ def _projected(pca: faiss.PCAMatrix, a: np.ndarray, block: int = 65_536) -> np.n
     return y
 
 
-def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, block: int = 1024) -> np.ndarray:
+def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, *, block: int = 1024) -> np.ndarray:
     """``queries[i] · x[idx[i, j]]`` (NaN-free; -inf where idx is -1), a block of queries at a time."""
     sims = np.full(idx.shape, -np.inf, np.float32)
     for start in range(0, len(idx), block):
@@ -215,6 +215,18 @@ def neighbor_pairs(
     return code_pairs(found, n), np.concatenate(values)[first].astype(np.float32)
 
 
+def finite_neighbor_pairs(
+    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout = SINGLE
+) -> tuple[np.ndarray, np.ndarray]:
+    """``neighbor_pairs`` among the finite rows only (indices refer to the full embedding array)."""
+    mask = finite_rows(embeddings)
+    if mask.all():  # the usual case: no copy of the corpus's largest array
+        return neighbor_pairs(embeddings, params, layout)
+    finite = np.flatnonzero(mask)
+    pairs, sims = neighbor_pairs(embeddings[finite], params, layout)
+    return finite[pairs] if len(pairs) else pairs, sims
+
+
 PlannedSearch = tuple[int, tuple[int, int] | None, np.ndarray | None, int, np.ndarray | None]
 
 
@@ -228,7 +240,7 @@ def planned_searches(embeddings: np.ndarray, layout: ViewLayout) -> list[Planned
     def rows(x: int, y: int, same: bool) -> np.ndarray:
         key = frozenset((x, y))
         if key not in equal:
-            equal[key] = row_mask(embeddings, lambda rows: views_equal(rows, layout, x, y), QUERY_BLOCK)
+            equal[key] = row_mask(embeddings, lambda rows: views_equal(rows, layout, (x, y)), QUERY_BLOCK)
         return np.flatnonzero(equal[key] == same)
 
     out = []
@@ -271,6 +283,6 @@ def _multi_view_pairs(embeddings: np.ndarray, params: IndexParams, layout: ViewL
             codes.append(np.unique(pair_codes(rows[keep], cols[keep], n)))
             release(embeddings)
     pairs = code_pairs(np.unique(np.concatenate(codes)), n)
-    sims = pair_cosines(embeddings, pairs[:, 0], pairs[:, 1], layout)
+    sims = pair_cosines(embeddings, pairs[:, 0], pairs[:, 1], layout=layout)
     keep = sims >= params.min_sim  # a gated pair (grey) found by search may not count
     return pairs[keep], sims[keep]

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from common.mapped import release
 from dedup.signals.views import SINGLE, ViewLayout, pair_similarity
+from memguard.common.mapped import release
 
 BLOCK = 65_536
 
@@ -29,6 +29,7 @@ def over_pairs(
     score: Callable[[np.ndarray, np.ndarray], np.ndarray],
     left: np.ndarray,
     right: np.ndarray,
+    *,
     source: np.ndarray,
     block: int = BLOCK,
 ) -> np.ndarray:
@@ -44,11 +45,15 @@ def over_pairs(
 BLOCK_BYTES = 64 << 20  # rows gathered per side and block of pairs (64 MiB: 65,536 rows of 1 KiB)
 
 
-def pair_cosines(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, layout: ViewLayout = SINGLE) -> np.ndarray:
+def pair_cosines(
+    vectors: np.ndarray, left: np.ndarray, right: np.ndarray, *, layout: ViewLayout = SINGLE
+) -> np.ndarray:
     """``vectors[left[i]] · vectors[right[i]]`` (cosines of unit rows); for multi-view rows, the best
     allowed pair of views (dedup/signals/views.py)."""
     block = max(1024, BLOCK_BYTES // max(1, vectors.shape[1] * vectors.itemsize))  # wide multi-view rows: fewer
-    return over_pairs(lambda a, b: pair_similarity(vectors[a], vectors[b], layout), left, right, vectors, block)
+    return over_pairs(
+        lambda a, b: pair_similarity(vectors[a], vectors[b], layout), left, right, source=vectors, block=block
+    )
 
 
 def pair_agreement(signatures: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -65,11 +70,13 @@ def pair_agreement(signatures: np.ndarray, left: np.ndarray, right: np.ndarray) 
         _equal_counts(rows, a.astype(np.int64, copy=False), b.astype(np.int64, copy=False), counts)
         return counts / width
 
-    return over_pairs(agreement, left, right, signatures)
+    return over_pairs(agreement, left, right, source=signatures)
 
 
 @numba.njit(parallel=True, cache=True)
-def _equal_counts(rows: np.ndarray, left: np.ndarray, right: np.ndarray, out: np.ndarray) -> None:
+def _equal_counts(  # noqa: PLR0917 (a numba kernel: positional parameters only)
+    rows: np.ndarray, left: np.ndarray, right: np.ndarray, out: np.ndarray
+) -> None:
     for p in numba.prange(len(left)):
         a, b = left[p], right[p]
         same = 0

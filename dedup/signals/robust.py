@@ -100,7 +100,7 @@ def _gaussian(n: int, sigma: float) -> np.ndarray:
 
 
 @cache
-def _sampler(side: int, scale: float, degrees: float, sigma: float) -> tuple[sparse.csr_matrix, np.ndarray]:
+def _sampler(side: int, scale: float, degrees: float, *, sigma: float) -> tuple[sparse.csr_matrix, np.ndarray]:
     """A sparse (side², WORK²) matrix and a (side²,) vector: each output cell's mean of the (blurred)
     working image seen through a rotation by ``degrees`` about the centre and a central window of
     ``scale`` (bilinear sampling at 8×8 points per cell), and the share of the cell that falls outside
@@ -134,7 +134,7 @@ def _sampler(side: int, scale: float, degrees: float, sigma: float) -> tuple[spa
 @cache
 def _stacked(side: int, views: tuple[tuple[float, float], ...]) -> tuple[sparse.csr_matrix, np.ndarray]:
     """The samplers of several (scale, degrees) views stacked: one sparse product samples them all."""
-    parts = [_sampler(side, scale, degrees, BLUR_SIGMA) for scale, degrees in views]
+    parts = [_sampler(side, scale, degrees, sigma=BLUR_SIGMA) for scale, degrees in views]
     return sparse.vstack([m for m, _ in parts], format="csr"), np.concatenate([o for _, o in parts])
 
 

@@ -66,7 +66,7 @@ def _transposed(grids: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _chroma_sweep(
+def _chroma_sweep(  # noqa: PLR0917 (a numba kernel: nopython mode compiles positional parameters only)
     grids: np.ndarray, target: np.ndarray, first: np.ndarray, weight: np.ndarray, terms: np.ndarray
 ) -> None:
     """terms[w] = (dot with the target, squared norm) of the chroma ``grids`` (already resampled along
@@ -85,7 +85,7 @@ def _chroma_sweep(
 
 
 @numba.njit(cache=True)
-def _sweep(
+def _sweep(  # noqa: PLR0917 (a numba kernel: nopython mode compiles positional parameters only)
     grid: np.ndarray,
     target: np.ndarray,
     first: np.ndarray,
@@ -127,7 +127,7 @@ def _sweep(
 
 
 @numba.njit(cache=True)
-def _one_way(
+def _one_way(  # noqa: PLR0917 (a numba kernel: nopython mode compiles positional parameters only)
     a: np.ndarray,
     b: np.ndarray,
     side: int,
@@ -175,7 +175,7 @@ def _one_way(
 
 
 @numba.njit(parallel=True, cache=True)
-def _aligned(
+def _aligned(  # noqa: PLR0917 (a numba kernel: nopython mode compiles positional parameters only)
     x: np.ndarray,
     y: np.ndarray,
     side: int,

@@ -64,10 +64,6 @@ class ViewLayout:
         """Views the neighbour index holds (every pair's ``b``); queries are every pair's ``a``."""
         return tuple(sorted({p.b for p in self.pairs}))
 
-    @property
-    def queried(self) -> tuple[int, ...]:
-        return tuple(sorted({p.a for p in self.pairs}))
-
 
 SINGLE = ViewLayout()
 GATE_TOLERANCE = 1e-6
@@ -79,13 +75,14 @@ def view(rows: np.ndarray, layout: ViewLayout, v: int) -> np.ndarray:
     return rows[..., v * width : (v + 1) * width]
 
 
-def views_equal(rows: np.ndarray, layout: ViewLayout, x: int, y: int) -> np.ndarray:
-    """Whether views ``x`` and ``y`` of each row coincide (within float rounding): (len(rows),) bool."""
+def views_equal(rows: np.ndarray, layout: ViewLayout, views: tuple[int, int]) -> np.ndarray:
+    """Whether the two ``views`` (x, y) of each row coincide (within float rounding): (len(rows),) bool."""
+    x, y = views
     return np.abs(view(rows, layout, x) - view(rows, layout, y)).max(axis=-1) <= GATE_TOLERANCE
 
 
 def _gate_open(rows: np.ndarray, layout: ViewLayout, gate: tuple[int, int]) -> np.ndarray:
-    return views_equal(rows, layout, *gate)
+    return views_equal(rows, layout, gate)
 
 
 def _symmetric(pair: ViewPair) -> bool:
@@ -104,11 +101,11 @@ def pair_similarity(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.ndar
             if pair.gate is not None:
                 dots = np.where(_gate_open(other, layout, pair.gate), dots, -np.inf)
             np.maximum(best, dots, out=best)
-    return _refined(best, x, y, np.arange(len(x)), np.arange(len(y)), layout) if layout.refine else best
+    return _refined(best, x, y, rows=np.arange(len(x)), cols=np.arange(len(y)), layout=layout) if layout.refine else best
 
 
 def _refined(
-    best: np.ndarray, x: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray, layout: ViewLayout
+    best: np.ndarray, x: np.ndarray, y: np.ndarray, *, rows: np.ndarray, cols: np.ndarray, layout: ViewLayout
 ) -> np.ndarray:
     """``best`` (aligned with ``rows``/``cols`` of ``x``/``y``) raised by the layout's refinement where it
     reaches the floor; refined in place and returned. Only the refined view's columns are gathered."""
@@ -141,12 +138,12 @@ def similarity_matrix(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.nd
         np.maximum(best, backward, out=best)
     if layout.refine is not None:
         i, j = np.nonzero((best >= layout.refine_floor) & (best < REFINE_CEILING))
-        best[i, j] = _refined(best[i, j], x, y, i, j, layout)
+        best[i, j] = _refined(best[i, j], x, y, rows=i, cols=j, layout=layout)
     return best
 
 
 def best_match(
-    queries: np.ndarray, rows: np.ndarray, layout: ViewLayout, block: int = 4096
+    queries: np.ndarray, rows: np.ndarray, layout: ViewLayout, *, block: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each query row, the most similar of ``rows`` and its similarity: (similarities, indices),
     exhaustive (every pair scored), a block of ``rows`` at a time."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from common.cache import COMPLETE, VERSIONS, Cache, entries, entry_key, main, prune
+from memguard.common.cache import COMPLETE, VERSIONS, Cache, entries, entry_key, main, prune
+from memguard.common.cache_steps import STEPS
 
 
 def _slow_build(root: str, tag: str, log: str) -> str:
@@ -65,10 +67,12 @@ def test_resumable_build_continues_from_the_partial_folder(tmp_path: Path) -> No
     assert cache.hits == ["train"]
 
 
-def test_keys_carry_the_kind_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = entry_key("images", "same inputs")
-    monkeypatch.setitem(VERSIONS, "images", VERSIONS["images"] + 1)
-    assert entry_key("images", "same inputs") != before
+def test_keys_carry_the_kind_version_and_their_upstream_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    images, train, corpus = (entry_key(kind, "same inputs") for kind in ("images", "train", "corpus"))
+    monkeypatch.setitem(STEPS, "images", replace(STEPS["images"], version=STEPS["images"].version + 1))
+    assert entry_key("images", "same inputs") != images
+    assert entry_key("train", "same inputs") != train  # a model trained on the old decode is not reused
+    assert entry_key("corpus", "same inputs") == corpus
     with pytest.raises(KeyError):
         entry_key("no-such-kind")
 
@@ -94,7 +98,7 @@ def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
     import os
     import stat
 
-    from common.atomic import write_json
+    from memguard.common.atomic import write_json
 
     write_json(tmp_path / "a.json", {"x": 1})
     plain = tmp_path / "plain.txt"

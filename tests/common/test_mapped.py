@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.mapped import load_mapped, release, write_npy
+from memguard.common.mapped import load_mapped, release, write_npy
 
 
 def _rss_mb() -> float:
@@ -17,7 +17,7 @@ def _rss_mb() -> float:
 def test_written_by_blocks_reads_back_equal(tmp_path: Path) -> None:
     data = np.random.default_rng(0).normal(size=(1000, 7)).astype(np.float32)
     with open(tmp_path / "a.npy", "wb") as fh:
-        write_npy(fh, data.dtype, data.shape, (data[i : i + 300] for i in range(0, 1000, 300)))
+        write_npy(fh, data.dtype, data.shape, blocks=(data[i : i + 300] for i in range(0, 1000, 300)))
     assert np.array_equal(np.load(tmp_path / "a.npy"), data)
     assert np.array_equal(load_mapped(tmp_path / "a.npy"), data)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.io.sample import Sample
+from memguard.corpus.sample import Sample
+from memguard.corpus.spec import CorpusSpec, open_corpus
 from tests.conftest import TINY_TWEMOJI, add_member
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.cache import Cache
 from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.pipeline import DedupParams, run_dedup
+from dedup.params import DedupParams
+from dedup.pipeline import run_dedup
 from dedup.signals.caption_embed import CaptionSemanticParams, embed_captions
+from memguard.common.cache import Cache
+from memguard.corpus.spec import CorpusSpec, open_corpus
 from tests.conftest import TINY_TWEMOJI
 
 

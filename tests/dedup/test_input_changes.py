@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import dedup.outputs.apply as apply_stage
-from common.cache import Cache
-from dedup.io.corpus import CorpusSpec, InputChanged, open_corpus
-from dedup.pipeline import DedupParams, run_dedup
+import dedup.stages.apply as apply_stage
+from dedup.params import DedupParams
+from dedup.pipeline import run_dedup
+from memguard.common.cache import Cache
+from memguard.corpus.spec import CorpusSpec, InputChanged, open_corpus
 from tests.conftest import add_member, encode, random_rgb
 
 

@@ -18,14 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from common import storage
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.io.discover import find_shards
-from dedup.io.metadata import sibling_parquet
-from dedup.io.readers import read_folder, read_shards
-from dedup.io.sample import Reason, Rejection, Sample
-from dedup.io.validate import Invalid, Limits, decode_image
 from dedup.signals.robust import LONG_SIDE_CAP, WORK, RobustEmbedder
+from memguard.common import storage
+from memguard.corpus.discover import find_shards
+from memguard.corpus.metadata import sibling_parquet
+from memguard.corpus.readers import read_folder, read_shards
+from memguard.corpus.sample import Reason, Rejection, Sample
+from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.corpus.validate import Invalid, Limits, decode_image
 from tests.conftest import add_member, encode, random_rgb
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WDS_SECURE": "1"}
@@ -62,8 +62,8 @@ def test_a_pipe_named_like_an_input_is_a_row_not_a_hang(tmp_path: Path, fifo: st
     os.mkfifo(corpus / fifo)
     code = textwrap.dedent(f"""
         import json
-        from dedup.io.readers import read_folder, read_shards
-        from dedup.io.sample import Rejection
+        from memguard.corpus.readers import read_folder, read_shards
+        from memguard.corpus.sample import Rejection
         read = read_folder if {fifo!r} == "metadata.jsonl" else read_shards
         items = list(read({str(corpus)!r}))
         print(json.dumps([[i.key, str(i.reason), i.detail] for i in items if isinstance(i, Rejection)]))

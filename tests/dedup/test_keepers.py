@@ -13,12 +13,13 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from common.cache import Cache
 from dedup.decide.cluster import ClusterRule, PairScorer, _accept, cluster, merge_candidates
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.io.readers import read_shards
-from dedup.io.validate import decode_image
-from dedup.pipeline import DedupParams, run_dedup
+from dedup.params import DedupParams
+from dedup.pipeline import run_dedup
+from memguard.common.cache import Cache
+from memguard.corpus.readers import read_shards
+from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.corpus.validate import decode_image
 from tests.conftest import TINY_TWEMOJI, add_member, encode
 
 
@@ -69,7 +70,7 @@ def test_kept_set_invariants_on_random_graphs(graph, image_threshold: float, mar
     # No two kept samples meet the rule on a candidate edge, and none share their pixels.
     both = kept[edges.pairs[:, 0]] & kept[edges.pairs[:, 1]]
     for i, j in edges.pairs[both]:
-        assert _accept(*scorer(int(i), np.array([j])), rule)[0] < 0, (i, j)
+        assert _accept(scorer(int(i), np.array([j])), rule)[0] < 0, (i, j)
     assert len(np.unique(exact[kept])) == kept.sum()
     # Every removed sample matches its keeper directly, and that keeper is kept (no chains); of the kept
     # samples of its component that it matches, its keeper is the best (exact pixels, else most similar)
@@ -79,10 +80,10 @@ def test_kept_set_invariants_on_random_graphs(graph, image_threshold: float, mar
     )
     for i in np.flatnonzero(~kept):
         k = found.keeper[i]
-        assert kept[k] and _accept(*scorer(int(i), np.array([k])), rule)[0] >= 0
+        assert kept[k] and _accept(scorer(int(i), np.array([k])), rule)[0] >= 0
         assert found.labels[i] == found.labels[k]
         rivals = np.flatnonzero(kept & (component == component[i]))
-        codes = _accept(*scorer(int(i), rivals), rule)
+        codes = _accept(scorer(int(i), rivals), rule)
         rivals = rivals[codes >= 0]
         if exact[i] != exact[k]:
             assert not (exact[rivals] == exact[i]).any()

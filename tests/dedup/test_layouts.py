@@ -9,12 +9,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from common.cache import Cache
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.io.discover import find_shards
-from dedup.io.readers import read_folder
-from dedup.io.sample import Rejection, Sample
-from dedup.pipeline import DedupParams, run_dedup
+from dedup.params import DedupParams
+from dedup.pipeline import run_dedup
+from memguard.common.cache import Cache
+from memguard.corpus.discover import find_shards
+from memguard.corpus.readers import read_folder
+from memguard.corpus.sample import Rejection, Sample
+from memguard.corpus.spec import CorpusSpec, open_corpus
 from tests.dedup.layouts import Pair, tiny_pairs, write_folder, write_img2dataset_parquets, write_tars
 
 PARAMS = DedupParams(write_shards=False, sheet_clusters=0)

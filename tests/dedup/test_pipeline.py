@@ -13,15 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from common.cache import Cache
-from dedup.builtin.twemoji import TwemojiConfig
 from dedup.decide.cluster import ClusterRule
 from dedup.executor import ExecutorConfig
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.io.readers import read_shards
-from dedup.io.sample import Reason, Sample
-from dedup.pipeline import DedupParams, run_dedup
+from dedup.params import DedupParams
+from dedup.pipeline import run_dedup
 from dedup.signals.robust import RobustEmbedder
+from memguard.common.cache import Cache
+from memguard.corpus.readers import read_shards
+from memguard.corpus.sample import Reason, Sample
+from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.corpus.twemoji import TwemojiConfig
 from tests.conftest import TINY_TWEMOJI, count_units, encode, random_rgb
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,14 +15,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from common.cache import Cache
 from dedup.executor import ExecutorConfig
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.io.readers import read_folder
-from dedup.io.sample import Reason, Rejection
-from dedup.io.validate import Limits
-from dedup.io.writer import ShardWriter
-from dedup.pipeline import DedupParams, run_dedup
+from dedup.params import DedupParams
+from dedup.pipeline import run_dedup
+from memguard.common.cache import Cache
+from memguard.corpus.readers import read_folder
+from memguard.corpus.sample import Reason, Rejection
+from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.corpus.validate import Limits
+from memguard.corpus.writer import ShardWriter
 from tests.conftest import add_member, count_units, encode, random_rgb
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,7 +146,7 @@ def test_member_bytes_are_capped_before_reading(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import resource, sys
-        from dedup.io.readers import read_tar
+        from memguard.corpus.readers import read_tar
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         items = list(read_tar({str(bomb)!r})) if sys.argv[1] == "bomb" else []
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion.models import ModelConfig, build_model
-from diffusion.sampling import generate, noise_for, slotted_batches
+from memguard.diffusion.models import ModelConfig, build_model
+from memguard.diffusion.sampling import generate, noise_for, slotted_batches
 
 CAPTIONS = ["waving hand sign", "red apple", "blue car", "waving hand sign", "a cat", "red apple", "a dog"]
 

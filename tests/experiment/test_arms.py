@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiment.arms import best_kind, mitigation_of, parse_arm, parse_arms
+from memguard.experiment.arms import best_kind, mitigation_of, parse_arm, parse_arms
 from train.mitigations import MitigationConfig
 
 

@@ -1,4 +1,4 @@
-"""Smoke tests: every configs/experiment/*.yaml composes and runs on a tiny budget; the CLI end to end
+"""Smoke tests: every memguard/configs/experiment/*.yaml composes and runs on a tiny budget; the CLI end to end
 (+experiment as typed, cache reuse on the second run, compare, the HTML report in headless Chromium)."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dedup.config import corpus_spec, limits
-from dedup.io.corpus import open_corpus
-from experiment.__main__ import spec_from
-from experiment.report import write_report
-from experiment.run import run_experiment
+from memguard.corpus.spec import open_corpus
+from memguard.experiment.__main__ import spec_from
+from memguard.experiment.report import write_report
+from memguard.experiment.run import run_experiment
 
 REPO = Path(__file__).resolve().parents[2]
-EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (REPO / "memguard" / "configs" / "experiment").glob("*.yaml"))
 TINY = [
     "corpus.twemoji.subset=60",
     "corpus.twemoji.resolution=16",
@@ -58,7 +58,7 @@ TINY = [
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_runs(experiment: str, tmp_path: Path, cache_dir: Path) -> None:
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "memguard" / "configs"), version_base="1.3"):
         cfg = compose(
             "train", overrides=[f"+experiment={experiment}", *TINY, f"output={tmp_path}", f"cache_dir={cache_dir}"]
         )
@@ -96,9 +96,9 @@ def test_cli_end_to_end_with_cache_reuse_compare_and_html(tmp_path: Path, cache_
     first = json.loads((runs[0] / "metrics.json").read_text())
     second = json.loads((runs[1] / "metrics.json").read_text())
     assert second["arms"]["raw"]["extracted_images"] == first["arms"]["raw"]["extracted_images"]
-    assert second["seconds"] < first["seconds"]
+    assert all(stage["cached"] for stage in second["stages"].values()), second["stages"]
     assert (runs[0] / ".hydra" / "config.yaml").exists()
-    compare = _run(["-m", "experiment.compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "cmp")], REPO)
+    compare = _run(["-m", "memguard.experiment.compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "cmp")], REPO)
     assert compare.returncode == 0, compare.stderr[-2000:]
     assert compare.stdout.count("| raw |") == 2 and (tmp_path / "cmp" / "comparison.csv").exists()
 
@@ -149,7 +149,7 @@ def test_threshold_sweep_as_multirun_and_compare_over_it(tmp_path: Path, cache_d
     # The second job changes only a threshold: the raw arm's model is the first job's.
     second = json.loads((sweep / "1" / "metrics.json").read_text())
     assert second["stages"]["train_raw"]["cached"]
-    compare = _run(["-m", "experiment.compare", str(sweep), "--out", str(tmp_path / "cmp")], REPO)
+    compare = _run(["-m", "memguard.experiment.compare", str(sweep), "--out", str(tmp_path / "cmp")], REPO)
     assert compare.returncode == 0, compare.stderr[-2000:]
     assert "dedup.caption.threshold=0.7" in compare.stdout and "dedup.caption.threshold=0.9" in compare.stdout
     assert compare.stdout.count("| raw |") == 2

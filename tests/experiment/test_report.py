@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from experiment.report import mia_notes, reduction_text, write_report
 from extract.stratify import BUCKETS
+from memguard.experiment.report import mia_notes, reduction_text, write_report
 
 
 def _arm(extracted: list[int], images: list[int], auc: float, samples: int, delta: dict[str, int]) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def test_no_delta_figure_or_note_when_there_is_nothing_to_show(tmp_path: Path) -
 
 
 def test_progress_bars_name_their_arm() -> None:
-    from common.progress import progress_label, progress_scope
+    from memguard.common.progress import progress_label, progress_scope
 
     assert progress_label("train") == "train"
     with progress_scope("dedup"):

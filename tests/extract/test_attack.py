@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from dedup.builtin.twemoji import emoji_files, render
-from diffusion.images import ImageSet
-from diffusion.models import ModelConfig, build_model
-from diffusion.sampling import denoising_losses, generate
-from diffusion.saved import save_model
 from extract.attacks import unconditional_attack
 from extract.guard import CopyGuard
 from extract.membership import loss_attack
+from memguard.corpus.twemoji import emoji_files, render
+from memguard.diffusion.images import ImageSet
+from memguard.diffusion.models import ModelConfig, build_model
+from memguard.diffusion.sampling import denoising_losses, generate
+from memguard.diffusion.saved import save_model
 from train.config import TrainConfig
 from train.loop import train_model
 

@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from common.cache import Cache
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.io.sample import Sample
-from dedup.io.validate import decode_image
-from dedup.pipeline import DedupParams, run_dedup
+from dedup.params import DedupParams
+from dedup.pipeline import run_dedup
 from extract.guard import CopyGuard, as_rgb_uint8
+from memguard.common.cache import Cache
+from memguard.corpus.sample import Sample
+from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.corpus.validate import decode_image
 from tests.conftest import TINY_TWEMOJI
 
 

@@ -41,7 +41,7 @@ def test_nearest_l2_summary_counts_prompts_within_the_threshold() -> None:
     reference = _reference([32, 32, 8, 1, 1, 1])
     chosen = [0, 1, 2, 3, 4, 5]
     nearest = np.array([0.04, 0.09, 0.2, 0.08, 0.3, 0.25])
-    summary = _nearest_l2_summary(reference, chosen, nearest, AuditConfig(nearest_l2=0.1))
+    summary = _nearest_l2_summary(reference, chosen, nearest, cfg=AuditConfig(nearest_l2=0.1))
     assert summary["extracted_images"] == 3 and summary["extracted_duplicated_images"] == 2
     assert summary["by_threshold"] == {"0.05": 1, "0.075": 1, "0.1": 3, "0.125": 3, "0.15": 3}
     assert summary["median_duplicated"] == 0.09 and summary["median_control"] == 0.25

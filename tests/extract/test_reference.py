@@ -9,10 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from common.cache import Cache
-from dedup.io.corpus import CorpusSpec, open_corpus
-from dedup.pipeline import DedupParams, run_dedup
-from extract.reference import reference_set
+from dedup.params import DedupParams
+from dedup.pipeline import run_dedup
+from extract.reference import raw_image_set, reference_set
+from memguard.common.cache import Cache
+from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.diffusion.images import decode_items
 from tests.conftest import TINY_TWEMOJI
 
 
@@ -21,13 +23,13 @@ def test_reference_groups_every_raw_copy_under_its_keeper(cache_dir: Path, tmp_p
     cleaned = run_dedup(corpus, DedupParams(), out_dir=tmp_path / "dedup", cache=Cache(cache_dir))
     rows = pq.read_table(cleaned.manifest).to_pylist()
     trained = [r for r in rows if r["status"] in ("kept", "duplicate")]
-    reference = reference_set(cleaned, 8, corpus.items())
+    reference = reference_set(cleaned, 8, cache_dir=cache_dir, raw=raw_image_set(corpus, 8, cache_dir=cache_dir))
     copies, copy_of = reference.training_copies()
     assert len(copies) == len(trained) and len(reference.keys) == sum(r["status"] == "kept" for r in rows)
     assert np.array_equal(np.bincount(copy_of, minlength=len(reference.keys)), reference.dup_counts)
     for i in range(len(reference.keys)):  # the keeper itself is one of its copies
         assert (reference.copies_of(i) == reference.images[i]).all(axis=(1, 2, 3)).any()
     with pytest.raises(ValueError, match="not the corpus"):
-        reference_set(cleaned, 8, itertools.islice(corpus.items(), 10))
-    bare = reference_set(cleaned, 8)
+        reference_set(cleaned, 8, cache_dir=cache_dir, raw=decode_items(itertools.islice(corpus.items(), 10), 8))
+    bare = reference_set(cleaned, 8, cache_dir=cache_dir)
     assert np.array_equal(bare.training_copies()[1], np.arange(len(bare.keys)))

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 import train.checkpoint as checkpoint
-from dedup.io.discover import expand_urls
-from diffusion.images import load_image_set
-from diffusion.models import ModelConfig, build_model
+from memguard.corpus.discover import expand_urls
+from memguard.diffusion.images import load_image_set
+from memguard.diffusion.models import ModelConfig, build_model
 from train.config import TrainConfig
 from train.data import EpochSampler
 from train.loop import train_model

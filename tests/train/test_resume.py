@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from dedup.builtin.twemoji import build_twemoji
+from memguard.corpus.twemoji import build_twemoji
 from tests.conftest import TINY_TWEMOJI
 
 REPO = Path(__file__).resolve().parents[2]

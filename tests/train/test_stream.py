@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dedup.io.sample import Sample
-from dedup.io.writer import ShardWriter
+from memguard.corpus.sample import Sample
+from memguard.corpus.writer import ShardWriter
 from tests.conftest import encode, random_rgb
 from train.data import Batch
 from train.stream import StreamData, StreamOptions

@@ -8,18 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from dedup.builtin.twemoji import build_twemoji
-from diffusion.images import load_image_set, square_resize
-from diffusion.models import ModelConfig, build_model
-from diffusion.sampling import denoising_losses, generate, noise_for
-from diffusion.saved import load_model
+from memguard.corpus.twemoji import build_twemoji
+from memguard.diffusion.images import load_image_set, square_resize
+from memguard.diffusion.models import ModelConfig, build_model
+from memguard.diffusion.sampling import denoising_losses, generate, noise_for
+from memguard.diffusion.saved import load_model
 from tests.conftest import TINY_TWEMOJI
 from tests.train.tiny_sd import build_tiny_sd
 from train.checkpoint import latest_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.data import EpochSampler
-from train.loop import TrainingDiverged, train_model
+from train.loop import MODEL_FOLDER, TrainingDiverged, train_model
 from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, wen_keep_mask
+from train.result import read_train_result
 
 VOCAB = ["apple", "banana", "cherry", "delta"]
 
@@ -120,7 +121,9 @@ def test_each_model_kind_trains_saves_and_loads(kind: str, tiny_data, tmp_path: 
     after = [p for p in model.unet.parameters() if p.requires_grad]
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert (tmp_path / "run" / "samples" / "00000006.png").exists() and result.skipped_steps == 0
-    loaded = load_model(result.model_dir)
+    model_dir = tmp_path / "run" / MODEL_FOLDER
+    assert read_train_result(tmp_path / "run") == result  # the record round-trips through train_result.json
+    loaded = load_model(model_dir)
     captions = ["waving hand sign"] * 2 if loaded.conditional else None
     images = generate(loaded, [0, 1], seed=0, steps=3, captions=captions, guidance=2.0, progress=False)
     assert images.shape == (2, 16, 16, 3) and images.dtype == np.uint8
@@ -128,7 +131,7 @@ def test_each_model_kind_trains_saves_and_loads(kind: str, tiny_data, tmp_path: 
         loaded, [1], seed=0, steps=3, captions=captions[:1] if captions else None, guidance=2.0, progress=False
     )
     assert np.array_equal(images[1], again[0])  # per-index seeding: independent of the batch
-    _loads_in_diffusers(kind, loaded, result.model_dir, captions, images)
+    _loads_in_diffusers(kind, loaded, model_dir, captions, images)
 
 
 def _loads_in_diffusers(kind: str, loaded, model_dir: Path, captions, images: np.ndarray) -> None:  # type: ignore[no-untyped-def]
@@ -190,7 +193,7 @@ def test_denoising_loss_is_reproducible(tiny_data) -> None:  # type: ignore[no-u
 def test_trackers_and_checkpoint_pruning(tiny_data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import importlib.util
 
-    from common.config import ConfigError
+    from memguard.common.config import ConfigError
 
     model = build_model(ModelConfig(kind="unet_uncond", resolution=16, channels=(16, 32)))
     quiet = TrainConfig(steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, sample_every=0, log_with="none")

@@ -1,1 +1,0 @@
-"""The built-in corpus: Twemoji rendered and captioned, with a seeded duplicate injector."""

@@ -1,1 +1,0 @@
-"""Reading and writing corpora: the sample record, validation and the one decoder, readers, shard writer."""

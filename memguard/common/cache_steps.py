@@ -1,0 +1,127 @@
+"""Every cache kind's code version and the modules whose code fills its entries.
+
+A kind's key hashes its version (and the versions of the kinds it is built ``after`` but whose keys are
+not among its parts), so bumping a version retires its old entries (``prune --stale`` removes them).
+Bump a kind's version when its modules change what an entry would hold. ``tests/common/test_cache_steps.py``
+fails when a listed module's code (docstrings and comments aside) changes while its kinds' versions stay;
+``python tools/cache_steps.py record`` then records the new code, and refuses to unless the version moved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Step:
+    version: int
+    modules: tuple[str, ...]  # the code that decides what an entry holds (not how it is scheduled or stored)
+    after: tuple[str, ...] = ()  # kinds whose output it reads without their key among its key's parts
+
+
+_READ = ("memguard.corpus.readers", "memguard.corpus.validate", "memguard.corpus.metadata", "memguard.corpus.sample")
+_NEIGHBOURS = ("dedup.signals.neighbors", "dedup.signals.pairs", "dedup.signals.views")
+
+STEPS: dict[str, Step] = {
+    "corpus": Step(
+        4,
+        (
+            "memguard.corpus.twemoji",
+            "memguard.corpus.inject",
+            "memguard.corpus.emoji_names",
+            "memguard.corpus.writer",
+            "memguard.corpus.validate",
+        ),
+    ),
+    "map": Step(
+        4,
+        (
+            "dedup.stages.map",
+            "dedup.signals.embed",
+            "dedup.signals.robust",
+            "dedup.signals.robust_kernels",
+            "dedup.signals.robust_align",
+            "dedup.signals.views",
+            "dedup.signals.minhash",
+            "dedup.signals.minhash_kernel",
+            "dedup.signals.normalize",
+            "dedup.signals.pixels",
+            "memguard.corpus.discover",
+            *_READ,
+        ),
+    ),
+    "joined": Step(1, ("dedup.stages.map", "memguard.common.mapped")),
+    "caption_pairs": Step(2, ("dedup.signals.lsh", "dedup.signals.pairs")),
+    "image_neighbors": Step(5, _NEIGHBOURS),
+    "caption_embeddings": Step(2, ("dedup.signals.caption_embed", "memguard.common.minilm")),
+    "caption_neighbors": Step(2, _NEIGHBOURS),
+    "dedup": Step(
+        1,
+        (
+            "dedup.pipeline",
+            "dedup.params",
+            "dedup.stages.pairs",
+            "dedup.stages.decide",
+            "dedup.stages.apply",
+            "dedup.decide.cluster",
+            "dedup.decide.decision",
+            "dedup.decide.edges",
+            "dedup.decide.groups",
+            "dedup.decide.semdedup",
+            "dedup.decide.evaluate",
+            "dedup.outputs.clusters",
+            "dedup.outputs.contact_sheet",
+            "dedup.outputs.manifest",
+            "dedup.outputs.shards",
+            "dedup.outputs.stats",
+            "memguard.corpus.writer",
+        ),
+        after=("map", "joined", "caption_pairs", "image_neighbors", "caption_embeddings", "caption_neighbors"),
+    ),
+    "images": Step(2, ("memguard.diffusion.images", *_READ)),
+    "train": Step(
+        5,
+        (
+            "train.loop",
+            "train.data",
+            "train.stream",
+            "train.mitigations",
+            "train.checkpoint",
+            "train.source",
+            "train.result",
+            "memguard.diffusion.models",
+            "memguard.diffusion.text",
+            "memguard.diffusion.sampling",
+            "memguard.diffusion.saved",
+        ),
+        after=("images",),
+    ),
+    "audit": Step(
+        7,
+        (
+            "extract.audit",
+            "extract.attacks",
+            "extract.distances",
+            "extract.featureless",
+            "extract.generations",
+            "extract.membership",
+            "extract.stratify",
+            "extract.wen",
+            "extract.reference",
+            "extract.inputs",
+            "memguard.diffusion.sampling",
+            "memguard.diffusion.saved",
+            "dedup.signals.embed",
+            "dedup.signals.robust",
+            "dedup.signals.robust_align",
+            "dedup.signals.views",
+        ),
+        after=("images",),
+    ),
+}
+
+
+def version_parts(kind: str) -> list[object]:
+    """What a kind's key hashes for its code: its version and, recursively, those of its ``after`` kinds."""
+    step = STEPS[kind]
+    return [kind, step.version, *[version_parts(upstream) for upstream in step.after]]
