@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from dedup.signals.lsh import LshParams, bands_rows, candidate_pairs
-from dedup.signals.minhash import MinHasher, MinHashParams, shingle_hash32
-from dedup.signals.neighbors import IndexParams, build_index
-from dedup.signals.normalize import shingles
+from memguard.dedup.signals.lsh import LshParams, bands_rows, candidate_pairs
+from memguard.dedup.signals.minhash import MinHasher, MinHashParams, shingle_hash32
+from memguard.dedup.signals.neighbors import IndexParams, build_index
+from memguard.dedup.signals.normalize import shingles
 
 
 def synthetic_captions(n: int, seed: int = 0) -> list[str]:

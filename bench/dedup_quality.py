@@ -5,7 +5,7 @@ ignored: ``dedup.caption.enabled=false``) at several image thresholds, in one ru
     python bench/dedup_quality.py [--thresholds 0.9 0.95 0.98] [--image-only 0.975 0.95 0.9]
 
 Precision/recall are over injected-copy pairs (natural variant groups are neither hits nor errors;
-definitions in dedup/evaluate.py). The caption embeddings are computed once and reused from the cache.
+definitions in memguard/dedup/decide/evaluate.py). The caption embeddings are computed once and reused from the cache.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from dedup.decide.cluster import ClusterRule
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
-from dedup.signals.caption_embed import CaptionSemanticParams
 from memguard.common.cache import Cache
 from memguard.corpus.spec import CorpusSpec, open_corpus
 from memguard.corpus.twemoji import TwemojiConfig
+from memguard.dedup.decide.cluster import ClusterRule
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
+from memguard.dedup.signals.caption_embed import CaptionSemanticParams
 
 
 def main() -> None:

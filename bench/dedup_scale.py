@@ -146,14 +146,14 @@ def read_decode_limit(folder: Path) -> dict[str, float]:
 def map_profile(shard: Path, repeats: int = 5) -> dict[str, float]:
     """Where the map stage's time goes, per sample of one shard in one process (best of ``repeats``,
     warm): reading, decoding, the default embedder, the pixel hash, and the whole map of the shard."""
-    from dedup.params import DedupParams
-    from dedup.signals.embed import make_embedder
-    from dedup.signals.pixels import pixel_hash
-    from dedup.stages.map import MapParams, map_part
     from memguard.corpus.metadata import CaptionSource
     from memguard.corpus.readers import read_tar
     from memguard.corpus.sample import Sample
     from memguard.corpus.validate import Limits, decode_image
+    from memguard.dedup.params import DedupParams
+    from memguard.dedup.signals.embed import make_embedder
+    from memguard.dedup.signals.pixels import pixel_hash
+    from memguard.dedup.stages.map import MapParams, map_part
 
     defaults = DedupParams()
     params = MapParams(Limits(), CaptionSource(), defaults.minhash, defaults.embedder)

@@ -34,17 +34,17 @@ import pyarrow.parquet as pq
 from edits import HELD_OUT, TRANSFORMS, edit  # bench/edits.py, beside this script
 from PIL import Image
 
-from dedup.decide.cluster import ClusterRule
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
-from dedup.signals.embed import EmbedderParams, make_embedder, view_layout
-from dedup.signals.neighbors import IndexParams
-from dedup.signals.views import similarity_matrix
 from memguard.common.cache import Cache
 from memguard.corpus.sample import Sample
 from memguard.corpus.spec import CorpusSpec, open_corpus
 from memguard.corpus.twemoji import emoji_files, natural_groups, render
 from memguard.corpus.writer import ShardWriter
+from memguard.dedup.decide.cluster import ClusterRule
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
+from memguard.dedup.signals.embed import EmbedderParams, make_embedder, view_layout
+from memguard.dedup.signals.neighbors import IndexParams
+from memguard.dedup.signals.views import similarity_matrix
 
 Half = tuple[list[tuple[str, Image.Image]], dict[str, str], dict[str, str]]  # samples, origin, natural group
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from seeds import run_seed, spread  # bench/seeds.py, beside this script
 
-from extract.stratify import BUCKETS
+from memguard.extract.stratify import BUCKETS
 
 POPULATED = 5  # images a bucket needs to count in the dose response
 

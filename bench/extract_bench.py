@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler
 
-from extract.distances import normalized_l2, pairwise_l2
 from memguard.diffusion.models import ModelConfig, build_model
 from memguard.diffusion.sampling import generate
+from memguard.extract.distances import normalized_l2, pairwise_l2
 
 
 def main() -> None:

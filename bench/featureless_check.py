@@ -1,4 +1,4 @@
-"""Which images does the audit call featureless (extract/featureless.py)?
+"""Which images does the audit call featureless (memguard/extract/featureless.py)?
 
 1. Every built-in emoji at 8 and at 32 px as its own reference set (no copies): the flagged emoji and, as
    the margin, the lowest stand-in score among the emoji that are not flagged.
@@ -24,16 +24,16 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dedup.config import corpus_spec, limits
-from dedup.pipeline import cached_dedup
-from extract.config import AuditConfig
-from extract.featureless import featureless, stand_in_scores
-from extract.inputs import audit_inputs
 from memguard.common.cache import Cache
 from memguard.configs.registry import register
 from memguard.corpus.spec import open_corpus
 from memguard.corpus.twemoji import emoji_files, emoji_name, render
+from memguard.dedup.config import corpus_spec, limits
+from memguard.dedup.pipeline import cached_dedup
 from memguard.experiment.__main__ import spec_from
+from memguard.extract.config import AuditConfig
+from memguard.extract.featureless import featureless, stand_in_scores
+from memguard.extract.inputs import audit_inputs
 
 DELTA, FACTOR = AuditConfig().delta, AuditConfig().featureless_factor  # the audit's defaults
 

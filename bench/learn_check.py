@@ -22,8 +22,8 @@ from memguard.corpus.twemoji import TwemojiConfig, build_twemoji
 from memguard.diffusion.images import load_image_set
 from memguard.diffusion.models import ModelConfig, build_model
 from memguard.diffusion.sampling import denoising_losses, generate, grid
-from train.config import TrainConfig
-from train.loop import train_model
+from memguard.train.config import TrainConfig
+from memguard.train.loop import train_model
 
 TIMESTEPS = [50, 100, 200, 400, 700]
 

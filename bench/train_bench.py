@@ -24,8 +24,8 @@ from diffusers.training_utils import EMAModel
 from memguard.corpus.twemoji import TwemojiConfig, build_twemoji
 from memguard.diffusion.images import load_image_set
 from memguard.diffusion.models import ModelConfig, build_model
-from train.config import TrainConfig
-from train.loop import train_model
+from memguard.train.config import TrainConfig
+from memguard.train.loop import train_model
 
 
 def plain_loop(model_cfg: ModelConfig, data, steps: int, batch: int, device: str) -> float:  # type: ignore[no-untyped-def]

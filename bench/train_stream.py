@@ -55,9 +55,9 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from memguard.diffusion.models import ModelConfig, build_model
-    from train.config import TrainConfig
-    from train.loop import train_model
-    from train.source import open_training_data
+    from memguard.train.config import TrainConfig
+    from memguard.train.loop import train_model
+    from memguard.train.source import open_training_data
 
     torch.set_num_threads(2)
     started = time.perf_counter()

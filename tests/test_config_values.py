@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from dedup.config import corpus_spec, dedup_params, limits
-from dedup.executor import ExecutorConfig
-from extract.config import AuditConfig
 from memguard.common.config import ConfigError, build, in_range
 from memguard.configs.registry import ALL_GROUPS, group_defaults
+from memguard.dedup.config import corpus_spec, dedup_params, limits
+from memguard.dedup.executor import ExecutorConfig
 from memguard.diffusion.models import ModelConfig
-from train.config import TrainConfig
-from train.mitigations import MitigationConfig
+from memguard.extract.config import AuditConfig
+from memguard.train.config import TrainConfig
+from memguard.train.mitigations import MitigationConfig
 
 BUILDERS: dict[str, Callable[[dict[str, Any]], object]] = {
     "corpus": corpus_spec,

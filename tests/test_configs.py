@@ -8,18 +8,18 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dedup.config import dedup_params, dedup_values
-from dedup.decide.cluster import ClusterRule
-from dedup.params import DedupParams
-from dedup.signals.caption_embed import CaptionSemanticParams
-from dedup.signals.lsh import LshParams, bands_rows
-from extract.config import AuditConfig
 from memguard.common.config import build
 from memguard.configs.registry import register
+from memguard.dedup.config import dedup_params, dedup_values
+from memguard.dedup.decide.cluster import ClusterRule
+from memguard.dedup.params import DedupParams
+from memguard.dedup.signals.caption_embed import CaptionSemanticParams
+from memguard.dedup.signals.lsh import LshParams, bands_rows
 from memguard.diffusion.models import ModelConfig
 from memguard.experiment.__main__ import spec_from
-from train.config import TrainConfig
-from train.mitigations import MitigationConfig
+from memguard.extract.config import AuditConfig
+from memguard.train.config import TrainConfig
+from memguard.train.mitigations import MitigationConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "memguard" / "configs"
 

@@ -43,12 +43,10 @@ def test_a_long_function_and_a_package_cycle_are_found(tmp_path: Path) -> None:
             "memguard/b/__init__.py": "",
             "memguard/b/two.py": "from memguard.a.one import long\n",
             "memguard/b/__main__.py": "from memguard.a import one\n",  # entry points never close a cycle
-            "dedup/__init__.py": "",
-            "dedup/sub/__init__.py": "",
-            "dedup/sub/child.py": "from dedup import parent\n",  # a parent and its child: not a cycle
-            "dedup/parent.py": "from dedup.sub import child\n",
-            "train/__init__.py": "",
-            "extract/__init__.py": "",
+            "memguard/c/__init__.py": "",
+            "memguard/c/sub/__init__.py": "",
+            "memguard/c/sub/child.py": "from memguard.c import parent\n",  # a parent and its child: no cycle
+            "memguard/c/parent.py": "from memguard.c.sub import child\n",
         },
     )
     assert [line.split(":")[0] for line in house.long_functions(tmp_path)] == [str(Path("memguard/a/one.py"))]

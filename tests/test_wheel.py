@@ -22,7 +22,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path:
     source = tmp_path / "src"
     top_level = {".git", ".cache", ".whl", "build", "dist", "runs", "multirun", "outputs"}
 
-    def skip(folder: str, names: list[str]) -> set[str]:  # top-level scratch only: dedup/outputs/ is code
+    def skip(folder: str, names: list[str]) -> set[str]:  # top-level scratch only: memguard/dedup/outputs/ is code
         here = {n for n in names if n.endswith(".egg-info") or n == "__pycache__"}
         return here | (top_level & set(names) if Path(folder) == REPO else set())
 

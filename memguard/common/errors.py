@@ -5,7 +5,7 @@ traceback (``HYDRA_FULL_ERROR=1`` keeps the traceback for developers).
   or folder named in the configuration), found before any work;
 - exit 1: the run could not finish — an input changed under it (``RunError``), a full disk (also numpy's
   errno-less "not enough free space"), a folder it may not write, any other operating-system error;
-- exit 130: interrupted (Ctrl-C); the worker processes stop with it (``dedup.executor``).
+- exit 130: interrupted (Ctrl-C); the worker processes stop with it (``memguard.dedup.executor``).
 
 What was committed before stays; nothing half-written is kept (every output is staged and renamed).
 """

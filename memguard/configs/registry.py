@@ -26,21 +26,23 @@ def _plain(value: Any) -> Any:
 _DATACLASSES = {
     "corpus": ("memguard.corpus.spec", "CorpusSpec"),
     "limits": ("memguard.corpus.validate", "Limits"),
-    "executor": ("dedup.executor", "ExecutorConfig"),
+    "executor": ("memguard.dedup.executor", "ExecutorConfig"),
     "model": ("memguard.diffusion.models", "ModelConfig"),
-    "train": ("train.config", "TrainConfig"),
-    "mitigation": ("train.mitigations", "MitigationConfig"),
-    "extract": ("extract.config", "AuditConfig"),
+    "train": ("memguard.train.config", "TrainConfig"),
+    "mitigation": ("memguard.train.mitigations", "MitigationConfig"),
+    "extract": ("memguard.extract.config", "AuditConfig"),
 }
+
+
+# group → (module, function): groups whose vocabulary differs from their dataclass's shape.
+_VOCABULARIES = {"dedup": ("memguard.dedup.config", "default_values")}
 
 
 def group_defaults(group: str) -> dict[str, Any]:
     """The base node of ``group``: the dataclass defaults in the group's vocabulary."""
-    if group == "dedup":  # the only group whose vocabulary differs from its dataclass's shape
-        from dedup.config import dedup_values
-        from dedup.params import DedupParams
-
-        return _plain(dedup_values(DedupParams()))
+    if group in _VOCABULARIES:
+        module, function = _VOCABULARIES[group]
+        return _plain(getattr(importlib.import_module(module), function)())
     if group not in _DATACLASSES:
         raise KeyError(f"no defaults registered for config group {group!r}")
     module, name = _DATACLASSES[group]

@@ -1,7 +1,7 @@
 """The record every reader yields (``Sample``, or a ``Rejection`` with a reason from the closed list).
 
 Downstream of ingest the dedup steps pass arrays aligned with the valid samples (their ``sample_index``
-in ``units.parquet``, see ``dedup.stages.map``), and the decide step hands ``dedup.decide.decision.Decision``
+in ``units.parquet``, see ``memguard.dedup.stages.map``), and the decide step hands ``memguard.dedup.decide.decision.Decision``
 to the outputs."""
 
 from __future__ import annotations

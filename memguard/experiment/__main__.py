@@ -13,18 +13,18 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dedup.config import corpus_spec, dedup_params, limits
-from dedup.executor import ExecutorConfig
-from extract.config import AuditConfig
 from memguard.common.config import ConfigError, build, check_keys
 from memguard.common.errors import one_line_errors
 from memguard.configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
 from memguard.corpus.spec import check_outside_input, open_corpus
+from memguard.dedup.config import corpus_spec, dedup_params, limits
+from memguard.dedup.executor import ExecutorConfig
 from memguard.diffusion.models import ModelConfig
 from memguard.experiment.report import console_summary, write_report
 from memguard.experiment.run import ExperimentSpec, run_experiment
-from train.config import TrainConfig
-from train.mitigations import MitigationConfig
+from memguard.extract.config import AuditConfig
+from memguard.train.config import TrainConfig
+from memguard.train.mitigations import MitigationConfig
 
 os.environ.setdefault("WDS_SECURE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -2,7 +2,7 @@
 
 An arm is ``CORPUS`` or ``CORPUS+KIND[+KIND...]``. CORPUS is ``raw`` (the corpus as given), ``dedup`` (the
 cleaned corpus) or ``reweight`` (every sample, sampled with weight 1/|cluster|); KIND is a mitigation of
-train/mitigations.py (mc, rc, rt, gni, cwr, wen), applied with the ``mitigation`` group's parameters
+memguard/train/mitigations.py (mc, rc, rt, gni, cwr, wen), applied with the ``mitigation`` group's parameters
 (p, tokens, gni_scale, wen_tau). Two names are special:
 
 - ``mitigated``: the cleaned corpus with the ``mitigation`` group's own kinds (``+experiment=mitigate``);
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from train.mitigations import ALL_KINDS, MitigationConfig
+from memguard.train.mitigations import ALL_KINDS, MitigationConfig
 
 CORPORA = ("raw", "dedup", "reweight")
 BEST = "best"

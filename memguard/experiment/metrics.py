@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dedup.pipeline import DedupResult
-from train.result import TrainResult
+from memguard.dedup.pipeline import DedupResult
+from memguard.train.result import TrainResult
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,8 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from extract.stratify import BUCKETS
 from memguard.common.atomic import atomic_path, write_bytes
+from memguard.extract.stratify import BUCKETS
 
 
 def _save(fig: Any, path: Path) -> None:

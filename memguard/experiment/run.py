@@ -20,26 +20,26 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from dedup.executor import ExecutorConfig
-from dedup.params import DedupParams
-from dedup.pipeline import DedupResult, cached_dedup
-from extract.audit import audit
-from extract.config import AuditConfig
-from extract.inputs import AuditInputs, audit_inputs
 from memguard.common.atomic import link_folder, write_json
 from memguard.common.cache import COMPLETE, Cache, entry_key
 from memguard.common.progress import progress_scope
 from memguard.common.timing import StepTimer, peak_rss_mb
 from memguard.corpus.spec import Corpus
+from memguard.dedup.executor import ExecutorConfig
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import DedupResult, cached_dedup
 from memguard.diffusion.models import ModelConfig, build_model
 from memguard.diffusion.saved import load_model
 from memguard.experiment.arms import Arm, best_kind, mitigation_of, parse_arms
 from memguard.experiment.metrics import ArmMetrics, arm_metrics, training_samples
-from train.config import TrainConfig
-from train.loop import MODEL_FOLDER, train_model
-from train.mitigations import MitigationConfig
-from train.result import TrainResult, read_train_result
-from train.source import open_training_data
+from memguard.extract.audit import audit
+from memguard.extract.config import AuditConfig
+from memguard.extract.inputs import AuditInputs, audit_inputs
+from memguard.train.config import TrainConfig
+from memguard.train.loop import MODEL_FOLDER, train_model
+from memguard.train.mitigations import MitigationConfig
+from memguard.train.result import TrainResult, read_train_result
+from memguard.train.source import open_training_data
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
 from memguard.common.cache import Cache
 from memguard.corpus.sample import Reason
 from memguard.corpus.spec import CorpusSpec, open_corpus
 from memguard.corpus.validate import Invalid, Limits, decode_image
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
 from tests.conftest import add_member, count_units, encode, random_rgb
 
 GOOD = encode(random_rgb(0), "PNG")

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
-from dedup.signals.caption_embed import CaptionSemanticParams, embed_captions
 from memguard.common.cache import Cache
 from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
+from memguard.dedup.signals.caption_embed import CaptionSemanticParams, embed_captions
 from tests.conftest import TINY_TWEMOJI
 
 

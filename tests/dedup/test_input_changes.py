@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import dedup.stages.apply as apply_stage
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
+import memguard.dedup.stages.apply as apply_stage
 from memguard.common.cache import Cache
 from memguard.corpus.spec import CorpusSpec, InputChanged, open_corpus
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
 from tests.conftest import add_member, encode, random_rgb
 
 

@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dedup.signals.robust import LONG_SIDE_CAP, WORK, RobustEmbedder
 from memguard.common import storage
 from memguard.corpus.discover import find_shards
 from memguard.corpus.metadata import sibling_parquet
@@ -26,6 +25,7 @@ from memguard.corpus.readers import read_folder, read_shards
 from memguard.corpus.sample import Reason, Rejection, Sample
 from memguard.corpus.spec import CorpusSpec, open_corpus
 from memguard.corpus.validate import Invalid, Limits, decode_image
+from memguard.dedup.signals.robust import LONG_SIDE_CAP, WORK, RobustEmbedder
 from tests.conftest import add_member, encode, random_rgb
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WDS_SECURE": "1"}

@@ -13,13 +13,13 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from dedup.decide.cluster import ClusterRule, PairScorer, _accept, cluster, merge_candidates
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
 from memguard.common.cache import Cache
 from memguard.corpus.readers import read_shards
 from memguard.corpus.spec import CorpusSpec, open_corpus
 from memguard.corpus.validate import decode_image
+from memguard.dedup.decide.cluster import ClusterRule, PairScorer, _accept, cluster, merge_candidates
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
 from tests.conftest import TINY_TWEMOJI, add_member, encode
 
 

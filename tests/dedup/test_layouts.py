@@ -9,13 +9,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
 from memguard.common.cache import Cache
 from memguard.corpus.discover import find_shards
 from memguard.corpus.readers import read_folder
 from memguard.corpus.sample import Rejection, Sample
 from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
 from tests.dedup.layouts import Pair, tiny_pairs, write_folder, write_img2dataset_parquets, write_tars
 
 PARAMS = DedupParams(write_shards=False, sheet_clusters=0)

@@ -13,16 +13,16 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from dedup.decide.cluster import ClusterRule
-from dedup.executor import ExecutorConfig
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
-from dedup.signals.robust import RobustEmbedder
 from memguard.common.cache import Cache
 from memguard.corpus.readers import read_shards
 from memguard.corpus.sample import Reason, Sample
 from memguard.corpus.spec import CorpusSpec, open_corpus
 from memguard.corpus.twemoji import TwemojiConfig
+from memguard.dedup.decide.cluster import ClusterRule
+from memguard.dedup.executor import ExecutorConfig
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
+from memguard.dedup.signals.robust import RobustEmbedder
 from tests.conftest import TINY_TWEMOJI, count_units, encode, random_rgb
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,11 +12,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from dedup.executor import ExecutorConfig, run_parts
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
 from memguard.common.cache import Cache
 from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.dedup.executor import ExecutorConfig, run_parts
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
 from tests.conftest import write_picture_shards
 
 # Under pytest-xdist, every test that starts a Ray instance runs in one worker (one instance at a time).
@@ -71,7 +71,7 @@ def test_ray_gives_the_local_result(ray_cluster: None, two_shards: Path, tmp_pat
 def die_once_while_writing(marker: str, *job: Any) -> bool:
     """A map task whose worker is SIGKILLed on its first attempt, in the middle of writing the part's
     outputs (after its units were written, before its arrays): Ray must rerun it."""
-    import dedup.stages.map as shardmap
+    import memguard.dedup.stages.map as shardmap
 
     if not os.path.exists(marker):
         original = shardmap.np.save
@@ -86,7 +86,7 @@ def die_once_while_writing(marker: str, *job: Any) -> bool:
 
 
 def test_a_killed_ray_worker_is_rerun_with_the_same_result(ray_cluster: None, two_shards: Path, tmp_path: Path) -> None:
-    from dedup.stages.map import MapParams, _part_jobs
+    from memguard.dedup.stages.map import MapParams, _part_jobs
 
     expected = _run(two_shards, tmp_path / "local", ExecutorConfig(workers=1))
     corpus = open_corpus(CorpusSpec(kind="shards", path=str(two_shards)), tmp_path / "corpus-cache")

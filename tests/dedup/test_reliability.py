@@ -15,15 +15,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from dedup.executor import ExecutorConfig
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
 from memguard.common.cache import Cache
 from memguard.corpus.readers import read_folder
 from memguard.corpus.sample import Reason, Rejection
 from memguard.corpus.spec import CorpusSpec, open_corpus
 from memguard.corpus.validate import Limits
 from memguard.corpus.writer import ShardWriter
+from memguard.dedup.executor import ExecutorConfig
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
 from tests.conftest import add_member, count_units, encode, random_rgb
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memguard.experiment.arms import best_kind, mitigation_of, parse_arm, parse_arms
-from train.mitigations import MitigationConfig
+from memguard.train.mitigations import MitigationConfig
 
 
 def test_arm_names_name_a_corpus_and_mitigations() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dedup.config import corpus_spec, limits
 from memguard.corpus.spec import open_corpus
+from memguard.dedup.config import corpus_spec, limits
 from memguard.experiment.__main__ import spec_from
 from memguard.experiment.run import run_experiment
 from tests.experiment.test_experiments import REPO, TINY

@@ -14,8 +14,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dedup.config import corpus_spec, limits
 from memguard.corpus.spec import open_corpus
+from memguard.dedup.config import corpus_spec, limits
 from memguard.experiment.__main__ import spec_from
 from memguard.experiment.report import write_report
 from memguard.experiment.run import run_experiment

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from extract.stratify import BUCKETS
 from memguard.experiment.report import mia_notes, reduction_text, write_report
+from memguard.extract.stratify import BUCKETS
 
 
 def _arm(extracted: list[int], images: list[int], auc: float, samples: int, delta: dict[str, int]) -> dict[str, Any]:

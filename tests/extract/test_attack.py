@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from extract.attacks import unconditional_attack
-from extract.guard import CopyGuard
-from extract.membership import loss_attack
 from memguard.corpus.twemoji import emoji_files, render
 from memguard.diffusion.images import ImageSet
 from memguard.diffusion.models import ModelConfig, build_model
 from memguard.diffusion.sampling import denoising_losses, generate
 from memguard.diffusion.saved import save_model
-from train.config import TrainConfig
-from train.loop import train_model
+from memguard.extract.attacks import unconditional_attack
+from memguard.extract.guard import CopyGuard
+from memguard.extract.membership import loss_attack
+from memguard.train.config import TrainConfig
+from memguard.train.loop import train_model
 
 
 def _image_set(images: np.ndarray) -> ImageSet:

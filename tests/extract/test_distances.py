@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from extract.attacks import generate_and_filter, largest_clique
-from extract.distances import l2, normalized_l2, pairwise_l2, tiled_l2
-from extract.membership import loss_attack, roc_auc, tpr_at_fpr
-from extract.stratify import bucket_of, extraction_by_bucket
+from memguard.extract.attacks import generate_and_filter, largest_clique
+from memguard.extract.distances import l2, normalized_l2, pairwise_l2, tiled_l2
+from memguard.extract.membership import loss_attack, roc_auc, tpr_at_fpr
+from memguard.extract.stratify import bucket_of, extraction_by_bucket
 
 
 def _img(value: int, size: int = 8) -> np.ndarray:

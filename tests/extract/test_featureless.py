@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.featureless import featureless, mean_colour_images
 from memguard.corpus.twemoji import emoji_files, emoji_name, render
 from memguard.experiment.report import console_summary, featureless_notes
+from memguard.extract.featureless import featureless, mean_colour_images
 
 SQUARES = {
     "large red square",

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
-from extract.guard import CopyGuard, as_rgb_uint8
 from memguard.common.cache import Cache
 from memguard.corpus.sample import Sample
 from memguard.corpus.spec import CorpusSpec, open_corpus
 from memguard.corpus.validate import decode_image
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
+from memguard.extract.guard import CopyGuard, as_rgb_uint8
 from tests.conftest import TINY_TWEMOJI
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from extract.audit import _nearest_l2_summary, audited_prompts
-from extract.config import AuditConfig
-from extract.generations import save_grid
-from extract.reference import Reference
+from memguard.extract.audit import _nearest_l2_summary, audited_prompts
+from memguard.extract.config import AuditConfig
+from memguard.extract.generations import save_grid
+from memguard.extract.reference import Reference
 
 
 def _reference(counts: list[int]) -> Reference:

@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
-from extract.reference import raw_image_set, reference_set
 from memguard.common.cache import Cache
 from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
 from memguard.diffusion.images import decode_items
+from memguard.extract.reference import raw_image_set, reference_set
 from tests.conftest import TINY_TWEMOJI
 
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-import train.checkpoint as checkpoint
+import memguard.train.checkpoint as checkpoint
 from memguard.corpus.discover import expand_urls
 from memguard.diffusion.images import load_image_set
 from memguard.diffusion.models import ModelConfig, build_model
-from train.config import TrainConfig
-from train.data import EpochSampler
-from train.loop import train_model
-from train.stream import StreamData, StreamOptions
+from memguard.train.config import TrainConfig
+from memguard.train.data import EpochSampler
+from memguard.train.loop import train_model
+from memguard.train.stream import StreamData, StreamOptions
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ import pytest
 
 from memguard.corpus.sample import Sample
 from memguard.corpus.writer import ShardWriter
+from memguard.train.data import Batch
+from memguard.train.stream import StreamData, StreamOptions
 from tests.conftest import encode, random_rgb
-from train.data import Batch
-from train.stream import StreamData, StreamOptions
 
 N = 48
 

@@ -13,14 +13,14 @@ from memguard.diffusion.images import load_image_set, square_resize
 from memguard.diffusion.models import ModelConfig, build_model
 from memguard.diffusion.sampling import denoising_losses, generate, noise_for
 from memguard.diffusion.saved import load_model
+from memguard.train.checkpoint import latest_checkpoint, save_checkpoint
+from memguard.train.config import TrainConfig
+from memguard.train.data import EpochSampler
+from memguard.train.loop import MODEL_FOLDER, TrainingDiverged, train_model
+from memguard.train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, wen_keep_mask
+from memguard.train.result import read_train_result
 from tests.conftest import TINY_TWEMOJI
 from tests.train.tiny_sd import build_tiny_sd
-from train.checkpoint import latest_checkpoint, save_checkpoint
-from train.config import TrainConfig
-from train.data import EpochSampler
-from train.loop import MODEL_FOLDER, TrainingDiverged, train_model
-from train.mitigations import MitigationConfig, gaussian_noise_injection, transform_caption, wen_keep_mask
-from train.result import read_train_result
 
 VOCAB = ["apple", "banana", "cherry", "delta"]
 

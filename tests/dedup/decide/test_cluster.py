@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
-from dedup.decide.semdedup import SemDedupParams, semdedup
+from memguard.dedup.decide.cluster import ClusterRule, PairScorer, cluster, merge_candidates
+from memguard.dedup.decide.semdedup import SemDedupParams, semdedup
 
 
 def _unit(angles_deg: list[float]) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dedup.decide.evaluate import evaluate
+from memguard.dedup.decide.evaluate import evaluate
 
 
 def test_pair_counts_by_hand(tmp_path: Path) -> None:

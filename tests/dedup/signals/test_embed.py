@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dedup.signals.embed import EmbedderParams, PHashEmbedder, PixelEmbedder, make_embedder
-from dedup.signals.neighbors import IndexParams, knn, neighbor_pairs
+from memguard.dedup.signals.embed import EmbedderParams, PHashEmbedder, PixelEmbedder, make_embedder
+from memguard.dedup.signals.neighbors import IndexParams, knn, neighbor_pairs
 from tests.conftest import build_tiny_clip, random_rgb
 
 

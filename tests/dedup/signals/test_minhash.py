@@ -7,9 +7,9 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dedup.signals.lsh import LshParams, bands_rows, candidate_pairs, caption_pairs
-from dedup.signals.minhash import MinHasher, MinHashParams, shingle_hash32
-from dedup.signals.normalize import normalize_caption, shingles
+from memguard.dedup.signals.lsh import LshParams, bands_rows, candidate_pairs, caption_pairs
+from memguard.dedup.signals.minhash import MinHasher, MinHashParams, shingle_hash32
+from memguard.dedup.signals.normalize import normalize_caption, shingles
 
 
 def _reference(caption: str, params: MinHashParams) -> np.ndarray:

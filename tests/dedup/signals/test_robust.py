@@ -8,13 +8,21 @@ import pytest
 from PIL import Image, ImageFilter
 
 from bench.edits import TRANSFORMS, edit
-from dedup.decide.cluster import ClusterRule
-from dedup.signals.embed import EmbedderParams, make_embedder, view_layout
-from dedup.signals.neighbors import IndexParams, neighbor_pairs, planned_searches
-from dedup.signals.robust import LAYOUT, LUMA, VIEW_DIM, VIEWS, RobustEmbedder
-from dedup.signals.robust_kernels import luma_chroma, median3, trim_box
-from dedup.signals.views import SINGLE, ViewLayout, ViewPair, best_match, pair_similarity, similarity_matrix, view
 from memguard.corpus.twemoji import emoji_files, render
+from memguard.dedup.decide.cluster import ClusterRule
+from memguard.dedup.signals.embed import EmbedderParams, make_embedder, view_layout
+from memguard.dedup.signals.neighbors import IndexParams, neighbor_pairs, planned_searches
+from memguard.dedup.signals.robust import LAYOUT, LUMA, VIEW_DIM, VIEWS, RobustEmbedder
+from memguard.dedup.signals.robust_kernels import luma_chroma, median3, trim_box
+from memguard.dedup.signals.views import (
+    SINGLE,
+    ViewLayout,
+    ViewPair,
+    best_match,
+    pair_similarity,
+    similarity_matrix,
+    view,
+)
 
 THRESHOLD = ClusterRule().image_threshold
 

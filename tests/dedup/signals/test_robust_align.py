@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dedup.decide.cluster import ClusterRule
-from dedup.signals.robust import (
+from memguard.corpus.twemoji import emoji_files, render
+from memguard.dedup.decide.cluster import ClusterRule
+from memguard.dedup.signals.robust import (
     ALIGN_FLOOR,
     ALIGN_STEP,
     ALIGN_STEPS,
@@ -21,9 +22,8 @@ from dedup.signals.robust import (
     VIEW_DIM,
     RobustEmbedder,
 )
-from dedup.signals.robust_align import aligned_similarity, window_taps
-from dedup.signals.views import pair_similarity, similarity_matrix
-from memguard.corpus.twemoji import emoji_files, render
+from memguard.dedup.signals.robust_align import aligned_similarity, window_taps
+from memguard.dedup.signals.views import pair_similarity, similarity_matrix
 
 THRESHOLD = ClusterRule().image_threshold
 UNREFINED = replace(LAYOUT, refine=None)

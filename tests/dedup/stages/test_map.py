@@ -15,11 +15,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from dedup.executor import SMALL_WORK_BYTES, ExecutorConfig, default_workers, run_parts
-from dedup.params import DedupParams
-from dedup.pipeline import run_dedup
 from memguard.common.cache import COMPLETE, Cache
 from memguard.corpus.spec import CorpusSpec, open_corpus
+from memguard.dedup.executor import SMALL_WORK_BYTES, ExecutorConfig, default_workers, run_parts
+from memguard.dedup.params import DedupParams
+from memguard.dedup.pipeline import run_dedup
 from tests.conftest import TINY_TWEMOJI, add_member, encode, random_rgb, write_picture_shards
 
 REPO = Path(__file__).resolve().parents[3]

@@ -1,0 +1,1 @@
+"""Find and remove near-duplicate image-caption pairs before a diffusion model memorizes them."""

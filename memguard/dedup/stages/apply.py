@@ -1,0 +1,86 @@
+"""The ``apply`` stage: the policy turns clusters into the manifest, clusters.parquet, the cleaned shards
+and a contact sheet, and returns the counts for stats.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from memguard.common.atomic import write_table
+from memguard.corpus.spec import Corpus
+from memguard.dedup.decide.decision import Decision
+from memguard.dedup.executor import ExecutorConfig
+from memguard.dedup.outputs.clusters import build_clusters, ranked_clusters
+from memguard.dedup.outputs.contact_sheet import contact_sheet
+from memguard.dedup.outputs.manifest import build_manifest, sample_status
+from memguard.dedup.outputs.shards import write_kept_shards
+from memguard.dedup.outputs.stats import build_stats
+from memguard.dedup.params import DedupParams
+from memguard.dedup.signals.embed import view_layout
+from memguard.dedup.signals.pairs import pair_agreement, pair_cosines
+from memguard.dedup.stages.decide import finite_embeddings
+from memguard.dedup.stages.map import Mapped
+from memguard.dedup.stages.pairs import Candidates
+
+SHEET_MEMBERS = 12  # thumbnails per contact-sheet row
+
+
+def write_outputs(
+    corpus: Corpus,
+    mapped: Mapped,
+    decision: Decision,
+    *,
+    candidates: Candidates,
+    params: DedupParams,
+    out_dir: Path,
+    executor: ExecutorConfig,
+) -> dict[str, object]:
+    """Write manifest.parquet, clusters.parquet, shards/ (unless ``params.write_shards`` is false) and
+    contact_sheet.png under ``out_dir``; return the counts for stats.json."""
+    units, valid_rows, policy = mapped.units, mapped.valid_rows, params.policy
+    n = len(valid_rows)
+    keeper = decision.keeper
+    everyone = np.arange(n)
+    views = view_layout(params.embedder.kind)
+    image_sim = pair_cosines(finite_embeddings(mapped.embeddings, decision.finite), everyone, keeper, layout=views)
+    signatures, usable = candidates.signatures, candidates.usable
+    jaccard = pair_agreement(signatures, everyone, keeper).astype(np.float64)
+    jaccard = np.where(usable & usable[keeper], jaccard, np.nan)
+    manifest = build_manifest(
+        units, valid_rows, decision, caption_jaccard=jaccard, image_sim=image_sim.astype(np.float64), policy=policy
+    )
+    keys = units.column("key").to_numpy(zero_copy_only=False)[valid_rows]
+    ranked = ranked_clusters(decision)
+    write_table(out_dir / "clusters.parquet", build_clusters(keys, decision, ranked))
+
+    status, weight = sample_status(decision, policy)
+    sheet = [m[:SHEET_MEMBERS] for m in ranked[: params.sheet_clusters]]
+    shards_written, thumbs = write_kept_shards(
+        mapped.layout,
+        units.column("sample_index").to_numpy(),
+        unit_keys=units.column("key").to_numpy(zero_copy_only=False),
+        limits=corpus.limits,
+        captions=corpus.captions,
+        kept=status == "kept",
+        weights=weight if policy == "reweight" else None,
+        out_dir=out_dir,
+        shard_size=params.shard_size if params.write_shards else 0,
+        thumbnails_of={int(i) for m in sheet for i in m},
+        executor=executor,
+    )
+    # Each row: the keeper first (framed green), then the removed members (red).
+    contact_sheet(
+        [[(thumbs[int(i)], bool(keeper[i] == i)) for i in sorted(m, key=lambda i: keeper[i] != i)] for m in sheet],
+        out_dir / "contact_sheet.png",
+    )
+    write_table(out_dir / "manifest.parquet", manifest)
+    is_keeper = decision.finite & (keeper == np.arange(n))
+    return build_stats(
+        manifest,
+        valid_samples=n,
+        cluster_sizes=decision.size[is_keeper].astype(int).tolist(),
+        clusters_with_duplicates=len(ranked),
+        policy=policy,
+        shards_written=shards_written,
+    )

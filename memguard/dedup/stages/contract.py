@@ -1,0 +1,47 @@
+"""What every dedup stage runs with, and the one way a stage caches named arrays.
+
+A stage is a function ``stage(inputs, params, run) -> record``: its inputs are earlier stages' records
+(each carrying the cache key that identifies it), its cache entries are keyed by those keys and its
+parameters (``memguard.common.cache.entry_key``), and per-part work goes to ``run.executor``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from memguard.common.cache import Cache
+from memguard.common.timing import StepTimer
+from memguard.dedup.executor import ExecutorConfig
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """The cache, the step timer and the executor one dedup run shares across its stages."""
+
+    cache: Cache
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    timer: StepTimer = field(default_factory=StepTimer)
+
+    def cached(self, step: str, key: str, compute: Callable[[Path], object]) -> Path:
+        """The folder of ``step``'s entry ``key``, built by ``compute`` on a miss; timed as ``step``."""
+        with self.timer.step(step) as record:
+            hits = len(self.cache.hits)
+            folder = self.cache.get(step, key, compute)
+            record["cached"] = len(self.cache.hits) > hits
+        return folder
+
+    def cached_arrays(
+        self, step: str, key: str, *, names: tuple[str, ...], compute: Callable[[], tuple[np.ndarray, ...]]
+    ) -> list[np.ndarray]:
+        """A cached step whose outputs are named arrays: computed and saved on a miss, loaded either way."""
+
+        def build(folder: Path) -> None:
+            for name, value in zip(names, compute(), strict=True):
+                np.save(folder / f"{name}.npy", value, allow_pickle=False)
+
+        folder = self.cached(step, key, build)
+        return [np.load(folder / f"{name}.npy", allow_pickle=False) for name in names]

@@ -1,0 +1,255 @@
+"""The map stage: one pass per input part (a shard, or a whole image folder) that reads every unit once
+and decodes every image once, yielding all that the global steps need per sample — validation status and
+reason, pixel hash, normalised caption, MinHash signature, image embedding, size.
+
+Each part's output is its own cache entry (``map/<key>``: ``units.parquet`` with one row per unit in
+order, ``signatures.npy``, ``usable.npy``, ``embeddings.npy`` for its valid samples), keyed by the part's
+identity (path, size, mtime or ETag, plus its img2dataset parquet) and the parameters that shape the
+outputs. A rerun skips finished parts; a killed run recomputes only the parts it had not finished; a
+changed shard recomputes only itself. Parts run in a process pool (``executor.workers``, all cores by
+default); the result does not depend on the number of workers: parts are joined in input order.
+
+Joining applies what crosses parts: a key already seen in an earlier part is ``duplicate_key`` (as the
+sequential reader does), and valid samples get a dense ``sample_index`` across the corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from memguard.common.atomic import write_table
+from memguard.common.cache import Cache, entry_key
+from memguard.common.mapped import load_mapped, write_npy
+from memguard.corpus.metadata import CaptionSource
+from memguard.corpus.sample import Reason, Rejection, printable
+from memguard.corpus.spec import Corpus, check_unchanged
+from memguard.corpus.validate import Invalid, Limits, decode_image
+from memguard.dedup.executor import ExecutorConfig, run_parts
+from memguard.dedup.parts import Layout, corpus_parts, read_part
+from memguard.dedup.signals.embed import EmbedderParams, make_embedder
+from memguard.dedup.signals.minhash import MinHashParams, caption_signatures
+from memguard.dedup.signals.normalize import normalize_caption
+from memguard.dedup.signals.pixels import pixel_hash
+
+UNIT_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("offset", pa.int64()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("caption", pa.string()),
+        ("caption_norm", pa.string()),
+        ("image_ext", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("pixel_hash", pa.string()),
+        ("read_as_sample", pa.bool_()),  # the reader made a Sample of it (its key then counts for duplicate_key)
+    ]
+)
+UNIT_COLUMNS = tuple(UNIT_SCHEMA.names)
+
+
+@dataclass(frozen=True)
+class MapParams:
+    limits: Limits
+    captions: CaptionSource
+    minhash: MinHashParams
+    embedder: EmbedderParams
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """The joined map outputs: ``units`` (one row per input unit, corpus order, with ``sample_index``)
+    and per valid sample ``signatures``, ``usable``, ``embeddings``; ``key`` identifies all of it."""
+
+    units: pa.Table
+    signatures: np.ndarray
+    usable: np.ndarray
+    embeddings: np.ndarray
+    key: str
+    parts: int
+    computed: int
+    layout: Layout
+
+    @cached_property
+    def valid_rows(self) -> np.ndarray:
+        """The unit row of each valid sample, in ``sample_index`` order."""
+        return np.flatnonzero(self.units.column("sample_index").to_numpy() >= 0)
+
+    @cached_property
+    def valid_units(self) -> pa.Table:
+        """The valid samples' rows, only the columns the decisions read (the units table's other columns
+        are large at 10^6+ samples)."""
+        columns = ["key", "caption_norm", "pixel_hash", "width", "height"]
+        return self.units.select(columns).take(pa.array(self.valid_rows))
+
+
+def map_part(kind: str, part: str, params: MapParams, *, folder: Path) -> None:
+    """Read and decode one part once; write its units, signatures, usable mask and embeddings."""
+    columns: dict[str, list[object]] = {name: [] for name in UNIT_COLUMNS}
+    embedder = make_embedder(params.embedder)
+    vectors: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+
+    def add(**row: object) -> None:
+        for name, values in columns.items():
+            value = row.get(name)
+            values.append(printable(value) if isinstance(value, str) else value)
+
+    for item in read_part(kind, part, params.limits, captions=params.captions):
+        if isinstance(item, Rejection):
+            add(key=item.key, source=item.source, offset=item.offset, status="rejected", reason=str(item.reason),
+                detail=item.detail[:500], read_as_sample=False)  # fmt: skip
+            continue
+        try:
+            rgb = decode_image(item.image, params.limits)
+        except Invalid as err:
+            add(key=item.key, source=item.source, offset=item.offset, status="rejected", reason=str(err.reason),
+                detail=err.detail[:500], caption=item.caption, read_as_sample=True)  # fmt: skip
+            continue
+        add(key=item.key, source=item.source, offset=item.offset, status="valid", reason="", detail="", caption=item.caption,
+            caption_norm=normalize_caption(item.caption), image_ext=item.image_ext, width=rgb.shape[1],
+            height=rgb.shape[0], pixel_hash=pixel_hash(rgb), read_as_sample=True)  # fmt: skip
+        batch.append(rgb)
+        if len(batch) >= params.embedder.batch_size:
+            vectors.append(embedder.embed(batch))
+            batch = []
+    if batch:
+        vectors.append(embedder.embed(batch))
+    units = pa.table(columns, schema=UNIT_SCHEMA)
+    valid = [c for c, s in zip(columns["caption_norm"], columns["status"], strict=True) if s == "valid"]
+    signatures, usable = caption_signatures([str(c) for c in valid], params.minhash)
+    embeddings = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, 1), np.float32)
+    write_table(folder / "units.parquet", units)
+    for name, array in (("signatures", signatures), ("usable", usable), ("embeddings", embeddings)):
+        np.save(folder / f"{name}.npy", array, allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class MapJob:
+    """One part for a worker: what to read, the identity its cache entry is keyed by, and where that is."""
+
+    kind: str
+    part: str
+    params: MapParams
+    identity: object
+    cache_root: str
+    key: str
+
+
+def _map_into_cache(job: MapJob) -> bool:
+    """Run in a worker: fill the part's cache entry unless it is complete. True if it was computed. The
+    entry is keyed by the part's identity, so the part must still have it after it was read."""
+
+    def build(folder: Path) -> None:
+        check_unchanged(job.kind, job.part, job.identity)
+        map_part(job.kind, job.part, job.params, folder=folder)
+        check_unchanged(job.kind, job.part, job.identity)
+
+    cache = Cache(Path(job.cache_root))
+    cache.get("map", job.key, build)
+    return bool(cache.misses)
+
+
+def _part_jobs(
+    corpus: Corpus, params: MapParams, cache: Cache
+) -> tuple[list[str], list[object], list[tuple[MapJob]]]:
+    """The corpus's parts, their identities, and for each part the job of ``_map_into_cache``."""
+    kind, parts, identities = corpus_parts(corpus)
+    keys = [entry_key("map", identity, asdict(params)) for identity in identities]
+    root = str(cache.root)
+    jobs = [(MapJob(kind, p, params, i, root, k),) for p, i, k in zip(parts, identities, keys, strict=True)]
+    return parts, identities, jobs
+
+
+def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: ExecutorConfig) -> Mapped:
+    """Map every part of ``corpus`` (cached per part; in parallel as ``executor`` says) and join them
+    (cached too: ``joined/<key>``). The two largest arrays, signatures and embeddings, come back
+    memory-mapped from the joined entry (``memguard.common.mapped``)."""
+    kind = "folder" if corpus.kind == "folder" else "shards"
+    parts, identities, jobs = _part_jobs(corpus, params, cache)
+    sizes = [int(identity[0][1]) for identity in identities] if kind == "shards" else None  # type: ignore[index]
+    keys = [job.key for (job,) in jobs]
+    computed = sum(run_parts(_map_into_cache, jobs, executor, work_bytes=sum(sizes) if sizes is not None else None))
+    (cache.misses if computed else cache.hits).append("map")
+    key = entry_key("joined", keys)
+    folders = [cache.path("map", k) for k in keys]
+    joined = cache.get("joined", key, lambda out: _join(folders, out))
+    return Mapped(
+        units=pq.read_table(joined / "units.parquet"),
+        signatures=load_mapped(joined / "signatures.npy"),
+        usable=np.load(joined / "usable.npy", allow_pickle=False),
+        embeddings=load_mapped(joined / "embeddings.npy"),
+        key=key,
+        parts=len(parts),
+        computed=computed,
+        layout=Layout(kind, parts, np.load(joined / "rows.npy", allow_pickle=False).tolist(), sizes, identities),
+    )
+
+
+def _join(folders: list[Path], out: Path) -> None:
+    """One table of every unit and one array of each per-sample output, written into ``out``."""
+    tables = [pq.read_table(f / "units.parquet") for f in folders]
+    units = pa.concat_tables(tables) if tables else UNIT_SCHEMA.empty_table()
+    valid = pc.equal(units.column("status"), "valid").to_numpy(zero_copy_only=False)
+    status = units.column("status").to_numpy(zero_copy_only=False).astype(object)
+    reason = units.column("reason").to_numpy(zero_copy_only=False).astype(object)
+    detail = units.column("detail").to_numpy(zero_copy_only=False).astype(object)
+    keys = units.column("key").to_numpy(zero_copy_only=False)
+    sources = units.column("source").to_numpy(zero_copy_only=False)
+    as_sample = units.column("read_as_sample").to_numpy(zero_copy_only=False)
+    part_of = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
+    # Keys repeated across parts: the first part's sample stays, later ones are duplicate_key (a repeat
+    # inside one part was already one in its map).
+    first: dict[str, tuple[int, str]] = {}
+    cross = np.zeros(len(keys), bool)
+    for row in np.flatnonzero(as_sample):
+        seen = first.setdefault(keys[row], (int(part_of[row]), str(sources[row])))
+        if seen[0] != part_of[row]:
+            cross[row] = True
+            status[row], reason[row], detail[row] = "rejected", str(Reason.DUPLICATE_KEY), f"first seen in {seen[1]}"
+    kept_valid = valid & ~cross
+    sample_index = np.where(kept_valid, np.cumsum(kept_valid) - 1, -1)
+    keep_rows = kept_valid[valid]  # per valid row of the maps: still a sample after joining
+    blank = pa.nulls(len(keys))
+    columns = {name: units.column(name) for name in units.column_names if name != "read_as_sample"}
+    columns.update(status=pa.array(status, pa.string()), reason=pa.array(reason, pa.string()),
+                   detail=pa.array(detail, pa.string()))  # fmt: skip
+    if cross.any():
+        for name in ("caption", "caption_norm", "image_ext", "pixel_hash", "width", "height"):
+            columns[name] = pc.if_else(pa.array(cross), blank.cast(columns[name].type), columns[name])
+    table = pa.table({"unit": np.arange(len(keys)), **columns, "sample_index": sample_index})
+    write_table(
+        out / "units.parquet",
+        table.select(["unit", *[c for c in UNIT_COLUMNS if c != "read_as_sample"], "sample_index"]),
+    )
+    np.save(out / "rows.npy", np.array([t.num_rows for t in tables], np.int64), allow_pickle=False)
+    valid_per_part = np.bincount(part_of[valid], minlength=len(folders))
+    for name in ("signatures", "usable", "embeddings"):
+        _join_array(folders, name, valid_per_part, keep=keep_rows, path=out / f"{name}.npy")
+
+
+def _join_array(folders: list[Path], name: str, rows: np.ndarray, *, keep: np.ndarray, path: Path) -> None:
+    """The parts' ``name`` arrays (``rows[i]`` valid samples in part i), the rows where ``keep``, written
+    part by part: one part in memory at a time."""
+    with_rows = [f for f, r in zip(folders, rows, strict=True) if r] or folders[:1]
+    probe = np.load(with_rows[0] / f"{name}.npy", mmap_mode="r")  # dtype and width without reading data
+    blocks = np.split(keep, np.cumsum(rows)[:-1])  # each part's slice of ``keep``
+
+    def kept_rows() -> Iterator[np.ndarray]:
+        for folder, count, part_keep in zip(folders, rows, blocks, strict=True):
+            if count:  # a part without valid samples has (0, 1) embeddings whatever the embedder's width
+                yield np.load(folder / f"{name}.npy", allow_pickle=False)[part_keep]
+
+    with open(path, "wb") as fh:
+        write_npy(fh, probe.dtype, (int(keep.sum()), *probe.shape[1:]), blocks=kept_rows())

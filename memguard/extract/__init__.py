@@ -1,0 +1,1 @@
+"""Re-run the extraction attack on a trained model and measure memorization."""

@@ -1,0 +1,157 @@
+"""CopyGuard: tag generations that are near-copies of training images, for any pipeline.
+
+An embedder of dedup's (its default, ``robust``, unless one is passed in) and an exhaustive search with
+dedup's similarity (the best allowed pair of views for multi-view embedders: memguard/dedup/signals/views.py)
+answer "is this generation a copy?". The training images' vectors are computed here from the images, or
+(``CopyGuard.from_dedup``) read from a dedup run's cache, with the embedder that run was configured with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from memguard.common.mapped import load_mapped
+from memguard.corpus.validate import Invalid, to_rgb
+from memguard.dedup.signals.embed import Embedder, EmbedderParams, make_embedder, view_layout
+from memguard.dedup.signals.neighbors import finite_rows
+from memguard.dedup.signals.views import best_match
+
+
+@dataclass(frozen=True)
+class CopyVerdict:
+    is_copy: bool
+    training_key: str
+    similarity: float
+
+
+def as_rgb_uint8(image: Any, where: str = "image") -> np.ndarray:
+    """One image as diffusers pipelines return them — a PIL image, an HWC or CHW array, or a torch tensor;
+    uint8, or floats in [0, 1] (``output_type="np"``) — as an (H, W, 3) uint8 array. Grayscale becomes RGB,
+    alpha is composited on white. Anything else is a clear ValueError, never a silent guess."""
+    if isinstance(image, Image.Image):  # the decoder's own conversion, so a PIL image means what it means there
+        if 0 in image.size:
+            raise ValueError(f"{where}: an empty image ({image.width}x{image.height} pixels)")
+        try:
+            return np.asarray(to_rgb(image), dtype=np.uint8)
+        except Invalid as err:
+            raise ValueError(f"{where}: {err}") from err
+    if hasattr(image, "detach"):  # a torch tensor
+        image = image.detach().float().cpu().numpy()
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # CHW → HWC
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{where}: expected an (H, W[, 1|3|4]) or (1|3|4, H, W) image, got shape {arr.shape}")
+    if 0 in arr.shape[:2]:
+        raise ValueError(f"{where}: an empty image (shape {arr.shape})")
+    if arr.dtype == np.uint8:
+        pixels = arr.astype(np.float64) / 255.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        pixels = arr.astype(np.float64)
+        if not np.isfinite(pixels).all():
+            raise ValueError(f"{where}: contains NaN or Inf")
+        if pixels.min() < 0.0 or pixels.max() > 1.0:
+            raise ValueError(
+                f"{where}: float pixels must be in [0, 1] (diffusers' output_type='np'); got "
+                f"[{pixels.min():.3g}, {pixels.max():.3g}] — map [-1, 1] outputs with (x + 1) / 2 first"
+            )
+    else:
+        raise ValueError(f"{where}: unsupported dtype {arr.dtype} (uint8 or float in [0, 1])")
+    if pixels.shape[-1] == 4:
+        alpha = pixels[..., 3:]
+        pixels = pixels[..., :3] * alpha + (1.0 - alpha)
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+def _checked(threshold: float) -> float:
+    if not -1.0 <= float(threshold) <= 1.0:  # also refuses NaN
+        raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
+    return float(threshold)
+
+
+class CopyGuard:
+    """Index training images once; ``check`` tells for each generated image whether it is a near-copy."""
+
+    def __init__(
+        self,
+        training_images: Sequence[Any],
+        training_keys: Sequence[str],
+        threshold: float = 0.975,
+        *, embedder: Embedder | None = None,
+    ) -> None:
+        threshold = _checked(threshold)
+        if len(training_images) != len(training_keys):
+            raise ValueError(f"{len(training_images)} training images but {len(training_keys)} keys")
+        if not len(training_images):
+            raise ValueError("no training images to guard")
+        embedder = embedder or make_embedder(EmbedderParams())
+        images = [as_rgb_uint8(im, f"training image {i}") for i, im in enumerate(training_images)]
+        vectors = embedder.embed(images)
+        if not finite_rows(vectors).all():
+            raise ValueError("the embedder returned a non-finite vector for a training image")
+        self._set(vectors, list(training_keys), threshold, embedder=embedder)
+
+    def _set(self, vectors: np.ndarray, keys: list[str], threshold: float, *, embedder: Embedder) -> None:
+        self.embedder, self.keys, self.threshold, self.vectors = embedder, keys, threshold, vectors
+        self.layout = view_layout(embedder.name)
+
+    @classmethod
+    def from_dedup(cls, output: str | Path, *, threshold: float = 0.975, kept_only: bool = True) -> CopyGuard:
+        """A guard over the samples of a local dedup run's ``output`` folder — its kept samples (what
+        training reads), or every valid sample — with the vectors that run computed (read from its cache,
+        memory-mapped) and the embedder it was configured with. The cache entry must still exist."""
+        threshold = _checked(threshold)
+        out = Path(output)
+        stats = json.loads((out / "stats.json").read_text())
+        entry = Path(stats.get("embeddings_entry", ""))
+        if not (entry / "embeddings.npy").exists():
+            raise FileNotFoundError(f"{out}: the run's embeddings are not in its cache any more ({entry}); rerun dedup")
+        units = pq.read_table(entry / "units.parquet", columns=["key", "source", "sample_index"])
+        manifest = pq.read_table(out / "manifest.parquet", columns=["key", "source", "status"])
+        if units.select(["key", "source"]) != manifest.select(["key", "source"]):
+            raise ValueError(f"{out}: the manifest does not match the cached embeddings' units")
+        sample = units.column("sample_index").to_numpy()
+        status = manifest.column("status").to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero((sample >= 0) & ((status == "kept") if kept_only else True))
+        if not len(rows):
+            raise ValueError(f"{out}: no {'kept' if kept_only else 'valid'} samples to guard")
+        vectors = load_mapped(entry / "embeddings.npy")[sample[rows]]
+        keys = units.column("key").to_numpy(zero_copy_only=False)[rows].astype(str).tolist()
+        guard = cls.__new__(cls)
+        guard._set(vectors, keys, threshold, embedder=make_embedder(EmbedderParams(**stats["params"]["embedder"])))
+        return guard
+
+    def check(self, images: Sequence[Any]) -> list[CopyVerdict]:
+        arrays = [as_rgb_uint8(im, f"image {i}") for i, im in enumerate(images)]
+        if not arrays:
+            return []
+        vectors = self.embedder.embed(arrays)
+        bad = np.flatnonzero(~finite_rows(vectors))
+        if len(bad):
+            raise ValueError(f"the embedder returned a non-finite vector for image(s) {bad.tolist()[:5]}")
+        sims, idx = best_match(np.asarray(vectors, np.float32), self.vectors, self.layout)
+        return [
+            CopyVerdict(bool(s >= self.threshold), self.keys[int(i)], float(s)) for s, i in zip(sims, idx, strict=True)
+        ]
+
+    def wrap(self, pipeline: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a diffusers pipeline call: its output gains ``copy_verdicts`` (one per image)."""
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            output = pipeline(*args, **kwargs)
+            output.copy_verdicts = self.check(list(output.images))
+            return output
+
+        return guarded

@@ -1,0 +1,1 @@
+"""Train or fine-tune diffusion models on (cleaned) webdataset shards, with memorization mitigations."""

@@ -1,0 +1,409 @@
+"""The training loop: one readable function (edm / nanoGPT style) under accelerate.
+
+Exact resume: the sample order is a pure function of (seed, batch number) and every random draw comes
+from one seeded generator whose state is checkpointed, so a run killed at any step — even inside a
+checkpoint save — and resumed ends with bit-identical weights on the CPU.
+
+``train_model`` is the flat loop; its helpers are named for what they do: ``_prepare`` (accelerator,
+optimizer, EMA, resume), ``_micro_batch_loss`` and ``_condition`` (the mitigation hooks), ``_checkpoint``,
+``_finish``. The resume state (generator, sampler position, EMA, optimizer) is read and written here only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from diffusers.training_utils import EMAModel
+from PIL import Image
+from tqdm import tqdm
+
+from memguard.common.atomic import atomic_path
+from memguard.common.progress import progress_label
+from memguard.diffusion.images import ImageSet
+from memguard.diffusion.models import DiffusionModel, trainable_parameters
+from memguard.diffusion.sampling import ema_weights, generate, grid
+from memguard.diffusion.saved import save_model
+from memguard.train.checkpoint import (
+    begin_checkpoint,
+    finish_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    partial_folder,
+    save_checkpoint,
+)
+from memguard.train.config import TrainConfig
+from memguard.train.data import Batch, MemmapData, TrainingData
+from memguard.train.mitigations import (
+    MitigationConfig,
+    gaussian_noise_injection,
+    transform_caption,
+    vocabulary,
+    wen_keep_mask,
+)
+from memguard.train.result import TrainResult, write_train_result
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many steps with a non-finite loss."""
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then constant or cosine decay to zero at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+ACCELERATE_STATE = "accelerate"  # the folder accelerate's save_state writes inside a checkpoint
+
+
+def _flat_state(
+    unet: torch.nn.Module | None, ema: EMAModel, optimizer: torch.optim.Optimizer | None, *, generator: torch.Generator
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Our part of a checkpoint: the EMA and the generator always; the model and optimizer unless
+    accelerate's ``save_state`` holds them (``None``)."""
+    tensors = {f"model.{k}": v for k, v in unet.state_dict().items()} if unet is not None else {}
+    tensors.update({f"ema.{i}": p for i, p in enumerate(ema.shadow_params)})
+    state: dict[str, Any] = {"ema": {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}}
+    if optimizer is not None:
+        opt_tensors, state["optimizer"] = optimizer_to_flat(optimizer)
+        tensors.update(opt_tensors)
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    return tensors, state
+
+
+def _restore(
+    folder: Path, unet: torch.nn.Module, ema: EMAModel, *, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> dict[str, Any]:
+    """Everything of our format; in accelerate's, the model and optimizer are loaded after ``prepare``."""
+    tensors, state = load_checkpoint(folder)
+    if "optimizer" in state:
+        unet.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        optimizer_from_flat(optimizer, tensors, state["optimizer"])
+    shadow = [tensors[f"ema.{i}"] for i in range(len(ema.shadow_params))]
+    ema.load_state_dict({**state["ema"], "shadow_params": shadow})
+    generator.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return state
+
+
+MODEL_FOLDER = "model"  # the trained model (a diffusers folder) inside ``out_dir``
+WARMUP_STEPS = 10  # throughput is reported from this step on
+
+
+@dataclass
+class _Run:
+    """What every step of one training run touches (prepared by ``_prepare``)."""
+
+    cfg: TrainConfig
+    mitigation: MitigationConfig
+    accelerator: Accelerator
+    model: DiffusionModel
+    unet: torch.nn.Module  # prepared by accelerate
+    forward: Callable[..., Any]  # the unet, compiled if asked
+    optimizer: torch.optim.Optimizer
+    ema: EMAModel
+    params: list[torch.nn.Parameter]
+    generator: torch.Generator
+    source: TrainingData
+    vocab: list[str]
+    micro: int  # micro-batch size (all processes together)
+    out_dir: Path
+    use_accelerate_state: bool
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+
+@dataclass
+class _Meter:
+    """Counts across steps: skipped steps, the last loss, images seen, timing and Wen's dropped samples."""
+
+    start_step: int
+    skipped: int = 0
+    last_loss: float = math.nan
+    images: int = 0
+    wen_dropped: int = 0  # samples Wen's filter left out of the loss (this process's share)
+    started: float = field(default_factory=time.perf_counter)
+    warm_time: float = 0.0
+    warm_images: int = 0
+
+    def __post_init__(self) -> None:
+        self.warm_time = self.started
+
+
+def train_model(
+    model: DiffusionModel,
+    data: ImageSet | TrainingData,
+    cfg: TrainConfig,
+    *,
+    out_dir: str | Path,
+    mitigation: MitigationConfig | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data`` for ``cfg.steps`` steps into ``out_dir`` (resuming from its checkpoints):
+    the model (EMA weights) in ``out_dir/model``, ``train_result.json``, sample grids and logs."""
+    run, start_step = _prepare(model, data, cfg, out_dir=Path(out_dir), mitigation=mitigation or MitigationConfig())
+    accelerator = run.accelerator
+    batches = run.source.batches(
+        start_step * cfg.grad_accum, run.micro, rank=accelerator.process_index, world=accelerator.num_processes
+    )
+    meter = _Meter(start_step)
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc=progress_label("train"),
+               unit="step", disable=not accelerator.is_main_process, mininterval=1.0)  # fmt: skip
+    for step in bar:
+        if step == start_step + WARMUP_STEPS:
+            meter.warm_time, meter.warm_images = time.perf_counter(), meter.images
+        lr = learning_rate(cfg, step)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = torch.zeros((), device=accelerator.device)
+        for m in range(cfg.grad_accum):
+            loss, n, dropped = _micro_batch_loss(run, next(batches))  # batch step * grad_accum + m
+            with accelerator.no_sync(run.unet) if m < cfg.grad_accum - 1 else nullcontext():
+                accelerator.backward(loss)
+            step_loss += loss.detach()
+            meter.images += n * accelerator.num_processes
+            meter.wen_dropped += dropped
+        # The clipped-gradient norm is computed anyway; a NaN/Inf anywhere in the gradients shows up in it.
+        grad_norm = accelerator.clip_grad_norm_(run.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        if not (bool(torch.isfinite(step_loss)) and bool(torch.isfinite(grad_norm))):
+            _skip_step(run, meter, step)
+            continue
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.ema.step(run.params)
+        meter.last_loss = float(step_loss)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            rate = meter.images / max(1e-9, time.perf_counter() - meter.started)
+            accelerator.log({"loss": meter.last_loss, "lr": lr, "grad_norm": float(grad_norm), "images_per_s": rate},
+                            step=done)  # fmt: skip
+            bar.set_postfix(loss=f"{meter.last_loss:.4f}", img_s=f"{rate:.0f}")
+        if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps) and accelerator.is_main_process:
+            _sample_grid(run, run.out_dir / "samples" / f"{done:08d}.png")
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            _checkpoint(run, done)
+    return _finish(run, meter)
+
+
+def _prepare(
+    model: DiffusionModel, data: ImageSet | TrainingData, cfg: TrainConfig, *, out_dir: Path, mitigation: MitigationConfig
+) -> tuple[_Run, int]:
+    """The accelerator, optimizer, EMA and generator, restored from the latest checkpoint if any; and the
+    step to start at."""
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        log_with=None if cfg.log_with == "none" else cfg.log_with,
+        project_dir=str(out_dir),
+        cpu=not torch.cuda.is_available(),  # the same choice as the experiment's PartialState
+    )
+    device = accelerator.device
+    torch.manual_seed(cfg.seed)
+    unet = model.unet.to(device)
+    if cfg.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    if model.vae is not None:
+        model.vae.to(device)
+    params = trainable_parameters(model)
+    fused = cfg.fused_adam and device.type == "cuda"
+    # Multi-tensor updates (one op over all parameters, not one per tensor) also on the CPU, where torch
+    # does not pick them by default; the fused kernel replaces them on the GPU.
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay,
+                                  fused=fused, foreach=not fused)  # fmt: skip
+    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75, foreach=True)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    source = MemmapData(data, cfg.seed, random_flip=cfg.random_flip) if isinstance(data, ImageSet) else data
+    vocab = vocabulary(source.vocabulary_captions()) if {"rc", "rt"} & set(mitigation.kinds) else []
+    start_step = 0
+    latest = latest_checkpoint(out_dir / "checkpoints")
+    if latest is not None:
+        start_step = int(_restore(latest, model.unet, ema, optimizer=optimizer, generator=generator)["step"])
+        log.info("resuming from %s (step %d)", latest, start_step)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    if latest is not None and (latest / ACCELERATE_STATE).is_dir():
+        accelerator.load_state(str(latest / ACCELERATE_STATE))
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    accelerator.init_trackers("train", config={k: str(v) for k, v in asdict(cfg).items()})
+    micro = cfg.batch_size // cfg.grad_accum
+    if micro * cfg.grad_accum != cfg.batch_size or micro % accelerator.num_processes:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} must split into {cfg.grad_accum} micro-batches "
+            f"divisible by {accelerator.num_processes} processes"
+        )
+    run = _Run(
+        cfg=cfg,
+        mitigation=mitigation,
+        accelerator=accelerator,
+        model=model,
+        unet=unet,
+        forward=torch.compile(unet) if cfg.compile else unet,
+        optimizer=optimizer,
+        ema=ema,
+        params=params,
+        generator=generator,
+        source=source,
+        vocab=vocab,
+        micro=micro,
+        out_dir=out_dir,
+        use_accelerate_state=cfg.checkpoint_format == "accelerate" or sharded,
+    )
+    return run, start_step
+
+
+def _micro_batch_loss(run: _Run, batch: Batch) -> tuple[torch.Tensor, int, int]:
+    """(loss, samples, samples Wen's filter dropped) of this process's share of one micro-batch. Every
+    process draws the whole micro-batch's randomness, then keeps its slice: the draws (and so the result)
+    do not depend on the number of processes."""
+    model, accelerator, generator, micro = run.model, run.accelerator, run.generator, run.micro
+    device = accelerator.device
+    noise = torch.randn((micro, *model.latent_shape), generator=generator)
+    t = torch.randint(0, model.scheduler.config.num_train_timesteps, (micro,), generator=generator)
+    drop = torch.rand(micro, generator=generator) < run.cfg.caption_dropout
+    caption_rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    mine = slice(accelerator.process_index, None, accelerator.num_processes)
+    noise, t, drop = noise[mine].to(device), t[mine].to(device), drop[mine].to(device)
+    x0 = model.to_latents(torch.from_numpy(batch.pixels).to(device))
+    x_t = model.scheduler.add_noise(x0, noise, t)
+    n = len(batch.captions)
+    cond, keep = None, torch.ones(n, dtype=torch.bool, device=device)
+    if model.conditional:
+        cond, keep = _condition(run, batch, noisy=(x_t, t), drop=drop, caption_rng=caption_rng)
+    with accelerator.autocast():
+        eps = model.eps(x_t, t, cond, unet=run.forward)
+        per_sample = ((eps.float() - model.target(x0, noise, t).float()) ** 2).flatten(1).mean(1)
+        loss = (per_sample * keep).sum() / max(1, n) / run.cfg.grad_accum
+    return loss, n, int((~keep).sum())
+
+
+def _condition(
+    run: _Run,
+    batch: Batch,
+    *,
+    noisy: tuple[torch.Tensor, torch.Tensor],
+    drop: torch.Tensor,
+    caption_rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The caption condition with the training-time mitigations applied (caption transforms, Gaussian
+    noise on the embedding, Wen's filter), and which samples stay in the loss."""
+    model, mitigation, device = run.model, run.mitigation, run.accelerator.device
+    captions = [
+        transform_caption(caption, alts, config=mitigation, rng=caption_rng, vocab=run.vocab)
+        for caption, alts in zip(batch.captions, batch.alt_captions, strict=True)
+    ]
+    n = len(captions)
+    encoded = model.encode_captions(captions, device)
+    null = model.null_condition(n, device)
+    assert encoded is not None and null is not None
+    cond = gaussian_noise_injection(encoded, mitigation, run.generator)
+    keep = torch.ones(n, dtype=torch.bool, device=device)
+    if "wen" in mitigation.kinds:
+        x_t, t = noisy
+        with torch.no_grad():
+            both = model.eps(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]), unet=run.forward)
+        eps_cond, eps_null = both.chunk(2)
+        keep = wen_keep_mask(eps_cond, eps_null, mitigation.wen_tau)
+    return torch.where(drop.view(-1, 1, 1), null, cond), keep
+
+
+def _skip_step(run: _Run, meter: _Meter, step: int) -> None:
+    """Drop a step whose loss or gradients are not finite; too many in all and the run stops."""
+    run.optimizer.zero_grad(set_to_none=True)
+    meter.skipped += 1
+    log.warning("non-finite loss at step %d (%d skipped so far)", step, meter.skipped)
+    if meter.skipped > run.cfg.max_bad_steps:
+        raise TrainingDiverged(f"{meter.skipped} steps with a non-finite loss (limit {run.cfg.max_bad_steps})")
+
+
+def _checkpoint(run: _Run, done: int) -> None:
+    """A checkpoint after step ``done``: in accelerate's format (every process writes its shard of the
+    state, then one commits) or ours (the main process writes everything)."""
+    accelerator, cfg, root = run.accelerator, run.cfg, run.checkpoints
+    if run.use_accelerate_state:
+        if accelerator.is_main_process:
+            begin_checkpoint(root, done)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial_folder(root, done) / ACCELERATE_STATE), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            tensors, state = _flat_state(None, run.ema, None, generator=run.generator)
+            finish_checkpoint(root, done, tensors=tensors, state=state, keep=cfg.keep_checkpoints)
+    elif accelerator.is_main_process:
+        tensors, state = _flat_state(accelerator.unwrap_model(run.unet), run.ema, run.optimizer, generator=run.generator)
+        save_checkpoint(root, done, tensors=tensors, state=state, keep=cfg.keep_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def _finish(run: _Run, meter: _Meter) -> TrainResult:
+    """Save the EMA model and ``train_result.json`` (main process), drop the checkpoints unless kept."""
+    accelerator, cfg = run.accelerator, run.cfg
+    seconds = time.perf_counter() - meter.started
+    throughput = (meter.images - meter.warm_images) / max(time.perf_counter() - meter.warm_time, 1e-9)
+    # Not accelerator.end_training(): it also destroys the process group, and an experiment trains several
+    # arms (and waits on barriers) in one process group.
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    wen = "wen" in run.mitigation.kinds
+    result = TrainResult(
+        steps=cfg.steps,
+        resumed_from=meter.start_step,
+        seconds=round(seconds, 2),
+        images_per_second=round(throughput, 1),
+        skipped_steps=meter.skipped,
+        final_loss=meter.last_loss,
+        # The main process's share of its own samples (under several processes, each sees a slice).
+        wen_dropped_share=round(meter.wen_dropped * accelerator.num_processes / max(1, meter.images), 6) if wen else None,
+        config=json.loads(json.dumps(asdict(cfg), default=str)),  # as train_result.json holds it
+    )
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(run.unet)
+        with ema_weights(final, run.ema):
+            save_model(run.model, run.out_dir / MODEL_FOLDER, final)
+        run.ema.copy_to([p for p in final.parameters() if p.requires_grad])  # the model keeps the EMA weights
+        write_train_result(run.out_dir, result)
+        if not cfg.keep_final_checkpoints:  # the model is saved: a rerun has nothing left to resume
+            shutil.rmtree(run.checkpoints, ignore_errors=True)
+    run.model.unet = accelerator.unwrap_model(run.unet)
+    return result
+
+
+def _sample_grid(run: _Run, path: Path) -> None:
+    model, cfg = run.model, run.cfg
+    unet = run.accelerator.unwrap_model(run.unet)
+    captions = run.source.prompts(cfg.sample_count) if model.conditional else None
+    with ema_weights(unet, run.ema):
+        images = generate(
+            model,
+            list(range(cfg.sample_count)),
+            seed=cfg.seed,
+            steps=cfg.sample_steps,
+            captions=captions,
+            guidance=3.0 if captions else 1.0,
+            batch_size=cfg.sample_count,
+            device=next(unet.parameters()).device,
+            progress=False,
+            unet=unet,
+        )
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid(images)).save(tmp, format="PNG")
