@@ -225,3 +225,12 @@ def test_workers_die_with_a_killed_run(tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)  # the main process alone
     proc.communicate(timeout=60)
     assert _gone_within(workers, 10), _alive(workers)
+
+
+def test_the_fork_server_preload_leaves_ctrl_c_alone_elsewhere() -> None:
+    code = (
+        "import signal, memguard.dedup.pool_worker; "
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]

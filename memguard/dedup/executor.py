@@ -75,7 +75,11 @@ def _run_in_pool(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], wo
     if workers <= 1:
         return [function(*job) for job in jobs]
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["memguard.dedup.stages.map", "memguard.dedup.outputs.shards"])
+    # The fork server imports these before it starts serving: pool_worker first, so that every worker it
+    # forks starts with Ctrl-C ignored (its own handler, restored in each child, is the one at that point).
+    context.set_forkserver_preload(
+        ["memguard.dedup.pool_worker", "memguard.dedup.stages.map", "memguard.dedup.outputs.shards"]
+    )
     pool = None
     try:
         # Ctrl-C waits until the pool is up and every job submitted: interrupted halfway through its start,
@@ -147,8 +151,8 @@ def _one_thread() -> None:
 def _pool_worker(run: int) -> None:
     """A pool worker: one thread, ended with the run's process ``run`` (its parent is the fork server, which
     outlives the run while any worker does), and Ctrl-C left to the run."""
+    leave_interrupts_to_the_parent()  # first: a Ctrl-C while this starts is the run's to report
     die_with(run)
-    leave_interrupts_to_the_parent()
     # numba's threading layer takes a lock of the default context when it starts: a fork server's would be
     # a named semaphore registered with the resource tracker, reported as leaked when a stopped worker
     # cannot release it. This worker starts no processes, so an unnamed (fork) one does the same job.
