@@ -3,19 +3,16 @@ between packages. Each rule is shown to catch a breach in a small tree of its ow
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
+
+from tests.tools import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _house() -> ModuleType:  # tools/ is not a package: load the script as a module
-    spec = importlib.util.spec_from_file_location("house_tool", REPO / "tools" / "house.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _house() -> ModuleType:
+    return load_tool("house")
 
 
 def test_the_library_keeps_the_house_rules() -> None:

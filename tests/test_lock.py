@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from packaging.requirements import Requirement
 
+from tests.tools import load_tool
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _lock_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lock_tool", REPO / "tools" / "lock.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lock_tool"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("lock")
 
 
 lock = _lock_tool()

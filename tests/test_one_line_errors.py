@@ -228,8 +228,10 @@ def test_workers_die_with_a_killed_run(tmp_path: Path) -> None:
 
 
 def test_the_fork_server_preload_leaves_ctrl_c_alone_elsewhere() -> None:
+    # Python's own handler set explicitly: a test runner's worker may start its children with SIGINT ignored.
     code = (
-        "import signal, memguard.dedup.pool_worker; "
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "import memguard.dedup.pool_worker; "
         "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)

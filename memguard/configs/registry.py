@@ -6,6 +6,8 @@ profile changes (``memguard/configs/model/unet_text.yaml``: ``kind: unet_text``)
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -90,3 +92,13 @@ def precheck_overrides(argv: list[str], top_level: set[str], groups: tuple[str, 
         value = arg.split("=", 1)[1]
         hint = f"; did you mean {' or '.join(f'{p}={value}' for p in near)}?" if near else ""
         raise ConfigError(f"unknown key {key!r}{hint}")
+
+
+def run_entry(name: str, main: Callable[[], None], *, top_level: set[str], groups: tuple[str, ...]) -> None:
+    """An entry point's ``run``: the overrides checked first (a mistake is one line and exit 2), then
+    Hydra's ``main``."""
+    from memguard.common.errors import one_line_errors
+
+    with one_line_errors(name):
+        precheck_overrides(sys.argv[1:], top_level, groups)
+    main()

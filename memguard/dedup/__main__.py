@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from memguard.common.cache import Cache
 from memguard.common.config import build, check_keys
 from memguard.common.errors import one_line_errors
-from memguard.configs.registry import DEDUP_GROUPS, leaf_paths, precheck_overrides, register
+from memguard.configs.registry import DEDUP_GROUPS, leaf_paths, register, run_entry
 from memguard.corpus.spec import check_outside_input, open_corpus
 from memguard.dedup.config import corpus_spec, dedup_params, limits
 from memguard.dedup.executor import ExecutorConfig
@@ -46,9 +45,7 @@ def main(cfg: DictConfig) -> None:
 
 def run() -> None:
     """``python -m dedup``: check the overrides, then hand over to Hydra."""
-    with one_line_errors("dedup"):
-        precheck_overrides(sys.argv[1:], TOP_LEVEL, DEDUP_GROUPS)
-    main()
+    run_entry("dedup", main, top_level=TOP_LEVEL, groups=DEDUP_GROUPS)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from memguard.common.config import ConfigError, build, check_keys
 from memguard.common.errors import one_line_errors
-from memguard.configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
+from memguard.configs.registry import ALL_GROUPS, leaf_paths, register, run_entry
 from memguard.corpus.spec import check_outside_input, open_corpus
 from memguard.dedup.config import corpus_spec, dedup_params, limits
 from memguard.dedup.executor import ExecutorConfig
@@ -77,9 +77,7 @@ def main(cfg: DictConfig) -> None:
 
 def run() -> None:
     """``python -m memguard.experiment`` / ``python -m train``: check the overrides, then hand over to Hydra."""
-    with one_line_errors("train"):
-        precheck_overrides(sys.argv[1:], TOP_LEVEL, ALL_GROUPS)
-    main()
+    run_entry("train", main, top_level=TOP_LEVEL, groups=ALL_GROUPS)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from memguard.common.atomic import link_folder
 from memguard.common.cache import Cache
 from memguard.common.config import ConfigError, build, check_keys
 from memguard.common.errors import one_line_errors
-from memguard.configs.registry import ALL_GROUPS, leaf_paths, precheck_overrides, register
+from memguard.configs.registry import ALL_GROUPS, leaf_paths, register, run_entry
 from memguard.corpus.spec import Corpus, check_outside_input, open_corpus
 from memguard.dedup.config import corpus_spec, dedup_params, limits
 from memguard.dedup.params import DedupParams
@@ -85,9 +84,7 @@ def _audit_saved_model(
 
 def run() -> None:
     """``python -m extract``: check the overrides, then hand over to Hydra."""
-    with one_line_errors("extract"):
-        precheck_overrides(sys.argv[1:], TOP_LEVEL, GROUPS)
-    main()
+    run_entry("extract", main, top_level=TOP_LEVEL, groups=GROUPS)
 
 
 if __name__ == "__main__":

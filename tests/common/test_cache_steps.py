@@ -6,18 +6,17 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+from tests.tools import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _tool():  # tools/ is not a package: load the script as a module
-    spec = importlib.util.spec_from_file_location("cache_steps_tool", REPO / "tools" / "cache_steps.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _tool() -> ModuleType:
+    return load_tool("cache_steps")
 
 
 def test_every_kind_code_matches_its_recorded_version() -> None:
