@@ -1,8 +1,9 @@
 """CopyGuard: tag generations that are near-copies of training images, for any pipeline.
 
-An embedder of dedup's (its default, ``robust``, unless one is passed in) and an exhaustive search with
-dedup's similarity (the best allowed pair of views for multi-view embedders: memguard/dedup/signals/views.py)
-answer "is this generation a copy?". The training images' vectors are computed here from the images, or
+An embedder of dedup's (its default, ``robust``, unless one is passed in) and a search with dedup's
+similarity (the best allowed pair of views for multi-view embedders: memguard/dedup/signals/views.py) —
+exhaustive below ``GuardIndexParams.exact_below`` training vectors, faiss indices with exact rescoring
+above (memguard/extract/guard_index.py) — answer "is this generation a copy?". The training images' vectors are computed here from the images, or
 (``CopyGuard.from_dedup``) read from a dedup run's cache, with the embedder that run was configured with.
 """
 
@@ -22,7 +23,7 @@ from memguard.common.mapped import load_mapped
 from memguard.corpus.validate import Invalid, to_rgb
 from memguard.dedup.signals.embed import Embedder, EmbedderParams, make_embedder, view_layout
 from memguard.dedup.signals.neighbors import finite_rows
-from memguard.dedup.signals.views import best_match
+from memguard.extract.guard_index import GuardIndexParams, TrainingIndex
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,9 @@ class CopyGuard:
         training_images: Sequence[Any],
         training_keys: Sequence[str],
         threshold: float = 0.975,
-        *, embedder: Embedder | None = None,
+        *,
+        embedder: Embedder | None = None,
+        index: GuardIndexParams | None = None,
     ) -> None:
         threshold = _checked(threshold)
         if len(training_images) != len(training_keys):
@@ -101,14 +104,30 @@ class CopyGuard:
         vectors = embedder.embed(images)
         if not finite_rows(vectors).all():
             raise ValueError("the embedder returned a non-finite vector for a training image")
-        self._set(vectors, list(training_keys), threshold, embedder=embedder)
+        self._set(vectors, list(training_keys), threshold, embedder=embedder, index=index)
 
-    def _set(self, vectors: np.ndarray, keys: list[str], threshold: float, *, embedder: Embedder) -> None:
+    def _set(
+        self,
+        vectors: np.ndarray,
+        keys: list[str],
+        threshold: float,
+        *,
+        embedder: Embedder,
+        index: GuardIndexParams | None,
+    ) -> None:
         self.embedder, self.keys, self.threshold, self.vectors = embedder, keys, threshold, vectors
         self.layout = view_layout(embedder.name)
+        self.index = TrainingIndex(vectors, self.layout, index)
 
     @classmethod
-    def from_dedup(cls, output: str | Path, *, threshold: float = 0.975, kept_only: bool = True) -> CopyGuard:
+    def from_dedup(
+        cls,
+        output: str | Path,
+        *,
+        threshold: float = 0.975,
+        kept_only: bool = True,
+        index: GuardIndexParams | None = None,
+    ) -> CopyGuard:
         """A guard over the samples of a local dedup run's ``output`` folder — its kept samples (what
         training reads), or every valid sample — with the vectors that run computed (read from its cache,
         memory-mapped) and the embedder it was configured with. The cache entry must still exist."""
@@ -130,7 +149,8 @@ class CopyGuard:
         vectors = load_mapped(entry / "embeddings.npy")[sample[rows]]
         keys = units.column("key").to_numpy(zero_copy_only=False)[rows].astype(str).tolist()
         guard = cls.__new__(cls)
-        guard._set(vectors, keys, threshold, embedder=make_embedder(EmbedderParams(**stats["params"]["embedder"])))
+        embedder = make_embedder(EmbedderParams(**stats["params"]["embedder"]))
+        guard._set(vectors, keys, threshold, embedder=embedder, index=index)
         return guard
 
     def check(self, images: Sequence[Any]) -> list[CopyVerdict]:
@@ -141,7 +161,7 @@ class CopyGuard:
         bad = np.flatnonzero(~finite_rows(vectors))
         if len(bad):
             raise ValueError(f"the embedder returned a non-finite vector for image(s) {bad.tolist()[:5]}")
-        sims, idx = best_match(np.asarray(vectors, np.float32), self.vectors, self.layout)
+        sims, idx = self.index.best(np.asarray(vectors, np.float32))
         return [
             CopyVerdict(bool(s >= self.threshold), self.keys[int(i)], float(s)) for s, i in zip(sims, idx, strict=True)
         ]

@@ -81,11 +81,11 @@ def views_equal(rows: np.ndarray, layout: ViewLayout, views: tuple[int, int]) ->
     return np.abs(view(rows, layout, x) - view(rows, layout, y)).max(axis=-1) <= GATE_TOLERANCE
 
 
-def _gate_open(rows: np.ndarray, layout: ViewLayout, gate: tuple[int, int]) -> np.ndarray:
+def gate_open(rows: np.ndarray, layout: ViewLayout, gate: tuple[int, int]) -> np.ndarray:
     return views_equal(rows, layout, gate)
 
 
-def _symmetric(pair: ViewPair) -> bool:
+def symmetric_pair(pair: ViewPair) -> bool:
     """A view against the same view, ungated: both ways round give the same dot products."""
     return pair.a == pair.b and pair.gate is None
 
@@ -96,10 +96,10 @@ def pair_similarity(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.ndar
         return np.einsum("ij,ij->i", x, y).astype(np.float32)
     best = np.full(len(x), -np.inf, np.float32)
     for pair in layout.pairs:
-        for one, other in ((x, y), (y, x))[: 1 if _symmetric(pair) else 2]:
+        for one, other in ((x, y), (y, x))[: 1 if symmetric_pair(pair) else 2]:
             dots = np.einsum("ij,ij->i", view(one, layout, pair.a), view(other, layout, pair.b))
             if pair.gate is not None:
-                dots = np.where(_gate_open(other, layout, pair.gate), dots, -np.inf)
+                dots = np.where(gate_open(other, layout, pair.gate), dots, -np.inf)
             np.maximum(best, dots, out=best)
     return _refined(best, x, y, rows=np.arange(len(x)), cols=np.arange(len(y)), layout=layout) if layout.refine else best
 
@@ -128,13 +128,13 @@ def similarity_matrix(x: np.ndarray, y: np.ndarray, layout: ViewLayout) -> np.nd
     for pair in layout.pairs:
         forward = view(x, layout, pair.a) @ view(y, layout, pair.b).T
         if pair.gate is not None:
-            forward = np.where(_gate_open(y, layout, pair.gate)[None, :], forward, -np.inf)
+            forward = np.where(gate_open(y, layout, pair.gate)[None, :], forward, -np.inf)
         np.maximum(best, forward, out=best)
-        if _symmetric(pair):
+        if symmetric_pair(pair):
             continue
         backward = view(x, layout, pair.b) @ view(y, layout, pair.a).T
         if pair.gate is not None:
-            backward = np.where(_gate_open(x, layout, pair.gate)[:, None], backward, -np.inf)
+            backward = np.where(gate_open(x, layout, pair.gate)[:, None], backward, -np.inf)
         np.maximum(best, backward, out=best)
     if layout.refine is not None:
         i, j = np.nonzero((best >= layout.refine_floor) & (best < REFINE_CEILING))
