@@ -184,12 +184,19 @@ def _busy_corpus(folder: Path) -> Path:
     return folder
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C handled by default, as in a terminal: a test runner's worker may start its children with
+    SIGINT ignored, and a run that inherits an ignored SIGINT rightly keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_busy_run(tmp_path: Path) -> tuple[subprocess.Popen[str], set[int]]:
     shards = _busy_corpus(tmp_path / "shards")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dedup", "corpus=shards", f"corpus.path={shards}", f"output={tmp_path / 'o'}",
          f"cache_dir={tmp_path / 'c'}", "executor.workers=2"],
         cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_as_from_a_terminal,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     workers: set[int] = set()
