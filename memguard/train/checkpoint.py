@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
 MARKER = "COMPLETE"
@@ -116,3 +117,37 @@ def optimizer_from_flat(
     for idx, entry in meta["scalars"].items():
         state.setdefault(int(idx), {}).update(entry)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+ACCELERATE_STATE = "accelerate"  # the folder accelerate's save_state writes inside a checkpoint
+
+
+def training_state(
+    unet: torch.nn.Module | None, ema: EMAModel, optimizer: torch.optim.Optimizer | None, *, generator: torch.Generator
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The training run's part of a checkpoint: the EMA and the generator always; the model and optimizer unless
+    accelerate's ``save_state`` holds them (``None``)."""
+    tensors = {f"model.{k}": v for k, v in unet.state_dict().items()} if unet is not None else {}
+    tensors.update({f"ema.{i}": p for i, p in enumerate(ema.shadow_params)})
+    state: dict[str, Any] = {"ema": {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}}
+    if optimizer is not None:
+        opt_tensors, state["optimizer"] = optimizer_to_flat(optimizer)
+        tensors.update(opt_tensors)
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    return tensors, state
+
+
+def restore_training_state(
+    folder: Path, unet: torch.nn.Module, ema: EMAModel, *, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> dict[str, Any]:
+    """Everything of our format; in accelerate's, the model and optimizer are loaded after ``prepare``."""
+    tensors, state = load_checkpoint(folder)
+    if "optimizer" in state:
+        unet.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        optimizer_from_flat(optimizer, tensors, state["optimizer"])
+    shadow = [tensors[f"ema.{i}"] for i in range(len(ema.shadow_params))]
+    ema.load_state_dict({**state["ema"], "shadow_params": shadow})
+    generator.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return state

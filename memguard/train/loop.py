@@ -6,7 +6,8 @@ checkpoint save — and resumed ends with bit-identical weights on the CPU.
 
 ``train_model`` is the flat loop; its helpers are named for what they do: ``_prepare`` (accelerator,
 optimizer, EMA, resume), ``_micro_batch_loss`` and ``_condition`` (the mitigation hooks), ``_checkpoint``,
-``_finish``. The resume state (generator, sampler position, EMA, optimizer) is read and written here only.
+``_finish``. The resume state (generator, EMA, optimizer) is packed and restored by
+``train.checkpoint.training_state`` and ``restore_training_state``; the sampler position is the step.
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ from memguard.diffusion.models import DiffusionModel, trainable_parameters
 from memguard.diffusion.sampling import ema_weights, generate, grid
 from memguard.diffusion.saved import save_model
 from memguard.train.checkpoint import (
+    ACCELERATE_STATE,
     begin_checkpoint,
     finish_checkpoint,
     latest_checkpoint,
-    load_checkpoint,
-    optimizer_from_flat,
-    optimizer_to_flat,
     partial_folder,
+    restore_training_state,
     save_checkpoint,
+    training_state,
 )
 from memguard.train.config import TrainConfig
 from memguard.train.data import Batch, MemmapData, TrainingData
@@ -72,40 +73,6 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
         return cfg.lr
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-ACCELERATE_STATE = "accelerate"  # the folder accelerate's save_state writes inside a checkpoint
-
-
-def _flat_state(
-    unet: torch.nn.Module | None, ema: EMAModel, optimizer: torch.optim.Optimizer | None, *, generator: torch.Generator
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Our part of a checkpoint: the EMA and the generator always; the model and optimizer unless
-    accelerate's ``save_state`` holds them (``None``)."""
-    tensors = {f"model.{k}": v for k, v in unet.state_dict().items()} if unet is not None else {}
-    tensors.update({f"ema.{i}": p for i, p in enumerate(ema.shadow_params)})
-    state: dict[str, Any] = {"ema": {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}}
-    if optimizer is not None:
-        opt_tensors, state["optimizer"] = optimizer_to_flat(optimizer)
-        tensors.update(opt_tensors)
-    tensors["rng.generator"] = generator.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    return tensors, state
-
-
-def _restore(
-    folder: Path, unet: torch.nn.Module, ema: EMAModel, *, optimizer: torch.optim.Optimizer, generator: torch.Generator
-) -> dict[str, Any]:
-    """Everything of our format; in accelerate's, the model and optimizer are loaded after ``prepare``."""
-    tensors, state = load_checkpoint(folder)
-    if "optimizer" in state:
-        unet.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        optimizer_from_flat(optimizer, tensors, state["optimizer"])
-    shadow = [tensors[f"ema.{i}"] for i in range(len(ema.shadow_params))]
-    ema.load_state_dict({**state["ema"], "shadow_params": shadow})
-    generator.set_state(tensors["rng.generator"])
-    torch.set_rng_state(tensors["rng.torch"])
-    return state
 
 
 MODEL_FOLDER = "model"  # the trained model (a diffusers folder) inside ``out_dir``
@@ -239,7 +206,7 @@ def _prepare(
     start_step = 0
     latest = latest_checkpoint(out_dir / "checkpoints")
     if latest is not None:
-        start_step = int(_restore(latest, model.unet, ema, optimizer=optimizer, generator=generator)["step"])
+        start_step = int(restore_training_state(latest, model.unet, ema, optimizer=optimizer, generator=generator)["step"])
         log.info("resuming from %s (step %d)", latest, start_step)
     unet, optimizer = accelerator.prepare(unet, optimizer)
     if latest is not None and (latest / ACCELERATE_STATE).is_dir():
@@ -347,10 +314,10 @@ def _checkpoint(run: _Run, done: int) -> None:
         accelerator.save_state(str(partial_folder(root, done) / ACCELERATE_STATE), safe_serialization=True)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            tensors, state = _flat_state(None, run.ema, None, generator=run.generator)
+            tensors, state = training_state(None, run.ema, None, generator=run.generator)
             finish_checkpoint(root, done, tensors=tensors, state=state, keep=cfg.keep_checkpoints)
     elif accelerator.is_main_process:
-        tensors, state = _flat_state(accelerator.unwrap_model(run.unet), run.ema, run.optimizer, generator=run.generator)
+        tensors, state = training_state(accelerator.unwrap_model(run.unet), run.ema, run.optimizer, generator=run.generator)
         save_checkpoint(root, done, tensors=tensors, state=state, keep=cfg.keep_checkpoints)
     accelerator.wait_for_everyone()
 
