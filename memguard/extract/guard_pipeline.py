@@ -108,10 +108,17 @@ class GuardedPipeline:
         return output
 
     def _generate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[CopyVerdict]]:
-        output = self.pipeline(*args, **kwargs)
         if self.checker is not None:
-            return output, list(self.checker.verdicts)
-        return output, self.guard.check(list(output.images))
+            self.checker.verdicts = []  # never a previous call's verdicts
+        output = self.pipeline(*args, **kwargs)
+        if self.checker is None:
+            return output, self.guard.check(list(output.images))
+        if len(self.checker.verdicts) != len(output.images):
+            raise ValueError(
+                "the pipeline did not run its safety_checker on these images (output_type='latent'?): "
+                "the guard has no verdict for them"
+            )
+        return output, list(self.checker.verdicts)
 
     def _regenerate(
         self, output: Any, verdicts: list[CopyVerdict], *, args: tuple[Any, ...], kwargs: dict[str, Any]

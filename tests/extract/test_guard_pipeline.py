@@ -72,6 +72,14 @@ def test_tag_in_the_safety_checker_slot_keeps_the_images_and_names_the_copy(tiny
     assert reread.text[INFO_KEY] == "regurgitated" and float(reread.text[INFO_SIMILARITY]) > 0.99
 
 
+def test_an_output_the_checker_never_saw_is_an_error_not_a_stale_verdict(tiny_sd: Any) -> None:
+    plain = _sd_call(tiny_sd, [0]).images
+    guarded = GuardedPipeline(tiny_sd, _guard_against(plain[0]), policy="tag")
+    guarded(["a cat"], num_inference_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="did not run its safety_checker"):
+        guarded(["a cat"], num_inference_steps=2, height=32, width=32, output_type="latent")
+
+
 def test_withhold_in_the_slot_blacks_out_the_copy_only(tiny_sd: Any) -> None:
     plain = _sd_call(tiny_sd, [0, 1]).images
     out = GuardedPipeline(tiny_sd, _guard_against(plain[0]), policy="withhold")(
