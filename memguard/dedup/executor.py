@@ -86,8 +86,11 @@ def _run_in_pool(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], wo
         # a pool cannot be shut down cleanly (its queues' semaphores leak, and the resource tracker says so).
         with interrupts_deferred():
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker, initargs=(os.getpid(),))
-            pending = pool.map(function, *zip(*jobs, strict=True))
-        results = list(pending)
+            # submit, not map: map's iterator cancels the waiting futures from this thread when it is
+            # interrupted, racing the pool's own thread, which then fails to mark them broken
+            # (InvalidStateError, printed as a traceback beside the one-line Ctrl-C message).
+            futures = [pool.submit(function, *job) for job in jobs]
+        results = [future.result() for future in futures]
     except BaseException:
         if pool is not None:
             _stop_workers(pool)
@@ -107,7 +110,9 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=5)
         if process.is_alive():
             process.kill()
-    pool.shutdown(wait=True, cancel_futures=True)  # quick now; and it releases the pool's own semaphores
+    # Quick now (the pool's thread has marked every waiting future broken); it releases the pool's own
+    # semaphores. Not cancel_futures: the futures are the pool thread's to settle, not this thread's.
+    pool.shutdown(wait=True)
 
 
 def _run_on_ray(function: Callable[..., T], jobs: Sequence[tuple[Any, ...]], executor: ExecutorConfig) -> list[T]:
