@@ -4,7 +4,8 @@ decoding every image on all cores, nothing else.
 
     python bench/dedup_scale.py [--samples 100000] [--settings local:2 local:1 ray:2] [--out bench/dedup_scale.json]
 
-A setting is ``executor:workers`` (``ray:2``: a local Ray instance of 2 CPUs; needs ``.[ray]``).
+A setting is ``executor:workers[:override...]`` (``ray:2``: a local Ray instance of 2 CPUs; needs
+``.[ray]``; ``local:2:dedup.image.local.enabled=false``: Hydra overrides after the workers).
 
 The corpus: 64-px JPEGs (smooth random pictures, each with its own random caption), 10,000 per shard;
 3% of the originals get 1–10 copies, each a JPEG re-encode at another quality with its caption's case
@@ -156,7 +157,7 @@ def map_profile(shard: Path, repeats: int = 5) -> dict[str, float]:
     from memguard.dedup.stages.map import MapParams, map_part
 
     defaults = DedupParams()
-    params = MapParams(Limits(), CaptionSource(), defaults.minhash, defaults.embedder)
+    params = MapParams(Limits(), CaptionSource(), defaults.minhash, defaults.embedder, defaults.local.features if defaults.local.enabled else None)
     samples = [item for item in read_tar(str(shard)) if isinstance(item, Sample)]
     images = [decode_image(s.image) for s in samples]
     embedder = make_embedder(defaults.embedder)
@@ -199,10 +200,10 @@ def _size(folder: Path) -> int:
 
 
 def run_dedup_cli(folder: Path, setting: str) -> dict[str, object]:
-    executor, workers = setting.split(":")
+    executor, workers, *overrides = setting.split(":")
     with tempfile.TemporaryDirectory() as tmp:
         args = [f"corpus.path={folder}", f"output={tmp}/out", f"cache_dir={tmp}/cache", f"executor={executor}",
-                f"executor.workers={workers}"]  # fmt: skip
+                f"executor.workers={workers}", *overrides]  # fmt: skip
         start = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-c", WRAPPER, "corpus=shards", *args],
@@ -224,6 +225,7 @@ def run_dedup_cli(folder: Path, setting: str) -> dict[str, object]:
     return {
         "executor": executor,
         "workers": int(workers),
+        "overrides": overrides,
         "wall_s": round(wall, 1),
         "samples_per_s": round(stats["input_units"] / wall),
         "peak_rss_mb": round(int(rss[0]) / 1024),

@@ -34,9 +34,10 @@ STEPS: dict[str, Step] = {
         ),
     ),
     "map": Step(
-        4,
+        8,
         (
             "memguard.dedup.stages.map",
+            "memguard.dedup.signals.local",
             "memguard.dedup.signals.embed",
             "memguard.dedup.signals.robust",
             "memguard.dedup.signals.robust_kernels",
@@ -50,13 +51,17 @@ STEPS: dict[str, Step] = {
             *_READ,
         ),
     ),
-    "joined": Step(1, ("memguard.dedup.stages.map", "memguard.common.mapped")),
+    "joined": Step(4, ("memguard.dedup.stages.map", "memguard.common.mapped")),
     "caption_pairs": Step(2, ("memguard.dedup.signals.lsh", "memguard.dedup.signals.pairs")),
-    "image_neighbors": Step(5, _NEIGHBOURS),
+    "image_neighbors": Step(6, _NEIGHBOURS),
+    # The verified image similarity of each neighbour pair (keyed by the map and the search).
+    "verified_pairs": Step(5, ("memguard.dedup.signals.local",)),
+    # Pairs whose keypoint descriptors agree (keyed by the map and the local parameters).
+    "voted_pairs": Step(1, ("memguard.dedup.signals.local_candidates", "memguard.dedup.signals.local")),
     "caption_embeddings": Step(2, ("memguard.dedup.signals.caption_embed", "memguard.common.minilm")),
     "caption_neighbors": Step(2, _NEIGHBOURS),
     "dedup": Step(
-        1,
+        7,
         (
             "memguard.dedup.pipeline",
             "memguard.dedup.params",
@@ -69,6 +74,7 @@ STEPS: dict[str, Step] = {
             "memguard.dedup.decide.groups",
             "memguard.dedup.decide.semdedup",
             "memguard.dedup.decide.evaluate",
+            "memguard.dedup.signals.local",
             "memguard.dedup.outputs.clusters",
             "memguard.dedup.outputs.contact_sheet",
             "memguard.dedup.outputs.manifest",
@@ -76,7 +82,7 @@ STEPS: dict[str, Step] = {
             "memguard.dedup.outputs.stats",
             "memguard.corpus.writer",
         ),
-        after=("map", "joined", "caption_pairs", "image_neighbors", "caption_embeddings", "caption_neighbors"),
+        after=("map", "joined", "caption_pairs", "image_neighbors", "voted_pairs", "verified_pairs", "caption_embeddings", "caption_neighbors"),
     ),
     "images": Step(2, ("memguard.diffusion.images", *_READ)),
     "train": Step(

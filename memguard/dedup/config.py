@@ -19,6 +19,7 @@ from memguard.dedup.decide.semdedup import SemDedupParams
 from memguard.dedup.params import DedupParams
 from memguard.dedup.signals.caption_embed import CaptionSemanticParams
 from memguard.dedup.signals.embed import EmbedderParams
+from memguard.dedup.signals.local import LocalParams
 from memguard.dedup.signals.lsh import LshParams
 from memguard.dedup.signals.minhash import MinHashParams
 from memguard.dedup.signals.neighbors import IndexParams
@@ -39,7 +40,7 @@ def dedup_values(params: DedupParams) -> dict[str, Any]:
     clause) and ``semantic.*`` (the optional MiniLM signal, its ``threshold`` and cached ``floor``).
     image.*: the embedder, ``threshold`` (cosine alone), ``loose_threshold`` (with a caption match),
     ``assign_margin`` (similarities this close to a removed sample's best keeper are ties, decided by keeper
-    priority) and ``index.*`` (faiss). ``exact``: identical pixels always match. ``policy``: remove | reweight | keep |
+    priority), ``index.*`` (faiss) and ``local.*`` (local features with geometric verification). ``exact``: identical pixels always match. ``policy``: remove | reweight | keep |
     semdedup."""
     rule = params.rule
     semantic_threshold = rule.caption_semantic_threshold
@@ -63,6 +64,7 @@ def dedup_values(params: DedupParams) -> dict[str, Any]:
             "loose_threshold": rule.loose_image_threshold,
             "assign_margin": rule.assign_margin,
             "index": asdict(params.index),
+            "local": asdict(params.local),
         },
         "exact": rule.use_exact,
         "policy": params.policy,
@@ -126,6 +128,7 @@ def dedup_params(values: dict[str, Any]) -> DedupParams:
         ),
     )
     index = build(IndexParams, image.pop("index"), "dedup.image.index")
+    local = build(LocalParams, image.pop("local", None), "dedup.image.local")
     embedder = build(EmbedderParams, image, "dedup.image")
     if caption:
         raise ConfigError(f"unknown key(s) {', '.join('dedup.caption.' + k for k in sorted(caption))}")
@@ -138,6 +141,7 @@ def dedup_params(values: dict[str, Any]) -> DedupParams:
             "caption_semantic": caption_semantic,
             "embedder": embedder,
             "index": index,
+            "local": local,
             "rule": rule,
             "semdedup": semdedup,
             "caption_enabled": caption_enabled,

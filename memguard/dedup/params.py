@@ -10,6 +10,7 @@ from memguard.dedup.decide.semdedup import SemDedupParams
 from memguard.dedup.outputs.manifest import POLICIES
 from memguard.dedup.signals.caption_embed import CaptionSemanticParams
 from memguard.dedup.signals.embed import EmbedderParams
+from memguard.dedup.signals.local import LocalParams
 from memguard.dedup.signals.lsh import LshParams
 from memguard.dedup.signals.minhash import MinHashParams
 from memguard.dedup.signals.neighbors import IndexParams
@@ -19,12 +20,14 @@ from memguard.dedup.signals.neighbors import IndexParams
 class DedupParams:
     """Everything the dedup stage needs besides the corpus. policy: remove | reweight | keep | semdedup.
     caption_enabled: false → image-only dedup (identical pixels and image cosine); captions are neither
-    required nor compared."""
+    required nor compared. local: the image signal's second stage, local features with geometric
+    verification (``local.enabled=false``: the global descriptor alone)."""
 
     minhash: MinHashParams = field(default_factory=MinHashParams)
     lsh: LshParams = field(default_factory=LshParams)
     caption_semantic: CaptionSemanticParams = field(default_factory=CaptionSemanticParams)
     embedder: EmbedderParams = field(default_factory=EmbedderParams)
+    local: LocalParams = field(default_factory=LocalParams)
     index: IndexParams = field(default_factory=IndexParams)
     rule: ClusterRule = field(default_factory=ClusterRule)
     policy: str = "remove"

@@ -55,7 +55,7 @@ def run_dedup(
     corpus = replace(corpus, captions=replace(corpus.captions, required=params.caption_enabled))
 
     with run.timer.step("map") as record:  # one read and one decode of every unit, per part, cached per part
-        map_params = MapParams(corpus.limits, corpus.captions, params.minhash, params.embedder)
+        map_params = MapParams(corpus.limits, corpus.captions, params.minhash, params.embedder, params.local.features if params.local.enabled else None)
         mapped = map_corpus(corpus, map_params, cache=cache, executor=run.executor)
         record.update(cached=mapped.computed == 0, parts=mapped.parts, parts_computed=mapped.computed)
     candidates = find_candidates(mapped, params, run)

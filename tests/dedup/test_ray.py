@@ -91,7 +91,7 @@ def test_a_killed_ray_worker_is_rerun_with_the_same_result(ray_cluster: None, tw
     expected = _run(two_shards, tmp_path / "local", ExecutorConfig(workers=1))
     corpus = open_corpus(CorpusSpec(kind="shards", path=str(two_shards)), tmp_path / "corpus-cache")
     params = DedupParams()
-    map_params = MapParams(corpus.limits, corpus.captions, params.minhash, params.embedder)
+    map_params = MapParams(corpus.limits, corpus.captions, params.minhash, params.embedder, params.local.features if params.local.enabled else None)
     cache = Cache(tmp_path / "killed" / "cache")
     jobs = _part_jobs(corpus, map_params, cache)[2]
     marker = tmp_path / "killed-once"

@@ -192,23 +192,42 @@ def knn(
     return np.concatenate([b[1] for b in blocks]), np.concatenate([b[2] for b in blocks])
 
 
+@dataclass(frozen=True)
+class Widen:
+    """Pairs of two ``rows`` (a mask) are kept down to ``floor`` instead of ``min_sim``: the samples a
+    second stage can still verify (memguard/dedup/signals/local.py: those with keypoints)."""
+
+    rows: np.ndarray
+    floor: float
+
+
+def _kept(widen: Widen | None, sims: np.ndarray, *, rows: np.ndarray, cols: np.ndarray, min_sim: float) -> np.ndarray:
+    """Which found pairs (rows, cols, sims) a search keeps: ≥ min_sim, or ≥ the floor between two
+    widened rows."""
+    if widen is None:
+        return sims >= min_sim
+    widened = widen.rows[rows] & widen.rows[np.maximum(cols, 0)]
+    return (sims >= min_sim) | (widened & (sims >= widen.floor))
+
+
 def neighbor_pairs(
-    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout = SINGLE
+    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout = SINGLE, *, widen: Widen | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i, j), i < j, among each vector's k nearest with cosine ≥ min_sim, and their cosine (as
-    found from the first of the two to list the other). Multi-view rows: one index per view that pairs
-    compare against, searched by the views compared with it, and each pair found is rescored by its
-    best allowed view pair (``pair_similarity``)."""
+    """Pairs (i, j), i < j, among each vector's k nearest with cosine ≥ min_sim (or, with ``widen``,
+    down to its floor between two of its rows), and their cosine (as found from the first of the two to
+    list the other). Multi-view rows: one index per view that pairs compare against, searched by the
+    views compared with it, and each pair found is rescored by its best allowed view pair
+    (``pair_similarity``)."""
     n = len(embeddings)
     if n < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
     if not layout.single:
-        return _multi_view_pairs(embeddings, params, layout)
+        return _multi_view_pairs(embeddings, params, layout, widen=widen)
     codes, values = [], []
     for start, sims, idx in knn_blocks(embeddings, params):
         rows = np.repeat(np.arange(start, start + len(idx)), idx.shape[1])
         cols, vals = idx.ravel(), sims.ravel()
-        keep = (cols >= 0) & (cols != rows) & (vals >= params.min_sim)
+        keep = (cols >= 0) & (cols != rows) & _kept(widen, vals, rows=rows, cols=cols, min_sim=params.min_sim)
         codes.append(pair_codes(rows[keep], cols[keep], n))
         values.append(vals[keep])
     found, first = np.unique(np.concatenate(codes), return_index=True)
@@ -216,14 +235,15 @@ def neighbor_pairs(
 
 
 def finite_neighbor_pairs(
-    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout = SINGLE
+    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout = SINGLE, *, widen: Widen | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``neighbor_pairs`` among the finite rows only (indices refer to the full embedding array)."""
     mask = finite_rows(embeddings)
     if mask.all():  # the usual case: no copy of the corpus's largest array
-        return neighbor_pairs(embeddings, params, layout)
+        return neighbor_pairs(embeddings, params, layout, widen=widen)
     finite = np.flatnonzero(mask)
-    pairs, sims = neighbor_pairs(embeddings[finite], params, layout)
+    widened = Widen(widen.rows[finite], widen.floor) if widen is not None else None
+    pairs, sims = neighbor_pairs(embeddings[finite], params, layout, widen=widened)
     return finite[pairs] if len(pairs) else pairs, sims
 
 
@@ -253,7 +273,9 @@ def planned_searches(embeddings: np.ndarray, layout: ViewLayout) -> list[Planned
     return out
 
 
-def _multi_view_pairs(embeddings: np.ndarray, params: IndexParams, layout: ViewLayout) -> tuple[np.ndarray, np.ndarray]:
+def _multi_view_pairs(
+    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout, *, widen: Widen | None
+) -> tuple[np.ndarray, np.ndarray]:
     """One index per indexed view (and gate: only the rows whose gate is open), searched only by the views
     compared with it, from the rows that need it (``ViewPair.search_unless_equal``) — the robust layout:
     the base view's index by five query views, the trim and grey views searched only from images with
@@ -279,10 +301,10 @@ def _multi_view_pairs(embeddings: np.ndarray, params: IndexParams, layout: ViewL
             found = idx.ravel()
             cols = found if indexed is None else np.where(found >= 0, indexed[np.maximum(found, 0)], -1)
             rows = np.repeat(rows_q, idx.shape[1])
-            keep = (cols >= 0) & (cols != rows) & (sims.ravel() >= floor)
+            keep = (cols >= 0) & (cols != rows) & _kept(widen, sims.ravel(), rows=rows, cols=cols, min_sim=floor)
             codes.append(np.unique(pair_codes(rows[keep], cols[keep], n)))
             release(embeddings)
     pairs = code_pairs(np.unique(np.concatenate(codes)), n)
     sims = pair_cosines(embeddings, pairs[:, 0], pairs[:, 1], layout=layout)
-    keep = sims >= params.min_sim  # a gated pair (grey) found by search may not count
+    keep = _kept(widen, sims, rows=pairs[:, 0], cols=pairs[:, 1], min_sim=params.min_sim)  # a gated pair (grey) found may not count
     return pairs[keep], sims[keep]

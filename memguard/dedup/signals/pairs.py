@@ -4,6 +4,7 @@ pair at once would copy the corpus's largest arrays (embeddings, signatures) in 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -23,6 +24,33 @@ def pair_codes(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
 def code_pairs(codes: np.ndarray, n: int) -> np.ndarray:
     """The (i, j), i < j, rows of ``pair_codes``."""
     return np.stack([codes // np.int64(n), codes % np.int64(n)], axis=1)
+
+
+@dataclass(frozen=True)
+class PairTable:
+    """Values of a set of unordered index pairs, looked up by pair: a similarity a candidate step
+    computed for its pairs (local verification) overrides the one computed again for the same pair."""
+
+    codes: np.ndarray  # sorted ``pair_codes``
+    values: np.ndarray
+    n: int
+
+    @classmethod
+    def of(cls, pairs: np.ndarray, values: np.ndarray, n: int) -> PairTable:
+        codes = pair_codes(pairs[:, 0], pairs[:, 1], n) if len(pairs) else np.zeros(0, np.int64)
+        order = np.argsort(codes, kind="stable")
+        return cls(codes[order], np.asarray(values, np.float32)[order], n)
+
+    def override(self, left: np.ndarray, right: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``values`` (one per pair (left[p], right[p])) with the table's value wherever it has the pair."""
+        out = np.array(values, np.float32, copy=True)
+        if not len(self.codes) or not len(left):
+            return out
+        codes = pair_codes(np.asarray(left), np.asarray(right), self.n)
+        pos = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
+        hit = self.codes[pos] == codes
+        out[hit] = self.values[pos[hit]]
+        return out
 
 
 def over_pairs(

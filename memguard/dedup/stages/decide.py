@@ -15,6 +15,7 @@ from memguard.dedup.decide.semdedup import SemDedupParams, semdedup
 from memguard.dedup.params import DedupParams
 from memguard.dedup.signals.embed import view_layout
 from memguard.dedup.signals.neighbors import finite_rows
+from memguard.dedup.signals.pairs import PairTable
 from memguard.dedup.signals.views import view
 from memguard.dedup.stages.map import Mapped
 from memguard.dedup.stages.pairs import Candidates
@@ -42,6 +43,7 @@ def decide(mapped: Mapped, candidates: Candidates, params: DedupParams) -> Decis
     embeddings = mapped.embeddings
     n = len(mapped.valid_rows)
     views = view_layout(params.embedder.kind)
+    known = PairTable.of(candidates.image_pairs, candidates.image_sims, n) if params.local.enabled else None
     finite = finite_rows(embeddings) if n else np.zeros(0, bool)
     safe_emb = finite_embeddings(embeddings, finite)
     if params.policy == "semdedup":
@@ -72,6 +74,7 @@ def decide(mapped: Mapped, candidates: Candidates, params: DedupParams) -> Decis
             exact_groups=exact_groups,
             caption_embeddings=candidates.caption_embeddings,
             views=views,
+            known=known,
         )
         found = cluster(n, edges, rule=params.rule, rank=keeper_rank(mapped), scorer=scorer)
         decision = replace(found, finite=finite)

@@ -3,7 +3,9 @@ and decodes every image once, yielding all that the global steps need per sample
 reason, pixel hash, normalised caption, MinHash signature, image embedding, size.
 
 Each part's output is its own cache entry (``map/<key>``: ``units.parquet`` with one row per unit in
-order, ``signatures.npy``, ``usable.npy``, ``embeddings.npy`` for its valid samples), keyed by the part's
+order, ``signatures.npy``, ``usable.npy``, ``embeddings.npy`` for its valid samples, and the local
+features of those with keypoints: ``features.npy``, one packed row each, and ``feature_rows.npy``, each
+valid sample's row there or -1), keyed by the part's
 identity (path, size, mtime or ETag, plus its img2dataset parquet) and the parameters that shape the
 outputs. A rerun skips finished parts; a killed run recomputes only the parts it had not finished; a
 changed shard recomputes only itself. Parts run in a process pool (``executor.workers``, all cores by
@@ -35,6 +37,7 @@ from memguard.corpus.validate import Invalid, Limits, decode_image
 from memguard.dedup.executor import ExecutorConfig, run_parts
 from memguard.dedup.parts import Layout, corpus_parts, read_part
 from memguard.dedup.signals.embed import EmbedderParams, make_embedder
+from memguard.dedup.signals.local import FeatureParams, keypoint_counts, local_features
 from memguard.dedup.signals.minhash import MinHashParams, caption_signatures
 from memguard.dedup.signals.normalize import normalize_caption
 from memguard.dedup.signals.pixels import pixel_hash
@@ -57,6 +60,7 @@ UNIT_SCHEMA = pa.schema(
     ]
 )
 UNIT_COLUMNS = tuple(UNIT_SCHEMA.names)
+MAPPED_ARRAYS = ("signatures", "usable", "embeddings")  # one row per valid sample, each part's and joined
 
 
 @dataclass(frozen=True)
@@ -65,17 +69,22 @@ class MapParams:
     captions: CaptionSource
     minhash: MinHashParams
     embedder: EmbedderParams
+    local: FeatureParams | None  # None: no local features (verification off)
 
 
 @dataclass(frozen=True)
 class Mapped:
     """The joined map outputs: ``units`` (one row per input unit, corpus order, with ``sample_index``)
-    and per valid sample ``signatures``, ``usable``, ``embeddings``; ``key`` identifies all of it."""
+    and per valid sample ``signatures``, ``usable``, ``embeddings`` and ``feature_rows`` (its row of the
+    packed local ``features``, -1 without keypoints: small images, flat ones, verification off);
+    ``key`` identifies all of it."""
 
     units: pa.Table
     signatures: np.ndarray
     usable: np.ndarray
     embeddings: np.ndarray
+    features: np.ndarray
+    feature_rows: np.ndarray
     key: str
     parts: int
     computed: int
@@ -99,7 +108,14 @@ def map_part(kind: str, part: str, params: MapParams, *, folder: Path) -> None:
     columns: dict[str, list[object]] = {name: [] for name in UNIT_COLUMNS}
     embedder = make_embedder(params.embedder)
     vectors: list[np.ndarray] = []
+    features: list[np.ndarray] = []
     batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        vectors.append(embedder.embed(batch))
+        local = params.local
+        features.append(local_features(batch, local) if local is not None else np.zeros((len(batch), 0), np.uint8))
+        batch.clear()
 
     def add(**row: object) -> None:
         for name, values in columns.items():
@@ -122,16 +138,22 @@ def map_part(kind: str, part: str, params: MapParams, *, folder: Path) -> None:
             height=rgb.shape[0], pixel_hash=pixel_hash(rgb), read_as_sample=True)  # fmt: skip
         batch.append(rgb)
         if len(batch) >= params.embedder.batch_size:
-            vectors.append(embedder.embed(batch))
-            batch = []
+            flush()
     if batch:
-        vectors.append(embedder.embed(batch))
+        flush()
     units = pa.table(columns, schema=UNIT_SCHEMA)
     valid = [c for c, s in zip(columns["caption_norm"], columns["status"], strict=True) if s == "valid"]
     signatures, usable = caption_signatures([str(c) for c in valid], params.minhash)
     embeddings = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, 1), np.float32)
+    width = params.local.row_bytes if params.local is not None else 0
+    packed = np.concatenate(features) if features else np.zeros((0, width), np.uint8)
+    # Only images with keypoints keep a row: most of a corpus of icons or thumbnails has none.
+    has = keypoint_counts(packed, params.local) > 0 if params.local is not None else np.zeros(len(packed), bool)
+    feature_rows = np.where(has, np.cumsum(has) - 1, -1).astype(np.int64)
     write_table(folder / "units.parquet", units)
-    for name, array in (("signatures", signatures), ("usable", usable), ("embeddings", embeddings)):
+    arrays = (("signatures", signatures), ("usable", usable), ("embeddings", embeddings), ("features", packed[has]),
+              ("feature_rows", feature_rows))  # fmt: skip
+    for name, array in arrays:
         np.save(folder / f"{name}.npy", array, allow_pickle=False)
 
 
@@ -190,6 +212,8 @@ def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: Exe
         signatures=load_mapped(joined / "signatures.npy"),
         usable=np.load(joined / "usable.npy", allow_pickle=False),
         embeddings=load_mapped(joined / "embeddings.npy"),
+        features=load_mapped(joined / "features.npy"),
+        feature_rows=np.load(joined / "feature_rows.npy", allow_pickle=False),
         key=key,
         parts=len(parts),
         computed=computed,
@@ -235,8 +259,29 @@ def _join(folders: list[Path], out: Path) -> None:
     )
     np.save(out / "rows.npy", np.array([t.num_rows for t in tables], np.int64), allow_pickle=False)
     valid_per_part = np.bincount(part_of[valid], minlength=len(folders))
-    for name in ("signatures", "usable", "embeddings"):
+    for name in MAPPED_ARRAYS:
         _join_array(folders, name, valid_per_part, keep=keep_rows, path=out / f"{name}.npy")
+    _join_features(folders, valid_per_part, keep=keep_rows, out=out)
+
+
+def _join_features(folders: list[Path], rows: np.ndarray, *, keep: np.ndarray, out: Path) -> None:
+    """The parts' packed features of the kept samples that have them, one part at a time, and each kept
+    sample's row among them (-1: none)."""
+    blocks = np.split(keep, np.cumsum(rows)[:-1])
+    index, taken, offset = [], [], 0
+    for folder, count, part_keep in zip(folders, rows, blocks, strict=True):
+        if not count:
+            continue
+        part_rows = np.load(folder / "feature_rows.npy", allow_pickle=False)[part_keep]
+        has = part_rows >= 0
+        index.append(np.where(has, offset + np.cumsum(has) - 1, -1))
+        taken.append((folder, part_rows[has]))
+        offset += int(has.sum())
+    np.save(out / "feature_rows.npy", np.concatenate(index) if index else np.zeros(0, np.int64), allow_pickle=False)
+    probe = np.load(folders[0] / "features.npy", mmap_mode="r") if folders else np.zeros((0, 0), np.uint8)
+    with open(out / "features.npy", "wb") as fh:
+        blocks_out = (np.load(f / "features.npy", mmap_mode="r")[take] for f, take in taken)
+        write_npy(fh, probe.dtype, (offset, *probe.shape[1:]), blocks=blocks_out)
 
 
 def _join_array(folders: list[Path], name: str, rows: np.ndarray, *, keep: np.ndarray, path: Path) -> None:
