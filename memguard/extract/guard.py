@@ -3,7 +3,9 @@
 An embedder of dedup's (its default, ``robust``, unless one is passed in) and a search with dedup's
 similarity (the best allowed pair of views for multi-view embedders: memguard/dedup/signals/views.py) —
 exhaustive below ``GuardIndexParams.exact_below`` training vectors, faiss indices with exact rescoring
-above (memguard/extract/guard_index.py) — answer "is this generation a copy?". The training images' vectors are computed here from the images, or
+above (memguard/extract/guard_index.py) — answer "is this generation a copy?"; with local features
+(``local``, dedup's default: on), each generation's candidates are verified as dedup verifies its pairs,
+so a generation that repeats part of a training photograph (cropped, rotated, in a larger frame) counts. The training images' vectors are computed here from the images, or
 (``CopyGuard.from_dedup``) read from a dedup run's cache, with the embedder that run was configured with.
 """
 
@@ -19,9 +21,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from memguard.common.config import build
 from memguard.common.mapped import load_mapped
 from memguard.corpus.validate import Invalid, to_rgb
 from memguard.dedup.signals.embed import Embedder, EmbedderParams, make_embedder, view_layout
+from memguard.dedup.signals.local import FeatureBank, LocalParams, Verifier, local_features
 from memguard.dedup.signals.neighbors import finite_rows
 from memguard.extract.guard_index import GuardIndexParams, TrainingIndex
 
@@ -85,6 +89,9 @@ def _checked(threshold: float) -> float:
 class CopyGuard:
     """Index training images once; ``check`` tells for each generated image whether it is a near-copy."""
 
+    local: LocalParams | None  # None: the global similarity alone
+    bank: FeatureBank | None  # the training images' local features (verification needs one with keypoints)
+
     def __init__(
         self,
         training_images: Sequence[Any],
@@ -93,6 +100,7 @@ class CopyGuard:
         *,
         embedder: Embedder | None = None,
         index: GuardIndexParams | None = None,
+        local: LocalParams | None = None,
     ) -> None:
         threshold = _checked(threshold)
         if len(training_images) != len(training_keys):
@@ -104,7 +112,10 @@ class CopyGuard:
         vectors = embedder.embed(images)
         if not finite_rows(vectors).all():
             raise ValueError("the embedder returned a non-finite vector for a training image")
+        local = LocalParams() if local is None else local
+        bank = FeatureBank(local_features(images, local.features), local.features) if local.enabled else None
         self._set(vectors, list(training_keys), threshold, embedder=embedder, index=index)
+        self.local, self.bank = (local if bank is not None else None), bank
 
     def _set(
         self,
@@ -118,6 +129,7 @@ class CopyGuard:
         self.embedder, self.keys, self.threshold, self.vectors = embedder, keys, threshold, vectors
         self.layout = view_layout(embedder.name)
         self.index = TrainingIndex(vectors, self.layout, index)
+        self.local, self.bank = None, None
 
     @classmethod
     def from_dedup(
@@ -151,6 +163,11 @@ class CopyGuard:
         guard = cls.__new__(cls)
         embedder = make_embedder(EmbedderParams(**stats["params"]["embedder"]))
         guard._set(vectors, keys, threshold, embedder=embedder, index=index)
+        local = build(LocalParams, stats["params"].get("local"), "local")  # a run before local features: the default
+        if local.enabled and "local" in stats["params"] and (entry / "features.npy").exists():
+            feature_rows = np.load(entry / "feature_rows.npy", allow_pickle=False)[sample[rows]]
+            guard.local = local
+            guard.bank = FeatureBank(load_mapped(entry / "features.npy"), local.features, rows=feature_rows)
         return guard
 
     def check(self, images: Sequence[Any]) -> list[CopyVerdict]:
@@ -161,10 +178,28 @@ class CopyGuard:
         bad = np.flatnonzero(~finite_rows(vectors))
         if len(bad):
             raise ValueError(f"the embedder returned a non-finite vector for image(s) {bad.tolist()[:5]}")
-        sims, idx = self.index.best(np.asarray(vectors, np.float32))
+        bank = self.bank
+        if self.local is not None and bank is not None and (bank.counts() >= self.local.min_inliers).any():
+            sims, idx = self._verified_best(arrays, np.asarray(vectors, np.float32))
+        else:
+            sims, idx = self.index.best(np.asarray(vectors, np.float32))
         return [
             CopyVerdict(bool(s >= self.threshold), self.keys[int(i)], float(s)) for s, i in zip(sims, idx, strict=True)
         ]
+
+    def _verified_best(self, arrays: list[np.ndarray], vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each generation's best training match after local verification of its candidates (dedup's
+        combined similarity: memguard/dedup/signals/local.py)."""
+        assert self.local is not None and self.bank is not None
+        q_rows, cols, sims = self.index.scored_candidates(vectors)
+        verifier = Verifier(local_features(arrays, self.local.features), self.local, other=self.bank)
+        combined = verifier.combined(sims, q_rows, cols)
+        best = np.full(len(arrays), -np.inf, np.float32)
+        where = np.zeros(len(arrays), np.int64)
+        order = np.lexsort((cols, -combined, q_rows))  # by query, the most similar first, ties to the lower row
+        first = order[np.unique(q_rows[order], return_index=True)[1]]
+        best[q_rows[first]], where[q_rows[first]] = combined[first], cols[first]
+        return best, where
 
     def wrap(self, pipeline: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a diffusers pipeline call: its output gains ``copy_verdicts`` (one per image)."""

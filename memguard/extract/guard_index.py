@@ -16,7 +16,15 @@ import numpy as np
 
 from memguard.common.config import in_range
 from memguard.dedup.signals.neighbors import IndexParams, Search, searcher
-from memguard.dedup.signals.views import ViewLayout, best_match, gate_open, pair_similarity, symmetric_pair, view
+from memguard.dedup.signals.views import (
+    ViewLayout,
+    best_match,
+    gate_open,
+    pair_similarity,
+    similarity_matrix,
+    symmetric_pair,
+    view,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,23 @@ class TrainingIndex:
         where = np.zeros(len(queries), np.int64)
         best[q_rows[first]], where[q_rows[first]] = sims[first], cols[first]
         return best, where
+
+    def scored_candidates(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query row, training row, similarity) of each query's top ``k`` candidates of every search,
+        or of its ``k`` most similar training rows when exhaustive: what a second stage re-scores."""
+        queries = np.ascontiguousarray(queries, np.float32)
+        if self.exhaustive:
+            sims = similarity_matrix(queries, self.vectors, self.layout)
+            k = min(self.params.k, sims.shape[1])
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            q_rows = np.repeat(np.arange(len(queries)), k)
+            return q_rows, top.ravel(), np.take_along_axis(sims, top, axis=1).ravel()
+        candidates = self._candidates(queries)
+        q_rows = np.repeat(np.arange(len(queries)), candidates.shape[1])
+        cols = candidates.ravel()
+        found = cols >= 0
+        q_rows, cols = q_rows[found], cols[found]
+        return q_rows, cols, pair_similarity(queries[q_rows], self.vectors[cols], self.layout)
 
     def _candidates(self, queries: np.ndarray) -> np.ndarray:
         """(len(queries), m) training rows, -1 padded: every search's top k, each row once per query."""

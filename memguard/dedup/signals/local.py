@@ -280,43 +280,62 @@ def verified_inliers(a: Unpacked, b: Unpacked, params: LocalParams) -> int:
     return _fit(a, Unpacked(b.size, mirrored_points, b.mirrored, None), params)
 
 
-class Verifier:
-    """Verified similarities of pairs of samples: ``features`` packed by ``local_features``, sample i's
-    row ``rows[i]`` (-1: no keypoints; default: row i). Unpacked rows are kept (the most recent
-    ``ROWS_KEPT``): neighbour pairs come grouped by their first sample."""
+class FeatureBank:
+    """The packed features of a set of samples: sample i's row ``rows[i]`` of ``features`` (-1: no
+    keypoints; default: row i). Unpacked rows are kept (the most recent ``ROWS_KEPT``): pairs come
+    grouped by their first sample."""
 
-    def __init__(self, features: np.ndarray, params: LocalParams, *, rows: np.ndarray | None = None) -> None:
+    def __init__(self, features: np.ndarray, params: FeatureParams, *, rows: np.ndarray | None = None) -> None:
         self.features, self.params = features, params
         self.rows = np.arange(len(features)) if rows is None else np.asarray(rows)
-        self._rows: OrderedDict[int, Unpacked] = OrderedDict()
+        self._unpacked: OrderedDict[int, Unpacked] = OrderedDict()
         self._counts: np.ndarray | None = None
 
-    def keypoint_counts(self) -> np.ndarray:
+    def counts(self) -> np.ndarray:
         """Keypoints per sample (computed once)."""
         if self._counts is None:
-            packed = keypoint_counts(self.features, self.params.features)
+            packed = keypoint_counts(self.features, self.params)
             self._counts = np.where(self.rows >= 0, packed[np.maximum(self.rows, 0)] if len(packed) else 0, 0)
         return self._counts
 
-    def _row(self, i: int) -> Unpacked:
-        row = self._rows.get(i)
+    def get(self, i: int) -> Unpacked:
+        row = self._unpacked.get(i)
         if row is None:
             if self.rows[i] < 0:
                 return EMPTY
-            row = self._rows[i] = unpack(np.asarray(self.features[self.rows[i]]), self.params.features)
-            if len(self._rows) > ROWS_KEPT:
-                self._rows.popitem(last=False)
+            row = self._unpacked[i] = unpack(np.asarray(self.features[self.rows[i]]), self.params)
+            if len(self._unpacked) > ROWS_KEPT:
+                self._unpacked.popitem(last=False)
         else:
-            self._rows.move_to_end(i)
+            self._unpacked.move_to_end(i)
         return row
 
+
+class Verifier:
+    """Verified similarities of pairs of samples of one bank of features (dedup: ``features``, row
+    ``rows[i]`` per sample), or of a sample of ``features`` against one of ``other`` (the guard:
+    generated images against the training set)."""
+
+    def __init__(
+        self, features: np.ndarray, params: LocalParams, *, rows: np.ndarray | None = None, other: FeatureBank | None = None
+    ) -> None:
+        self.params = params
+        self.left = FeatureBank(features, params.features, rows=rows)
+        self.right = self.left if other is None else other
+
+    def keypoint_counts(self) -> np.ndarray:
+        """Keypoints per sample of the first bank."""
+        return self.left.counts()
+
     def pair(self, i: int, j: int) -> float:
-        """The verified similarity of rows i and j; NaN where they do not verify, -inf where they do
-        not although both are textured (``textured_keypoints``); symmetric."""
-        if i == j:
-            return float("nan")
-        low, high = min(i, j), max(i, j)
-        return self._verify(self._row(low), self._row(high))
+        """The verified similarity of sample i (first bank) and j (the other); NaN where they do not
+        verify, -inf where they do not although both are textured (``textured_keypoints``). Within one
+        bank symmetric, and a sample with itself NaN."""
+        if self.right is self.left:
+            if i == j:
+                return float("nan")
+            i, j = min(i, j), max(i, j)
+        return self._verify(self.left.get(i), self.right.get(j))
 
     def _verify(self, a: Unpacked, b: Unpacked) -> float:
         params = self.params
@@ -335,13 +354,13 @@ class Verifier:
         with np.errstate(invalid="ignore"):
             todo = np.flatnonzero(~(out >= self.params.trust_global))
         # A pair with an image of fewer than min_inliers keypoints can neither verify nor be capped.
-        counts = self.keypoint_counts()
-        todo = todo[np.minimum(counts[left[todo]], counts[right[todo]]) >= self.params.min_inliers]
+        enough = np.minimum(self.left.counts()[left[todo]], self.right.counts()[right[todo]])
+        todo = todo[enough >= self.params.min_inliers]
         verified = np.array([self.pair(i, j) for i, j in zip(left[todo].tolist(), right[todo].tolist(), strict=True)],
                             np.float32)  # fmt: skip
         capped = np.where(verified == -np.inf, np.minimum(out[todo], self.params.unverified_cap), out[todo])
         out[todo] = np.fmax(capped, np.where(verified == -np.inf, np.nan, verified))
-        release(self.features)
+        release(self.left.features, self.right.features)
         return out
 
 
