@@ -61,7 +61,7 @@ STEPS: dict[str, Step] = {
     "caption_embeddings": Step(2, ("memguard.dedup.signals.caption_embed", "memguard.common.minilm")),
     "caption_neighbors": Step(2, _NEIGHBOURS),
     "dedup": Step(
-        7,
+        8,
         (
             "memguard.dedup.pipeline",
             "memguard.dedup.params",

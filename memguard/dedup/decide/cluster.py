@@ -14,6 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from memguard.common.config import in_range
 from memguard.dedup.decide.decision import Decision
 from memguard.dedup.decide.edges import Edges
+from memguard.dedup.signals.local import Verifier, scored_as_candidates
 from memguard.dedup.signals.pairs import PairTable, pair_cosines
 from memguard.dedup.signals.views import SINGLE, ViewLayout, similarity_matrix
 
@@ -136,6 +137,7 @@ class PairScorer:
     # The image pairs' similarities as the candidate stage scored them (with local verification, they
     # differ from the global descriptor's): a pair the candidates hold is scored as they do.
     known: PairTable | None = None
+    verifier: Verifier | None = None  # local features: pairs the candidates do not hold, verified here
 
     def __call__(self, i: int, others: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every signal of sample ``i`` against each of ``others``: one row of ``block``."""
@@ -145,9 +147,10 @@ class PairScorer:
     def block(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every signal of every (row, col) pair: exact, image, caption Jaccard, caption cosine, (r, c)."""
         sims = similarity_matrix(self.embeddings[rows], self.embeddings[cols], self.views)
-        if self.known is not None:
+        if self.known is not None or self.verifier is not None:
             left, right = np.repeat(rows, len(cols)), np.tile(cols, len(rows))
-            sims = self.known.override(left, right, sims.reshape(-1)).reshape(sims.shape)
+            flat = scored_as_candidates(sims.reshape(-1), left, right, known=self.known, verifier=self.verifier)
+            sims = flat.reshape(sims.shape)
         jac = (self.signatures[rows][:, None, :] == self.signatures[cols][None, :, :]).mean(axis=2)
         jac = np.where(self.usable[rows][:, None] & self.usable[cols][None, :], jac, np.nan)
         exact = self.exact_groups[rows][:, None] == self.exact_groups[cols][None, :]

@@ -31,6 +31,7 @@ import numpy as np
 
 from memguard.common.config import in_range
 from memguard.common.mapped import release
+from memguard.dedup.signals.pairs import PairTable
 
 DESCRIPTOR = 32  # bytes of an ORB descriptor
 HEADER = 4  # working width and height, uint16 each
@@ -118,7 +119,7 @@ class LocalParams:
     min_spread: float = 0.3
     verified_similarity: float = 0.98
     trust_global: float = 0.995
-    textured_keypoints: int = 64
+    textured_keypoints: int = 32
     unverified_cap: float = 0.9
     candidate_floor: float = 0.3
     votes: VoteParams = field(default_factory=VoteParams)
@@ -322,6 +323,7 @@ class Verifier:
         self.params = params
         self.left = FeatureBank(features, params.features, rows=rows)
         self.right = self.left if other is None else other
+        self._memo: dict[tuple[int, int], float] = {}  # the cluster pass asks for some pairs more than once
 
     def keypoint_counts(self) -> np.ndarray:
         """Keypoints per sample of the first bank."""
@@ -335,7 +337,12 @@ class Verifier:
             if i == j:
                 return float("nan")
             i, j = min(i, j), max(i, j)
-        return self._verify(self.left.get(i), self.right.get(j))
+        value = self._memo.get((i, j))
+        if value is None:
+            if len(self._memo) >= MEMO_PAIRS:
+                self._memo.clear()
+            value = self._memo[(i, j)] = self._verify(self.left.get(i), self.right.get(j))
+        return value
 
     def _verify(self, a: Unpacked, b: Unpacked) -> float:
         params = self.params
@@ -377,4 +384,19 @@ def keypoint_counts(features: np.ndarray, params: FeatureParams, block: int = 65
 
 
 EMPTY = Unpacked((0, 0), np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR), np.uint8), None)
+def scored_as_candidates(
+    sims: np.ndarray, left: np.ndarray, right: np.ndarray, *, known: PairTable | None, verifier: Verifier | None
+) -> np.ndarray:
+    """The image similarity of pairs given their global ``sims``, as the candidate stage scores them:
+    a candidate pair's as ``known`` holds it, any other pair's combined by ``verifier`` (None: global)."""
+    hit, out = known.lookup(left, right, sims) if known is not None else (np.zeros(len(sims), bool), sims)
+    if verifier is None or hit.all():
+        return np.asarray(out, np.float32)
+    miss = np.flatnonzero(~hit)
+    out = np.array(out, np.float32, copy=True)
+    out[miss] = verifier.combined(out[miss], left[miss], right[miss])
+    return out
+
+
+MEMO_PAIRS = 1 << 20
 ROWS_KEPT = 65_536  # unpacked rows kept by a Verifier (a few KiB each)

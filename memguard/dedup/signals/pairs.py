@@ -43,14 +43,18 @@ class PairTable:
 
     def override(self, left: np.ndarray, right: np.ndarray, values: np.ndarray) -> np.ndarray:
         """``values`` (one per pair (left[p], right[p])) with the table's value wherever it has the pair."""
+        return self.lookup(left, right, values)[1]
+
+    def lookup(self, left: np.ndarray, right: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which pairs the table holds, and ``values`` with the table's value for those."""
         out = np.array(values, np.float32, copy=True)
         if not len(self.codes) or not len(left):
-            return out
+            return np.zeros(len(out), bool), out
         codes = pair_codes(np.asarray(left), np.asarray(right), self.n)
         pos = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
         hit = self.codes[pos] == codes
         out[hit] = self.values[pos[hit]]
-        return out
+        return hit, out
 
 
 def over_pairs(

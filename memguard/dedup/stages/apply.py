@@ -18,6 +18,7 @@ from memguard.dedup.outputs.shards import write_kept_shards
 from memguard.dedup.outputs.stats import build_stats
 from memguard.dedup.params import DedupParams
 from memguard.dedup.signals.embed import view_layout
+from memguard.dedup.signals.local import Verifier, scored_as_candidates
 from memguard.dedup.signals.pairs import PairTable, pair_agreement, pair_cosines
 from memguard.dedup.stages.decide import finite_embeddings
 from memguard.dedup.stages.map import Mapped
@@ -44,8 +45,10 @@ def write_outputs(
     everyone = np.arange(n)
     views = view_layout(params.embedder.kind)
     image_sim = pair_cosines(finite_embeddings(mapped.embeddings, decision.finite), everyone, keeper, layout=views)
-    if params.local.enabled:  # the similarity the rule saw: as the candidates scored the pair, if they hold it
-        image_sim = PairTable.of(candidates.image_pairs, candidates.image_sims, n).override(everyone, keeper, image_sim)
+    if params.local.enabled:  # the similarity the rule saw: as the candidates scored the pair, else verified
+        known = PairTable.of(candidates.image_pairs, candidates.image_sims, n)
+        verifier = Verifier(mapped.features, params.local, rows=mapped.feature_rows)
+        image_sim = scored_as_candidates(image_sim, everyone, keeper, known=known, verifier=verifier)
     signatures, usable = candidates.signatures, candidates.usable
     jaccard = pair_agreement(signatures, everyone, keeper).astype(np.float64)
     jaccard = np.where(usable & usable[keeper], jaccard, np.nan)

@@ -14,6 +14,7 @@ from memguard.dedup.decide.groups import sorted_group_ids
 from memguard.dedup.decide.semdedup import SemDedupParams, semdedup
 from memguard.dedup.params import DedupParams
 from memguard.dedup.signals.embed import view_layout
+from memguard.dedup.signals.local import Verifier
 from memguard.dedup.signals.neighbors import finite_rows
 from memguard.dedup.signals.pairs import PairTable
 from memguard.dedup.signals.views import view
@@ -43,7 +44,9 @@ def decide(mapped: Mapped, candidates: Candidates, params: DedupParams) -> Decis
     embeddings = mapped.embeddings
     n = len(mapped.valid_rows)
     views = view_layout(params.embedder.kind)
-    known = PairTable.of(candidates.image_pairs, candidates.image_sims, n) if params.local.enabled else None
+    local = params.local
+    known = PairTable.of(candidates.image_pairs, candidates.image_sims, n) if local.enabled else None
+    verifier = Verifier(mapped.features, local, rows=mapped.feature_rows) if local.enabled else None
     finite = finite_rows(embeddings) if n else np.zeros(0, bool)
     safe_emb = finite_embeddings(embeddings, finite)
     if params.policy == "semdedup":
@@ -75,6 +78,7 @@ def decide(mapped: Mapped, candidates: Candidates, params: DedupParams) -> Decis
             caption_embeddings=candidates.caption_embeddings,
             views=views,
             known=known,
+            verifier=verifier,
         )
         found = cluster(n, edges, rule=params.rule, rank=keeper_rank(mapped), scorer=scorer)
         decision = replace(found, finite=finite)

@@ -27,6 +27,7 @@ from memguard.dedup.signals.local import (
     Verifier,
     keypoint_counts,
     local_features,
+    scored_as_candidates,
     unpack,
     verified_inliers,
 )
@@ -248,3 +249,17 @@ def test_the_search_widens_only_between_samples_with_keypoints() -> None:
     for (i, j), sim in zip(widened.tolist(), sims, strict=True):
         assert sim >= 0.9 or (rows[i] and rows[j])
     assert (0, 1) in found and (0, 3) in found and (1, 3) in found
+
+
+def test_pairs_the_candidates_lack_are_verified_where_they_are_scored() -> None:
+    """The cluster pass scores pairs the candidate search never listed: they get the same combined
+    similarity (two textured photographs alike globally capped, a pasted copy raised)."""
+    images = [np.asarray(CHINA), np.asarray(CHINA), np.asarray(FLOWER), np.asarray(EDITS["pasted at 55%"](CHINA))]
+    verifier = Verifier(local_features(images, FEATURES), PARAMS)
+    known = PairTable.of(np.array([[0, 1]]), np.array([0.5]), 4)
+    left, right = np.array([0, 0, 0]), np.array([1, 2, 3])
+    out = scored_as_candidates(np.array([0.99, 0.99, 0.4], np.float32), left, right, known=known, verifier=verifier)
+    assert out[0] == pytest.approx(0.5)  # as the candidates scored it
+    assert out[1] == pytest.approx(PARAMS.unverified_cap)
+    assert out[2] >= PARAMS.verified_similarity
+    assert scored_as_candidates(np.array([0.99], np.float32), left[:1], right[1:2], known=None, verifier=None)[0] == pytest.approx(0.99)
