@@ -42,7 +42,9 @@ from PIL import Image
 
 from memguard.dedup.params import DedupParams
 from memguard.dedup.signals.embed import EmbedderParams, make_embedder, view_layout
-from memguard.dedup.signals.local import LocalParams, Verifier, local_features
+from memguard.dedup.signals.local import Verifier
+from memguard.dedup.signals.local_features import local_features
+from memguard.dedup.signals.local_params import LocalParams
 from memguard.dedup.signals.views import similarity_matrix
 
 DEBIAN_PACKAGES = ("lomiri-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04")

@@ -37,7 +37,8 @@ STEPS: dict[str, Step] = {
         8,
         (
             "memguard.dedup.stages.map",
-            "memguard.dedup.signals.local",
+            "memguard.dedup.signals.local_features",
+            "memguard.dedup.signals.local_params",
             "memguard.dedup.signals.embed",
             "memguard.dedup.signals.robust",
             "memguard.dedup.signals.robust_kernels",
@@ -55,9 +56,13 @@ STEPS: dict[str, Step] = {
     "caption_pairs": Step(2, ("memguard.dedup.signals.lsh", "memguard.dedup.signals.pairs")),
     "image_neighbors": Step(6, _NEIGHBOURS),
     # The verified image similarity of each neighbour pair (keyed by the map and the search).
-    "verified_pairs": Step(5, ("memguard.dedup.signals.local",)),
+    "verified_pairs": Step(
+        5, ("memguard.dedup.signals.local", "memguard.dedup.signals.local_features", "memguard.dedup.signals.local_params")
+    ),
     # Pairs whose keypoint descriptors agree (keyed by the map and the local parameters).
-    "voted_pairs": Step(1, ("memguard.dedup.signals.local_candidates", "memguard.dedup.signals.local")),
+    "voted_pairs": Step(
+        1, ("memguard.dedup.signals.local_candidates", "memguard.dedup.signals.local_features", "memguard.dedup.signals.local_params")
+    ),
     "caption_embeddings": Step(2, ("memguard.dedup.signals.caption_embed", "memguard.common.minilm")),
     "caption_neighbors": Step(2, _NEIGHBOURS),
     "dedup": Step(
@@ -75,6 +80,8 @@ STEPS: dict[str, Step] = {
             "memguard.dedup.decide.semdedup",
             "memguard.dedup.decide.evaluate",
             "memguard.dedup.signals.local",
+            "memguard.dedup.signals.local_features",
+            "memguard.dedup.signals.local_params",
             "memguard.dedup.outputs.clusters",
             "memguard.dedup.outputs.contact_sheet",
             "memguard.dedup.outputs.manifest",

@@ -19,7 +19,7 @@ from memguard.dedup.decide.semdedup import SemDedupParams
 from memguard.dedup.params import DedupParams
 from memguard.dedup.signals.caption_embed import CaptionSemanticParams
 from memguard.dedup.signals.embed import EmbedderParams
-from memguard.dedup.signals.local import LocalParams
+from memguard.dedup.signals.local_params import LocalParams
 from memguard.dedup.signals.lsh import LshParams
 from memguard.dedup.signals.minhash import MinHashParams
 from memguard.dedup.signals.neighbors import IndexParams

@@ -10,7 +10,7 @@ from memguard.dedup.decide.semdedup import SemDedupParams
 from memguard.dedup.outputs.manifest import POLICIES
 from memguard.dedup.signals.caption_embed import CaptionSemanticParams
 from memguard.dedup.signals.embed import EmbedderParams
-from memguard.dedup.signals.local import LocalParams
+from memguard.dedup.signals.local_params import LocalParams
 from memguard.dedup.signals.lsh import LshParams
 from memguard.dedup.signals.minhash import MinHashParams
 from memguard.dedup.signals.neighbors import IndexParams

@@ -25,7 +25,9 @@ from memguard.common.config import build
 from memguard.common.mapped import load_mapped
 from memguard.corpus.validate import Invalid, to_rgb
 from memguard.dedup.signals.embed import Embedder, EmbedderParams, make_embedder, view_layout
-from memguard.dedup.signals.local import FeatureBank, LocalParams, Verifier, local_features
+from memguard.dedup.signals.local import Verifier
+from memguard.dedup.signals.local_features import FeatureBank, local_features
+from memguard.dedup.signals.local_params import LocalParams
 from memguard.dedup.signals.neighbors import finite_rows
 from memguard.extract.guard_index import GuardIndexParams, TrainingIndex
 

@@ -11,7 +11,7 @@ from memguard.common.cache import Cache
 from memguard.corpus.spec import CorpusSpec, open_corpus
 from memguard.dedup.params import DedupParams
 from memguard.dedup.pipeline import run_dedup
-from memguard.dedup.signals.local import LocalParams
+from memguard.dedup.signals.local_params import LocalParams
 from memguard.extract.guard import CopyGuard
 from tests.dedup.layouts import Pair, write_folder
 from tests.dedup.signals.test_local import CHINA, EDITS, FLOWER, _png

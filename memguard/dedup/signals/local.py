@@ -6,205 +6,31 @@ or collage, burned-in text, rotations beyond its views). Copy detection's classi
 those edits (Copydays and the DISC21 baselines): keypoints with binary descriptors per image, then, on a
 candidate pair only, descriptor matches filtered by Lowe's ratio test and a RANSAC fit of a similarity
 transform (rotation, scale, shift); the pair is a verified copy when enough matches agree with one
-transform *and* the transform says one image lies (nearly) inside the other while covering at least a
-third of it. Everything here is OpenCV's (ORB, the Hamming matcher, ``estimateAffinePartial2D``); only
-the packing of features into fixed-width rows and the coverage test are written here, because the
-dedup stages move per-sample arrays of one width.
+transform *and* the transform says one image lies (nearly) inside the other while covering at least
+half of it. Everything here is OpenCV's (ORB, the Hamming matcher, ``estimateAffinePartial2D``); only
+the coverage and spread tests are written here (no library has them). Parameters:
+memguard/dedup/signals/local_params.py; packed features: memguard/dedup/signals/local_features.py.
 
 Precision: a low-texture image (sky, gradient, solid fill) has few corners, so few keypoints, and fewer
 than ``min_inliers`` matches can never verify; matches must spread over the overlap (``min_spread``), so
-one shared logo or caption does not join two photographs; a region under a third of the other image (a
+one shared logo or caption does not join two photographs; a region under half of the other image (a
 small tile of a larger photograph) is not a copy of it.
 
-Mirrored copies: ORB is not mirror invariant, so each image also carries descriptors of its mirror image
-at the mirrored keypoints (detection is mirror symmetric; only the descriptors differ).
+Mirrored copies: each image also carries descriptors of its mirror image, and a pair is tried mirrored
+when it does not verify directly.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-
 import cv2
 import numpy as np
 
-from memguard.common.config import in_range
 from memguard.common.mapped import release
+from memguard.dedup.signals.local_features import FeatureBank, Unpacked
+from memguard.dedup.signals.local_params import LocalParams
 from memguard.dedup.signals.pairs import PairTable
 
-DESCRIPTOR = 32  # bytes of an ORB descriptor
-HEADER = 4  # working width and height, uint16 each
-MISSING = 0xFFFF  # the x coordinate of an empty keypoint slot
-BITS = DESCRIPTOR * 8
 GRID = 12  # points per side sampled to measure how much of one image the transform puts inside the other
-
-
-@dataclass(frozen=True)
-class VoteParams:
-    """enabled: add descriptor-voting candidates to the neighbour search's. ``vote_descriptors`` per
-    image enter the index (4 KB each at 128); each query descriptor's ``vote_neighbours`` nearest within
-    ``max_hamming`` of 256 bits vote; ``min_votes`` make a candidate pair. IVF above ``exact_below``
-    descriptors (``nprobe`` of max(√n, n/256) lists, trained on 39 a list)."""
-
-    enabled: bool = True
-    vote_descriptors: int = 128
-    vote_neighbours: int = 4
-    max_hamming: int = 40
-    min_votes: int = 6
-    exact_below: int = 20_000
-    nprobe: int = 16
-
-    def __post_init__(self) -> None:
-        in_range("dedup.image.local.votes.vote_descriptors", self.vote_descriptors, lo=1)
-        in_range("dedup.image.local.votes.vote_neighbours", self.vote_neighbours, lo=1, hi=64)
-        in_range("dedup.image.local.votes.max_hamming", self.max_hamming, lo=0, hi=BITS)
-        in_range("dedup.image.local.votes.min_votes", self.min_votes, lo=1)
-        in_range("dedup.image.local.votes.exact_below", self.exact_below, lo=0)
-        in_range("dedup.image.local.votes.nprobe", self.nprobe, lo=1)
-
-
-@dataclass(frozen=True)
-class FeatureParams:
-    """What the map computes per image (its cache key: verification parameters are not). Each image is
-    resized to ``side`` px on its long side (smaller images to at least ``min_side``), grey, and keeps
-    its ``keypoints`` strongest ORB keypoints (``fast_threshold``: FAST's contrast, low so that soft
-    photographs have keypoints too), with mirrored descriptors if ``mirror``. Images under
-    ``min_image_side`` on their long side get none: on 32-px emoji upsampled, the shared outlines of
-    different drawings verified (built-in corpus precision 0.75 instead of 0.98), and such images are
-    the global descriptor's domain."""
-
-    keypoints: int = 256
-    side: int = 256
-    min_side: int = 128
-    mirror: bool = True
-    fast_threshold: int = 8
-    min_image_side: int = 96
-
-    def __post_init__(self) -> None:
-        in_range("dedup.image.local.features.keypoints", self.keypoints, lo=8, hi=4096)
-        in_range("dedup.image.local.features.side", self.side, lo=32, hi=4096)
-        in_range("dedup.image.local.features.min_side", self.min_side, lo=32, hi=self.side)
-        in_range("dedup.image.local.features.fast_threshold", self.fast_threshold, lo=1, hi=255)
-        in_range("dedup.image.local.features.min_image_side", self.min_image_side, lo=0)
-
-    @property
-    def row_bytes(self) -> int:
-        return feature_row_bytes(self.keypoints, mirror=self.mirror)
-
-
-@dataclass(frozen=True)
-class LocalParams:
-    """enabled: verify candidate pairs with local features (false: the global descriptor alone);
-    ``features``: what each image carries. A pair verifies with ≥ ``min_inliers`` ratio-test matches
-    (``ratio``) consistent with one similarity transform (RANSAC, ``reprojection`` × the working long
-    side), one image at least ``min_contained`` inside the other and the other at least ``min_overlap``
-    covered, and the inliers spread over ≥ ``min_spread`` of the overlap in both. Its similarity is then
-    ``verified_similarity`` plus the rest to 1 in proportion to its inliers; the image similarity of a
-    pair is the larger of that and the global one. Global similarities at or above ``trust_global``
-    stand as they are; below it, a pair of two textured images (each with ≥ ``textured_keypoints``
-    keypoints) that does not verify counts at most ``unverified_cap``: two tiles of one texture
-    (retina, bricks, a bridge's girders) resemble each other globally, but their keypoints do not line
-    up under any transform. Candidates for verification: the global neighbours down to
-    ``candidate_floor``, and pairs whose descriptors agree (``votes``:
-    memguard/dedup/signals/local_candidates.py)."""
-
-    enabled: bool = True
-    features: FeatureParams = field(default_factory=FeatureParams)
-    ratio: float = 0.8
-    min_inliers: int = 12
-    reprojection: float = 0.012
-    min_contained: float = 0.7
-    min_overlap: float = 0.5
-    min_spread: float = 0.3
-    verified_similarity: float = 0.98
-    trust_global: float = 0.995
-    textured_keypoints: int = 32
-    unverified_cap: float = 0.9
-    candidate_floor: float = 0.3
-    votes: VoteParams = field(default_factory=VoteParams)
-
-    def __post_init__(self) -> None:
-        in_range("dedup.image.local.ratio", self.ratio, lo=0.0, hi=1.0)
-        in_range("dedup.image.local.min_inliers", self.min_inliers, lo=4)
-        in_range("dedup.image.local.reprojection", self.reprojection, lo=0.0, hi=0.5)
-        for name in ("min_contained", "min_overlap", "min_spread"):
-            in_range(f"dedup.image.local.{name}", getattr(self, name), lo=0.0, hi=1.0)
-        in_range("dedup.image.local.verified_similarity", self.verified_similarity, lo=-1.0, hi=1.0)
-        in_range("dedup.image.local.trust_global", self.trust_global, lo=-1.0, hi=1.0)
-        in_range("dedup.image.local.textured_keypoints", self.textured_keypoints, lo=0)
-        in_range("dedup.image.local.unverified_cap", self.unverified_cap, lo=-1.0, hi=1.0)
-        in_range("dedup.image.local.candidate_floor", self.candidate_floor, lo=-1.0, hi=1.0)
-
-
-def feature_row_bytes(keypoints: int, *, mirror: bool) -> int:
-    """Bytes of one image's packed features: header, then per keypoint x, y (uint16, 1/16 px) and its
-    descriptor, then the mirrored descriptors."""
-    return HEADER + keypoints * (4 + DESCRIPTOR * (2 if mirror else 1))
-
-
-def _working(rgb: np.ndarray, params: FeatureParams) -> np.ndarray:
-    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    h, w = grey.shape
-    scale = params.side / max(h, w)
-    if max(h, w) * scale < params.min_side:
-        scale = params.min_side / max(h, w)
-    size = (max(8, round(w * scale)), max(8, round(h * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return grey if size == (w, h) else cv2.resize(grey, size, interpolation=interpolation)
-
-
-def _orb(params: FeatureParams) -> cv2.ORB:
-    # A 19-px patch and border (31 by default) keep keypoints near the edges of small working images.
-    return cv2.ORB.create(nfeatures=params.keypoints, edgeThreshold=19, patchSize=19, fastThreshold=params.fast_threshold)
-
-
-def local_features(images: Sequence[np.ndarray], params: FeatureParams) -> np.ndarray:
-    """(len(images), params.row_bytes) uint8: each image's packed keypoints and descriptors."""
-    k = params.keypoints
-    out = np.zeros((len(images), params.row_bytes), np.uint8)
-    out[:, HEADER : HEADER + 4 * k] = 0xFF  # every keypoint slot empty (x = MISSING) until filled
-    orb = _orb(params)
-    for row, rgb in zip(out, images, strict=True):
-        if max(rgb.shape[:2]) < params.min_image_side:
-            continue  # no keypoints: an icon's corners, upsampled, match other icons' (see LocalParams)
-        work = _working(rgb, params)
-        h, w = work.shape
-        row[:HEADER] = np.frombuffer(np.array([w, h], "<u2").tobytes(), np.uint8)
-        xy = np.full((k, 2), MISSING, "<u2")
-        descriptors = np.zeros((k, DESCRIPTOR * (2 if params.mirror else 1)), np.uint8)
-        points, found = orb.detectAndCompute(work, None)
-        if found is not None and len(points):
-            points, found = points[:k], found[:k]
-            xy[: len(points)] = np.rint(np.array([p.pt for p in points]) * 16).astype("<u2")
-            descriptors[: len(points), :DESCRIPTOR] = found
-            if params.mirror:
-                mirrored = [cv2.KeyPoint(w - 1 - p.pt[0], p.pt[1], p.size, (180.0 - p.angle) % 360, p.response,
-                                         p.octave, i) for i, p in enumerate(points)]  # fmt: skip
-                kept, flipped = orb.compute(np.ascontiguousarray(work[:, ::-1]), mirrored)
-                if flipped is not None:  # compute may drop a keypoint: its mirrored slot stays empty
-                    descriptors[[p.class_id for p in kept], DESCRIPTOR:] = flipped
-        row[HEADER : HEADER + 4 * k] = np.frombuffer(xy.tobytes(), np.uint8)
-        row[HEADER + 4 * k :] = descriptors.reshape(-1)
-    return out
-
-
-@dataclass(frozen=True)
-class Unpacked:
-    size: tuple[int, int]  # working width, height
-    points: np.ndarray  # (m, 2) float32, working pixels
-    descriptors: np.ndarray  # (m, 32) uint8
-    mirrored: np.ndarray | None  # (m, 32) uint8 at the mirrored points, or None
-
-
-def unpack(row: np.ndarray, params: FeatureParams) -> Unpacked:
-    k = params.keypoints
-    w, h = (int(v) for v in np.frombuffer(row[:HEADER].tobytes(), "<u2"))
-    xy = np.frombuffer(row[HEADER : HEADER + 4 * k].tobytes(), "<u2").reshape(k, 2)
-    m = int(np.count_nonzero(xy[:, 0] != MISSING))
-    descriptors = np.asarray(row[HEADER + 4 * k :]).reshape(k, -1)
-    mirrored = np.ascontiguousarray(descriptors[:m, DESCRIPTOR:]) if params.mirror else None
-    return Unpacked((w, h), xy[:m].astype(np.float32) / 16, np.ascontiguousarray(descriptors[:m, :DESCRIPTOR]), mirrored)
 
 
 def _inside(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -281,37 +107,6 @@ def verified_inliers(a: Unpacked, b: Unpacked, params: LocalParams) -> int:
     return _fit(a, Unpacked(b.size, mirrored_points, b.mirrored, None), params)
 
 
-class FeatureBank:
-    """The packed features of a set of samples: sample i's row ``rows[i]`` of ``features`` (-1: no
-    keypoints; default: row i). Unpacked rows are kept (the most recent ``ROWS_KEPT``): pairs come
-    grouped by their first sample."""
-
-    def __init__(self, features: np.ndarray, params: FeatureParams, *, rows: np.ndarray | None = None) -> None:
-        self.features, self.params = features, params
-        self.rows = np.arange(len(features)) if rows is None else np.asarray(rows)
-        self._unpacked: OrderedDict[int, Unpacked] = OrderedDict()
-        self._counts: np.ndarray | None = None
-
-    def counts(self) -> np.ndarray:
-        """Keypoints per sample (computed once)."""
-        if self._counts is None:
-            packed = keypoint_counts(self.features, self.params)
-            self._counts = np.where(self.rows >= 0, packed[np.maximum(self.rows, 0)] if len(packed) else 0, 0)
-        return self._counts
-
-    def get(self, i: int) -> Unpacked:
-        row = self._unpacked.get(i)
-        if row is None:
-            if self.rows[i] < 0:
-                return EMPTY
-            row = self._unpacked[i] = unpack(np.asarray(self.features[self.rows[i]]), self.params)
-            if len(self._unpacked) > ROWS_KEPT:
-                self._unpacked.popitem(last=False)
-        else:
-            self._unpacked.move_to_end(i)
-        return row
-
-
 class Verifier:
     """Verified similarities of pairs of samples of one bank of features (dedup: ``features``, row
     ``rows[i]`` per sample), or of a sample of ``features`` against one of ``other`` (the guard:
@@ -371,19 +166,6 @@ class Verifier:
         return out
 
 
-def keypoint_counts(features: np.ndarray, params: FeatureParams, block: int = 65_536) -> np.ndarray:
-    """Keypoints per packed row, a block of rows at a time."""
-    k = params.keypoints
-    counts = np.zeros(len(features), np.int64)
-    for start in range(0, len(features), block):
-        xy = np.asarray(features[start : start + block, HEADER : HEADER + 4 * k])
-        x = xy.reshape(len(xy), k, 4)[:, :, :2].copy().view("<u2")[..., 0]
-        counts[start : start + block] = (x != MISSING).sum(axis=1)
-        release(features)
-    return counts
-
-
-EMPTY = Unpacked((0, 0), np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR), np.uint8), None)
 def scored_as_candidates(
     sims: np.ndarray, left: np.ndarray, right: np.ndarray, *, known: PairTable | None, verifier: Verifier | None
 ) -> np.ndarray:
@@ -399,4 +181,3 @@ def scored_as_candidates(
 
 
 MEMO_PAIRS = 1 << 20
-ROWS_KEPT = 65_536  # unpacked rows kept by a Verifier (a few KiB each)

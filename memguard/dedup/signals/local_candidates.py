@@ -17,15 +17,8 @@ import faiss
 import numpy as np
 
 from memguard.common.mapped import release
-from memguard.dedup.signals.local import (
-    BITS,
-    DESCRIPTOR,
-    HEADER,
-    FeatureParams,
-    LocalParams,
-    VoteParams,
-    keypoint_counts,
-)
+from memguard.dedup.signals.local_features import keypoint_counts
+from memguard.dedup.signals.local_params import BITS, DESCRIPTOR, HEADER, FeatureParams, LocalParams, VoteParams
 from memguard.dedup.signals.pairs import code_pairs, pair_codes
 
 

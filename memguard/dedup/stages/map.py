@@ -37,7 +37,8 @@ from memguard.corpus.validate import Invalid, Limits, decode_image
 from memguard.dedup.executor import ExecutorConfig, run_parts
 from memguard.dedup.parts import Layout, corpus_parts, read_part
 from memguard.dedup.signals.embed import EmbedderParams, make_embedder
-from memguard.dedup.signals.local import FeatureParams, keypoint_counts, local_features
+from memguard.dedup.signals.local_features import keypoint_counts, local_features
+from memguard.dedup.signals.local_params import FeatureParams
 from memguard.dedup.signals.minhash import MinHashParams, caption_signatures
 from memguard.dedup.signals.normalize import normalize_caption
 from memguard.dedup.signals.pixels import pixel_hash

@@ -21,17 +21,10 @@ from memguard.dedup.config import dedup_params, dedup_values
 from memguard.dedup.executor import ExecutorConfig
 from memguard.dedup.params import DedupParams
 from memguard.dedup.pipeline import run_dedup
-from memguard.dedup.signals.local import (
-    FeatureParams,
-    LocalParams,
-    Verifier,
-    keypoint_counts,
-    local_features,
-    scored_as_candidates,
-    unpack,
-    verified_inliers,
-)
+from memguard.dedup.signals.local import Verifier, scored_as_candidates, verified_inliers
 from memguard.dedup.signals.local_candidates import vote_pairs
+from memguard.dedup.signals.local_features import keypoint_counts, local_features, unpack
+from memguard.dedup.signals.local_params import FeatureParams, LocalParams
 from memguard.dedup.signals.neighbors import IndexParams, Widen, neighbor_pairs
 from memguard.dedup.signals.pairs import PairTable
 from memguard.dedup.stages.map import MapParams, map_corpus
