@@ -12,6 +12,11 @@ The corpus: 64-px JPEGs (smooth random pictures, each with its own random captio
 changed, placed anywhere in the corpus. Each setting runs ``python -m dedup`` in a fresh process on a cold
 cache (its peak RSS is its own) and scores the manifest against the ground truth: a pair is predicted
 when both samples share a cluster; precision and recall are over pairs of copies of one original.
+
+``--corpus embeddings [--dim 512]``: instead, a corpus of precomputed vectors and metadata
+(bench/embedding_corpus.py: float16 unit vectors, planted copies found by the image signal or by caption
++ image, hard negatives and caption twins; parts of 100,000), run as ``corpus=embeddings`` and scored by
+the dedup run's own evaluation against its ground truth.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from embedding_corpus import write_corpus as write_embedding_corpus  # bench/ is this script's folder
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,14 +205,16 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def run_dedup_cli(folder: Path, setting: str) -> dict[str, object]:
+def run_dedup_cli(folder: Path, setting: str, *, corpus: str = "shards") -> dict[str, object]:
+    """``python -m dedup`` on ``folder`` (``corpus``: shards, or embeddings scored by its ground truth)."""
     executor, workers, *overrides = setting.split(":")
-    with tempfile.TemporaryDirectory() as tmp:
+    truth = [f"corpus.ground_truth={folder / 'ground_truth.parquet'}"] if corpus == "embeddings" else []
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         args = [f"corpus.path={folder}", f"output={tmp}/out", f"cache_dir={tmp}/cache", f"executor={executor}",
-                f"executor.workers={workers}", *overrides]  # fmt: skip
+                f"executor.workers={workers}", *truth, *overrides]  # fmt: skip
         start = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-c", WRAPPER, "corpus=shards", *args],
+            [sys.executable, "-c", WRAPPER, f"corpus={corpus}", *args],
             cwd=tmp,
             capture_output=True,
             text=True,
@@ -219,8 +227,12 @@ def run_dedup_cli(folder: Path, setting: str) -> dict[str, object]:
         rss = next(line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("RSS "))
         stats = json.loads((Path(tmp) / "out" / "stats.json").read_text())
         disk = {kind.name: _size(kind) for kind in sorted((Path(tmp) / "cache").iterdir()) if kind.is_dir()}
-        disk["output_shards"] = _size(Path(tmp) / "out" / "shards")
-        quality = score(Path(tmp) / "out" / "manifest.parquet", json.loads((folder / "truth.json").read_text()))
+        disk["output"] = _size(Path(tmp) / "out")
+        if corpus == "embeddings":
+            found = stats["evaluation"]["injected"]
+            quality = {"precision": found["precision"], "recall": found["recall"]}
+        else:
+            quality = score(Path(tmp) / "out" / "manifest.parquet", json.loads((folder / "truth.json").read_text()))
     steps = {k: round(float(v["seconds"]), 2) for k, v in stats["steps"].items()}
     return {
         "executor": executor,
@@ -244,21 +256,31 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "memguard-dedup-scale")
     parser.add_argument("--out", type=Path, default=Path("bench/dedup_scale.json"))
     parser.add_argument("--profile", action="store_true", help="also time the map's parts on one shard")
+    parser.add_argument("--corpus", choices=("shards", "embeddings"), default="shards",
+                        help="embeddings: bench/embedding_corpus.py's synthetic vectors + metadata, no images")  # fmt: skip
+    parser.add_argument("--dim", type=int, default=512, help="vector width of an embedding corpus")
     args = parser.parse_args()
-    folder = args.work / f"n{args.samples}"
-    if not (folder / "truth.json").exists():
-        build_corpus(folder, args.samples)
+    if args.corpus == "embeddings":
+        folder = args.work / f"emb{args.samples}d{args.dim}"
+        if not (folder / "ground_truth.parquet").exists():
+            write_embedding_corpus(folder, args.samples, dim=args.dim, per_part=min(args.samples, 100_000),
+                                   workers=len(os.sched_getaffinity(0)))  # fmt: skip
+        corpus_info: dict[str, object] = {"corpus": "embeddings", "dim": args.dim, "per_part": min(args.samples, 100_000)}
+    else:
+        folder = args.work / f"n{args.samples}"
+        if not (folder / "truth.json").exists():
+            build_corpus(folder, args.samples)
+        corpus_info = {"per_shard": PER_SHARD, "read_decode_limit": read_decode_limit(folder)}
     report: dict[str, object] = {
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}",
         "samples": args.samples,
-        "per_shard": PER_SHARD,
-        "read_decode_limit": read_decode_limit(folder),
+        **corpus_info,
         **({"map_profile": map_profile(folder / "00000.tar")} if args.profile else {}),
     }
     print(json.dumps(report), flush=True)
     runs = []
     for setting in args.settings:
-        runs.append(run_dedup_cli(folder, setting))
+        runs.append(run_dedup_cli(folder, setting, corpus=args.corpus))
         print(json.dumps(runs[-1]), flush=True)
     report["runs"] = runs
     args.out.write_text(json.dumps(report, indent=2) + "\n")

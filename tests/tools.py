@@ -1,4 +1,4 @@
-"""The scripts under tools/ loaded as modules (tools/ is not a package), for their tests."""
+"""The scripts under tools/ and bench/ loaded as modules (neither is a package), for their tests."""
 
 from __future__ import annotations
 
@@ -10,11 +10,22 @@ from types import ModuleType
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_tool(name: str) -> ModuleType:
-    """``tools/<name>.py`` as the module ``<name>_tool`` (registered, so dataclasses in it resolve)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", REPO / "tools" / f"{name}.py")
+def _load(folder: str, name: str) -> ModuleType:
+    """``<folder>/<name>.py`` as the module ``<name>_<folder>`` (registered, so dataclasses in it resolve)."""
+    module_name = f"{name}_{folder.rstrip('s')}"
+    spec = importlib.util.spec_from_file_location(module_name, REPO / folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[f"{name}_tool"] = module
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py`` as the module ``<name>_tool``."""
+    return _load("tools", name)
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py`` as the module ``<name>_bench`` (the tests share its corpus builders)."""
+    return _load("bench", name)

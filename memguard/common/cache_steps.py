@@ -37,6 +37,9 @@ STEPS: dict[str, Step] = {
         8,
         (
             "memguard.dedup.stages.map",
+            "memguard.dedup.stages.map_embeddings",
+            "memguard.dedup.stages.units",
+            "memguard.corpus.embeddings",
             "memguard.dedup.signals.local_features",
             "memguard.dedup.signals.local_params",
             "memguard.dedup.signals.embed",
@@ -66,7 +69,7 @@ STEPS: dict[str, Step] = {
     "caption_embeddings": Step(2, ("memguard.dedup.signals.caption_embed", "memguard.common.minilm")),
     "caption_neighbors": Step(2, _NEIGHBOURS),
     "dedup": Step(
-        8,
+        9,
         (
             "memguard.dedup.pipeline",
             "memguard.dedup.params",
@@ -85,6 +88,7 @@ STEPS: dict[str, Step] = {
             "memguard.dedup.outputs.clusters",
             "memguard.dedup.outputs.contact_sheet",
             "memguard.dedup.outputs.manifest",
+            "memguard.dedup.outputs.removals",
             "memguard.dedup.outputs.shards",
             "memguard.dedup.outputs.stats",
             "memguard.corpus.writer",

@@ -12,6 +12,8 @@ from memguard.common import storage
 from memguard.common.cache import fingerprint
 from memguard.common.config import ConfigError, OutputInsideInput, RunError
 from memguard.corpus.discover import find_shards, is_shard
+from memguard.corpus.embeddings import embedding_parts, id_column_of, metadata_columns
+from memguard.corpus.embeddings import part_identity as embedding_identity
 from memguard.corpus.metadata import CaptionSource, sibling_parquet
 from memguard.corpus.readers import Item, read_folder, read_shards
 from memguard.corpus.twemoji import TwemojiConfig, build_twemoji
@@ -21,8 +23,14 @@ from memguard.corpus.validate import Limits
 @dataclass(frozen=True)
 class CorpusSpec:
     """kind: ``shards`` (path = folder, file, brace pattern or glob; local or ``s3://``/``gs://``/``hf://``
-    through fsspec), ``folder`` (local; ``.txt`` sidecars or a Hugging Face ``metadata.jsonl``/``.csv``)
-    or ``twemoji``.
+    through fsspec), ``folder`` (local; ``.txt`` sidecars or a Hugging Face ``metadata.jsonl``/``.csv``),
+    ``embeddings`` (path = a folder, local or remote, of ``img_emb/img_emb_<n>.npy`` vectors and
+    ``metadata/metadata_<n>.parquet``: a corpus of precomputed image embeddings and captions, no images;
+    memguard/corpus/embeddings.py) or ``twemoji``.
+
+    id_column: an embedding corpus's id column (its values are the samples' keys and the removal list's
+    ids); null → the first of ``key``, ``uid``, ``url``, ``image_path`` its metadata has. Image corpora's
+    keys are their ``key`` (the webdataset member stem, img2dataset's ``key`` column).
 
     caption_field: null → the ``.txt`` member, else the metadata's ``caption`` or ``text`` (a ``.json``
     member, img2dataset's parquet beside the shard, or the imagefolder metadata file); a name → that
@@ -32,8 +40,9 @@ class CorpusSpec:
     heldout: optional shards never trained on (membership inference).
     """
 
-    kind: Literal["shards", "folder", "twemoji"] = "twemoji"
+    kind: Literal["shards", "folder", "embeddings", "twemoji"] = "twemoji"
     path: str | None = None
+    id_column: str | None = None
     ground_truth: str | None = None
     heldout: str | None = None
     caption_field: str | None = None
@@ -42,6 +51,8 @@ class CorpusSpec:
     def __post_init__(self) -> None:
         if self.caption_field is not None and not self.caption_field.strip():
             raise ConfigError("corpus.caption_field must name a metadata field, or be null for the .txt member")
+        if self.id_column is not None and (self.kind != "embeddings" or not self.id_column.strip()):
+            raise ConfigError("corpus.id_column names a metadata column of corpus=embeddings (images are keyed by key)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,8 +67,11 @@ class Corpus:
     info: dict[str, object]
     limits: Limits
     captions: CaptionSource = field(default_factory=CaptionSource)
+    id_column: str | None = None  # an embedding corpus's id column (None for image corpora: ``key``)
 
     def items(self) -> Iterator[Item]:
+        if self.kind == "embeddings":
+            raise RunError(f"{storage.redact(self.location)} is an embedding corpus: it has no images to read")
         if self.kind == "folder":
             return read_folder(self.location, self.limits, self.captions)
         return read_shards(self.location, self.limits, self.captions)
@@ -83,7 +97,7 @@ def scanned_folders(spec: CorpusSpec) -> list[Path]:
     resolved (links followed)."""
     found = []
     for path in (spec.path, spec.heldout):
-        if spec.kind in ("folder", "shards") and path and not storage.is_remote(path):
+        if spec.kind in ("folder", "shards", "embeddings") and path and not storage.is_remote(path):
             local = Path(storage.local_path(path))
             if local.is_dir():
                 found.append(local.resolve())
@@ -113,7 +127,9 @@ class InputChanged(RunError):
 
 def part_identity(kind: str, part: str) -> object:
     """What the map stage's cache key and the apply stage's check hold a part to: a shard's size and
-    modification time (and its sidecar's), or every file's of a folder."""
+    modification time (and its sidecar's), every file's of a folder, an embedding part's two files'."""
+    if kind == "embeddings":
+        return embedding_identity(part)
     return _stat_fingerprint(_folder_files(Path(part))) if kind == "folder" else file_identity(part)
 
 
@@ -155,6 +171,20 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
             limits=limits,
             captions=captions,
         )
+    if spec.kind == "embeddings":
+        parts = embedding_parts(spec.path)
+        return Corpus(
+            kind="embeddings",
+            location=spec.path,
+            fingerprint=fingerprint([embedding_identity(part.vectors) for part in parts]),
+            ground_truth=gt,
+            heldout=None,
+            info={"parts": len(parts)},
+            limits=limits,
+            captions=captions,
+            # Resolved once, from the first part: every part's rows are keyed by the same column.
+            id_column=id_column_of(metadata_columns(parts[0].metadata), spec.id_column, where=storage.redact(parts[0].metadata)),
+        )
     if spec.kind == "shards":
         found, skipped = find_shards(spec.path)
         missing = [storage.redact(u) for u in found if not storage.exists(u)]
@@ -172,4 +202,4 @@ def open_corpus(spec: CorpusSpec, cache_dir: str | os.PathLike[str], limits: Lim
             limits=limits,
             captions=captions,
         )
-    raise ConfigError(f"corpus.kind must be one of shards, folder, twemoji; got {spec.kind!r}")
+    raise ConfigError(f"corpus.kind must be one of shards, folder, embeddings, twemoji; got {spec.kind!r}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from memguard.common import storage
 from memguard.corpus.discover import find_shards
+from memguard.corpus.embeddings import embedding_parts
 from memguard.corpus.metadata import CaptionSource
 from memguard.corpus.readers import Item, KeyRegistry, read_folder, read_tar
 from memguard.corpus.spec import Corpus, part_identity
@@ -18,7 +19,7 @@ from memguard.corpus.validate import Limits
 class Layout:
     """The parts of a corpus in order, and how many unit rows each has (consecutive in ``units``)."""
 
-    kind: str  # shards | folder
+    kind: str  # shards | folder | embeddings
     parts: list[str]
     rows: list[int]
     sizes: list[int] | None  # bytes of each part (shards), None where unknown (a folder)
@@ -26,9 +27,13 @@ class Layout:
 
 
 def corpus_parts(corpus: Corpus) -> tuple[str, list[str], list[object]]:
-    """(kind, parts, identities): the corpus's parts in order and each one's identity (a stat: no read)."""
-    kind = "folder" if corpus.kind == "folder" else "shards"
-    parts = [corpus.location] if kind == "folder" else find_shards(corpus.location)[0]
+    """(kind, parts, identities): the corpus's parts in order and each one's identity (a stat: no read).
+    An embedding corpus's part is its vector file (its metadata file is found beside it)."""
+    kind = corpus.kind if corpus.kind in ("folder", "embeddings") else "shards"
+    if kind == "embeddings":
+        parts = [part.vectors for part in embedding_parts(corpus.location)]
+    else:
+        parts = [corpus.location] if kind == "folder" else find_shards(corpus.location)[0]
     if not parts:
         raise FileNotFoundError(f"no shards match {storage.redact(corpus.location)!r}")
     return kind, parts, [part_identity(kind, p) for p in parts]

@@ -27,7 +27,9 @@ from memguard.dedup.stages.decide import decide
 from memguard.dedup.stages.map import MapParams, Mapped, map_corpus
 from memguard.dedup.stages.pairs import find_candidates
 
-RESULT_NAMES = ("manifest.parquet", "clusters.parquet", "shards", "contact_sheet.png", "stats.json")  # marker last
+RESULT_NAMES = (
+    "manifest.parquet", "clusters.parquet", "removals.parquet", "shards", "contact_sheet.png", "stats.json"
+)  # fmt: skip  (the marker last)
 
 
 @dataclass
@@ -51,6 +53,7 @@ def run_dedup(
     ``executor``: how the per-part map and apply stages run (default: a process pool over all cores);
     the result does not depend on it."""
     run = StageRun(cache, executor or ExecutorConfig())
+    params = params_for_corpus(corpus, params)
     out = str(out_dir).rstrip("/") if storage.is_remote(out_dir) else str(Path(out_dir))
     corpus = replace(corpus, captions=replace(corpus.captions, required=params.caption_enabled))
 
@@ -72,6 +75,21 @@ def run_dedup(
         stats.update(_run_record(corpus, mapped, decision, params=params, run=run))
         write_json(staging / "stats.json", stats)
     return DedupResult(out, f"{out}/shards" if params.write_shards else None, f"{out}/manifest.parquet", stats)
+
+
+def params_for_corpus(corpus: Corpus, params: DedupParams) -> DedupParams:
+    """``params`` as they apply to ``corpus``: an embedding corpus's image signal is its own vectors
+    (``precomputed``, single-view, whatever ``dedup.image.kind`` says), and it has no pixels to verify
+    locally, to write as shards or to show on a contact sheet."""
+    if corpus.kind != "embeddings":
+        return params
+    return replace(
+        params,
+        embedder=replace(params.embedder, kind="precomputed", weights=None),
+        local=replace(params.local, enabled=False),
+        write_shards=False,
+        sheet_clusters=0,
+    )
 
 
 def cached_dedup(
@@ -111,6 +129,7 @@ def _run_record(
         "kind": corpus.kind,
         "location": storage.redact(corpus.location),
         "fingerprint": corpus.fingerprint,
+        "id_column": corpus.id_column or "key",  # what the manifest's key and removals.parquet's ids are
         **({"info": corpus.info} if corpus.info else {}),
     }
     record["steps"] = run.timer.steps

@@ -44,6 +44,8 @@ def console_summary(stats: dict[str, Any], out_dir: str) -> str:
     if cached:
         lines.append(f"  reused from cache: {', '.join(cached)}")
     seconds = sum(float(v.get("seconds", 0)) for v in stats.get("steps", {}).values())
-    written = "manifest.parquet, stats.json, contact_sheet.png" + (", shards/" if stats.get("shards_written") else "")
+    images = stats.get("corpus", {}).get("kind") != "embeddings"  # an embedding corpus has no contact sheet
+    written = "manifest.parquet, removals.parquet, stats.json" + (", contact_sheet.png" if images else "")
+    written += ", shards/" if stats.get("shards_written") else ""
     lines.append(f"  {seconds:.1f} s; outputs in {out_dir} ({written})")
     return "\n".join(lines)

@@ -84,7 +84,7 @@ def test_dedup_reads_and_writes_object_storage(s3_env: dict[str, str], shards: P
     fs, _ = filesystem(f"s3://{BUCKET}")
     fs.invalidate_cache()
     names = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{BUCKET}/clean")}
-    assert {"manifest.parquet", "clusters.parquet", "stats.json", "shards", "contact_sheet.png"} == names
+    assert {"manifest.parquet", "clusters.parquet", "removals.parquet", "stats.json", "shards", "contact_sheet.png"} == names
     kept_local = sorted(p.name for p in (tmp_path / "out" / "shards").iterdir())
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{BUCKET}/clean/shards")) == kept_local
     stats = fs.cat(f"{BUCKET}/clean/stats.json").decode()

@@ -7,6 +7,8 @@
 - ``phash``: imagehash's perceptual hash as ±1 bits (cosine = 1 − 2·Hamming/bits).
 - ``clip`` / ``dino``: a transformers model from a local folder (``CLIPModel`` / ``AutoModel``).
 - ``sscd``: a TorchScript file (the format the SSCD authors publish).
+- ``precomputed``: the vectors an embedding corpus ships (``corpus=embeddings``), single-view; set by the
+  pipeline for that corpus kind, never an embedder of images.
 Model preprocessing is the weights' own transformers image processor where the folder has one
 (``preprocessor_config.json``), else a PIL + numpy resize, centre crop and normalisation — never
 torchvision, which would drag a CUDA build of torch in.
@@ -43,7 +45,7 @@ class Embedder(Protocol):
         ...
 
 
-EMBEDDER_KINDS = ("robust", "pixels", "phash", "clip", "dino", "sscd")
+EMBEDDER_KINDS = ("robust", "pixels", "phash", "clip", "dino", "sscd", "precomputed")
 MODEL_KINDS = ("clip", "dino", "sscd")
 
 
@@ -276,4 +278,6 @@ def make_embedder(params: EmbedderParams) -> Embedder:
     }
     if params.kind in models:
         return models[params.kind](params)
+    if params.kind == "precomputed":
+        raise ValueError("dedup.image.kind=precomputed is the vectors of corpus=embeddings; it embeds no images")
     raise ValueError(f"unknown embedder {params.kind!r}: {', '.join(EMBEDDER_KINDS)}")

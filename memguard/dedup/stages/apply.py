@@ -1,5 +1,6 @@
-"""The ``apply`` stage: the policy turns clusters into the manifest, clusters.parquet, the cleaned shards
-and a contact sheet, and returns the counts for stats.json."""
+"""The ``apply`` stage: the policy turns clusters into the manifest, clusters.parquet, the removal list,
+the cleaned shards and a contact sheet (an embedding corpus has no images: neither of the last two), and
+returns the counts for stats.json."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from memguard.dedup.executor import ExecutorConfig
 from memguard.dedup.outputs.clusters import build_clusters, ranked_clusters
 from memguard.dedup.outputs.contact_sheet import contact_sheet
 from memguard.dedup.outputs.manifest import build_manifest, sample_status
+from memguard.dedup.outputs.removals import REMOVALS_FILE, build_removals
 from memguard.dedup.outputs.shards import write_kept_shards
 from memguard.dedup.outputs.stats import build_stats
 from memguard.dedup.params import DedupParams
@@ -37,8 +39,8 @@ def write_outputs(
     out_dir: Path,
     executor: ExecutorConfig,
 ) -> dict[str, object]:
-    """Write manifest.parquet, clusters.parquet, shards/ (unless ``params.write_shards`` is false) and
-    contact_sheet.png under ``out_dir``; return the counts for stats.json."""
+    """Write manifest.parquet, clusters.parquet, removals.parquet, shards/ (unless ``params.write_shards``
+    is false) and contact_sheet.png (images only) under ``out_dir``; return the counts for stats.json."""
     units, valid_rows, policy = mapped.units, mapped.valid_rows, params.policy
     n = len(valid_rows)
     keeper = decision.keeper
@@ -59,26 +61,11 @@ def write_outputs(
     ranked = ranked_clusters(decision)
     write_table(out_dir / "clusters.parquet", build_clusters(keys, decision, ranked))
 
-    status, weight = sample_status(decision, policy)
-    sheet = [m[:SHEET_MEMBERS] for m in ranked[: params.sheet_clusters]]
-    shards_written, thumbs = write_kept_shards(
-        mapped.layout,
-        units.column("sample_index").to_numpy(),
-        unit_keys=units.column("key").to_numpy(zero_copy_only=False),
-        limits=corpus.limits,
-        captions=corpus.captions,
-        kept=status == "kept",
-        weights=weight if policy == "reweight" else None,
-        out_dir=out_dir,
-        shard_size=params.shard_size if params.write_shards else 0,
-        thumbnails_of={int(i) for m in sheet for i in m},
-        executor=executor,
-    )
-    # Each row: the keeper first (framed green), then the removed members (red).
-    contact_sheet(
-        [[(thumbs[int(i)], bool(keeper[i] == i)) for i in sorted(m, key=lambda i: keeper[i] != i)] for m in sheet],
-        out_dir / "contact_sheet.png",
-    )
+    shards_written = 0
+    if mapped.layout.kind != "embeddings":
+        shards_written = _write_images(corpus, mapped, decision, ranked=ranked, params=params, out_dir=out_dir,
+                                       executor=executor)  # fmt: skip
+    write_table(out_dir / REMOVALS_FILE, build_removals(manifest, id_column=corpus.id_column or "key"))
     write_table(out_dir / "manifest.parquet", manifest)
     is_keeper = decision.finite & (keeper == np.arange(n))
     return build_stats(
@@ -89,3 +76,38 @@ def write_outputs(
         policy=policy,
         shards_written=shards_written,
     )
+
+
+def _write_images(
+    corpus: Corpus,
+    mapped: Mapped,
+    decision: Decision,
+    *,
+    ranked: list[np.ndarray],
+    params: DedupParams,
+    out_dir: Path,
+    executor: ExecutorConfig,
+) -> int:
+    """The kept samples' shards and the contact sheet of the largest clusters; the shards written."""
+    units, keeper = mapped.units, decision.keeper
+    status, weight = sample_status(decision, params.policy)
+    sheet = [m[:SHEET_MEMBERS] for m in ranked[: params.sheet_clusters]]
+    shards_written, thumbs = write_kept_shards(
+        mapped.layout,
+        units.column("sample_index").to_numpy(),
+        unit_keys=units.column("key").to_numpy(zero_copy_only=False),
+        limits=corpus.limits,
+        captions=corpus.captions,
+        kept=status == "kept",
+        weights=weight if params.policy == "reweight" else None,
+        out_dir=out_dir,
+        shard_size=params.shard_size if params.write_shards else 0,
+        thumbnails_of={int(i) for m in sheet for i in m},
+        executor=executor,
+    )
+    # Each row: the keeper first (framed green), then the removed members (red).
+    contact_sheet(
+        [[(thumbs[int(i)], bool(keeper[i] == i)) for i in sorted(m, key=lambda i: keeper[i] != i)] for m in sheet],
+        out_dir / "contact_sheet.png",
+    )
+    return shards_written

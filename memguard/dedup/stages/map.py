@@ -42,25 +42,9 @@ from memguard.dedup.signals.local_params import FeatureParams
 from memguard.dedup.signals.minhash import MinHashParams, caption_signatures
 from memguard.dedup.signals.normalize import normalize_caption
 from memguard.dedup.signals.pixels import pixel_hash
+from memguard.dedup.stages.map_embeddings import map_embedding_part
+from memguard.dedup.stages.units import UNIT_COLUMNS, UNIT_SCHEMA
 
-UNIT_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("source", pa.string()),
-        ("offset", pa.int64()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("caption", pa.string()),
-        ("caption_norm", pa.string()),
-        ("image_ext", pa.string()),
-        ("width", pa.int64()),
-        ("height", pa.int64()),
-        ("pixel_hash", pa.string()),
-        ("read_as_sample", pa.bool_()),  # the reader made a Sample of it (its key then counts for duplicate_key)
-    ]
-)
-UNIT_COLUMNS = tuple(UNIT_SCHEMA.names)
 MAPPED_ARRAYS = ("signatures", "usable", "embeddings")  # one row per valid sample, each part's and joined
 
 
@@ -168,6 +152,7 @@ class MapJob:
     identity: object
     cache_root: str
     key: str
+    id_column: str | None = None  # an embedding corpus's id column (None: the first of the usual ones)
 
 
 def _map_into_cache(job: MapJob) -> bool:
@@ -176,7 +161,10 @@ def _map_into_cache(job: MapJob) -> bool:
 
     def build(folder: Path) -> None:
         check_unchanged(job.kind, job.part, job.identity)
-        map_part(job.kind, job.part, job.params, folder=folder)
+        if job.kind == "embeddings":
+            map_embedding_part(job.part, job.params, id_column=job.id_column, folder=folder)
+        else:
+            map_part(job.kind, job.part, job.params, folder=folder)
         check_unchanged(job.kind, job.part, job.identity)
 
     cache = Cache(Path(job.cache_root))
@@ -189,9 +177,14 @@ def _part_jobs(
 ) -> tuple[list[str], list[object], list[tuple[MapJob]]]:
     """The corpus's parts, their identities, and for each part the job of ``_map_into_cache``."""
     kind, parts, identities = corpus_parts(corpus)
-    keys = [entry_key("map", identity, asdict(params)) for identity in identities]
+    # An embedding part's units depend on which column is its id; an image part's never do.
+    id_column = (corpus.id_column,) if kind == "embeddings" else ()
+    keys = [entry_key("map", identity, asdict(params), *id_column) for identity in identities]
     root = str(cache.root)
-    jobs = [(MapJob(kind, p, params, i, root, k),) for p, i, k in zip(parts, identities, keys, strict=True)]
+    jobs = [
+        (MapJob(kind, p, params, i, root, k, id_column=corpus.id_column),)
+        for p, i, k in zip(parts, identities, keys, strict=True)
+    ]
     return parts, identities, jobs
 
 
@@ -199,9 +192,10 @@ def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: Exe
     """Map every part of ``corpus`` (cached per part; in parallel as ``executor`` says) and join them
     (cached too: ``joined/<key>``). The two largest arrays, signatures and embeddings, come back
     memory-mapped from the joined entry (``memguard.common.mapped``)."""
-    kind = "folder" if corpus.kind == "folder" else "shards"
     parts, identities, jobs = _part_jobs(corpus, params, cache)
-    sizes = [int(identity[0][1]) for identity in identities] if kind == "shards" else None  # type: ignore[index]
+    kind = jobs[0][0].kind if jobs else "shards"
+    # A shard's size, or an embedding part's vector file's (the first stat of its identity).
+    sizes = [int(identity[0][1]) for identity in identities] if kind != "folder" else None  # type: ignore[index]
     keys = [job.key for (job,) in jobs]
     computed = sum(run_parts(_map_into_cache, jobs, executor, work_bytes=sum(sizes) if sizes is not None else None))
     (cache.misses if computed else cache.hits).append("map")
