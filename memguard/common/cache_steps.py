@@ -20,7 +20,12 @@ class Step:
 
 
 _READ = ("memguard.corpus.readers", "memguard.corpus.validate", "memguard.corpus.metadata", "memguard.corpus.sample")
-_NEIGHBOURS = ("memguard.dedup.signals.neighbors", "memguard.dedup.signals.pairs", "memguard.dedup.signals.views")
+_NEIGHBOURS = (
+    "memguard.dedup.signals.neighbors",
+    "memguard.dedup.signals.neighbor_tasks",
+    "memguard.dedup.signals.pairs",
+    "memguard.dedup.signals.views",
+)
 
 STEPS: dict[str, Step] = {
     "corpus": Step(

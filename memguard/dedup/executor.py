@@ -1,8 +1,9 @@
 """How the per-part stages (map and apply) run: the ``executor`` config group.
 
 ``local``: a process pool over the corpus's parts on this machine. ``ray``: one Ray task per part, on a
-local Ray instance or a cluster (``executor.address=auto``). The global steps between the two stages run
-in the calling process either way. The result does not depend on the executor or the number of workers:
+local Ray instance or a cluster (``executor.address=auto``). Of the global steps between the two stages,
+a large image-neighbour search runs as tasks on the executor too (``signals/neighbor_tasks.py``); the
+others run in the calling process. The result does not depend on the executor or the number of workers:
 each part's output is a function of the part alone, and results are gathered in part order.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -148,9 +150,14 @@ def _ray_session(executor: ExecutorConfig) -> Any:
 
 
 def _one_thread() -> None:
+    """A worker computes on one core: the pool (or Ray) is the parallelism."""
     import numba
 
     numba.set_num_threads(1)
+    # faiss's OpenMP (a neighbour-search task): read when faiss loads, or set on it if it already has.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(1)
 
 
 def _pool_worker(run: int) -> None:

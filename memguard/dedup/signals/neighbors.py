@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -116,7 +118,7 @@ def _pca(x: np.ndarray, dim: int) -> faiss.PCAMatrix:
     return pca
 
 
-def _projected(pca: faiss.PCAMatrix, a: np.ndarray, block: int = 65_536) -> np.ndarray:
+def _projected(pca: faiss.VectorTransform, a: np.ndarray, block: int = 65_536) -> np.ndarray:
     """``a`` in the PCA projection, rows renormalised (inner product is a cosine again), a block of rows
     at a time (``a`` may be memory-mapped: its pages are given back after each block)."""
     y = np.empty((len(a), pca.d_out), np.float32)
@@ -145,28 +147,54 @@ QUERY_BLOCK = 65_536  # a multiple of faiss's own query block (4,096): results d
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
-def searcher(embeddings: np.ndarray, params: IndexParams) -> Search:
-    """An index over ``embeddings`` and its search: a block of queries and k → (similarities, indices),
-    each (block, k), most similar first, -1 where fewer than k exist. Similarities are exact cosines
-    whatever the index kind."""
-    if not finite_rows(embeddings).all():
-        raise ValueError("embeddings contain NaN/Inf rows: reject them before indexing")
-    reduce = index_kind(len(embeddings), params) != "flat" and 0 < params.reduce_dim < embeddings.shape[1]
-    if not reduce:
-        index = build_index(embeddings, params)
-        return lambda block, k: index.search(np.ascontiguousarray(block, dtype=np.float32), k)
-    # Why by hand: faiss's IndexRefineFlat would rescore too, but it keeps a second full copy of every
-    # vector (the corpus's largest array) inside the index.
-    pca = _pca(embeddings, params.reduce_dim)
-    projected_index = build_index(_projected(pca, embeddings), params)  # the index keeps its own copy
+@dataclass
+class SearchIndex:
+    """An index over ``vectors`` and its search: a block of queries and k → (similarities, indices), each
+    (block, k), most similar first, -1 where fewer than k exist. Similarities are exact cosines whatever
+    the index kind: an index of a PCA projection (``pca``) only proposes candidates, rescored against
+    ``vectors`` (which may be memory-mapped, or a view of memory-mapped rows). Saved once and loaded by
+    each task of a distributed search (``save``, ``load``: the index's lists memory-mapped)."""
 
-    def search(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        _, idx = projected_index.search(_projected(pca, block), k)
-        sims = exact_cosines(embeddings, np.ascontiguousarray(block, dtype=np.float32), idx)
+    index: faiss.Index
+    pca: faiss.VectorTransform | None
+    vectors: np.ndarray
+
+    def __call__(self, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(block, dtype=np.float32)
+        if self.pca is None:
+            return self.index.search(queries, k)
+        _, idx = self.index.search(_projected(self.pca, block), k)
+        sims = exact_cosines(self.vectors, queries, idx)
         order = np.argsort(-sims, axis=1, kind="stable")
         return np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
 
-    return search
+    def save(self, stem: str) -> None:
+        """``<stem>.faiss`` (and ``<stem>.pca``): what ``load`` needs besides the vectors."""
+        on_gpu = hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(self.index).__name__
+        faiss.write_index(faiss.index_gpu_to_cpu(self.index) if on_gpu else self.index, f"{stem}.faiss")
+        if self.pca is not None:
+            faiss.write_VectorTransform(self.pca, f"{stem}.pca")
+
+    @classmethod
+    def load(cls, stem: str, vectors: np.ndarray) -> SearchIndex:
+        index = faiss.read_index(f"{stem}.faiss", faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        pca = faiss.read_VectorTransform(f"{stem}.pca") if Path(f"{stem}.pca").exists() else None
+        return cls(index, pca, vectors)
+
+
+def searcher(embeddings: np.ndarray, params: IndexParams) -> SearchIndex:
+    """An index over ``embeddings`` (finite rows: checked) and its search (``SearchIndex``). Above
+    ``exact_below`` the index holds a PCA projection; ``embeddings`` may then be memory-mapped: the
+    projection is computed a block at a time, and the search rescores against it in place."""
+    if not finite_rows(embeddings).all():
+        raise ValueError("embeddings contain NaN/Inf rows: reject them before indexing")
+    reduce = index_kind(len(embeddings), params) != "flat" and 0 < params.reduce_dim < embeddings.shape[1]
+    if not reduce or len(embeddings) <= params.reduce_dim:  # a PCA needs more rows than it keeps dimensions
+        return SearchIndex(build_index(np.ascontiguousarray(embeddings, np.float32), params), None, embeddings)
+    # Why by hand: faiss's IndexRefineFlat would rescore too, but it keeps a second full copy of every
+    # vector (the corpus's largest array) inside the index.
+    pca = _pca(embeddings, params.reduce_dim)
+    return SearchIndex(build_index(_projected(pca, embeddings), params), pca, embeddings)
 
 
 def knn_blocks(
@@ -211,39 +239,70 @@ def _kept(widen: Widen | None, sims: np.ndarray, *, rows: np.ndarray, cols: np.n
 
 
 def neighbor_pairs(
-    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout = SINGLE, *, widen: Widen | None = None
+    embeddings: np.ndarray,
+    params: IndexParams,
+    layout: ViewLayout = SINGLE,
+    *,
+    widen: Widen | None = None,
+    tasks: SearchTasks | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j), i < j, among each vector's k nearest with cosine ≥ min_sim (or, with ``widen``,
     down to its floor between two of its rows), and their cosine (as found from the first of the two to
     list the other). Multi-view rows: one index per view that pairs compare against, searched by the
     views compared with it, and each pair found is rescored by its best allowed view pair
-    (``pair_similarity``)."""
+    (``pair_similarity``). With ``tasks``, a search of many queries runs as tasks over blocks of them
+    (``memguard/dedup/signals/neighbor_tasks.py``); the pairs are the same either way."""
     n = len(embeddings)
     if n < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-    if not layout.single:
-        return _multi_view_pairs(embeddings, params, layout, widen=widen)
-    codes, values = [], []
-    for start, sims, idx in knn_blocks(embeddings, params):
-        rows = np.repeat(np.arange(start, start + len(idx)), idx.shape[1])
-        cols, vals = idx.ravel(), sims.ravel()
-        keep = (cols >= 0) & (cols != rows) & _kept(widen, vals, rows=rows, cols=cols, min_sim=params.min_sim)
-        codes.append(pair_codes(rows[keep], cols[keep], n))
-        values.append(vals[keep])
-    found, first = np.unique(np.concatenate(codes), return_index=True)
-    return code_pairs(found, n), np.concatenate(values)[first].astype(np.float32)
+    # A layout that refines pairs (robust: alignment) may lift a pair found below min_sim above it.
+    floor = min(params.min_sim, layout.refine_floor) if layout.refine else params.min_sim
+    plans = planned_searches(embeddings, layout)
+    if tasks is not None and tasks.worth_it(plans, n):
+        codes, values = tasks.found(embeddings, plans, params=params, layout=layout, floor=floor, widen=widen)
+    else:
+        codes, values = _found_in_process(embeddings, plans, params=params, layout=layout, floor=floor, widen=widen)
+    found, first = np.unique(codes, return_index=True)
+    pairs = code_pairs(found, n)
+    if layout.single:  # the similarity the search found the pair with
+        return pairs, values[first].astype(np.float32)
+    sims = pair_cosines(embeddings, pairs[:, 0], pairs[:, 1], layout=layout)
+    keep = _kept(widen, sims, rows=pairs[:, 0], cols=pairs[:, 1], min_sim=params.min_sim)  # a gated pair (grey) found may not count
+    return pairs[keep], sims[keep]
+
+
+class SearchTasks(Protocol):
+    """How a search runs as tasks (``memguard/dedup/signals/neighbor_tasks.py``)."""
+
+    def worth_it(self, plans: list[PlannedSearch], n: int) -> bool: ...
+
+    def found(
+        self,
+        embeddings: np.ndarray,
+        plans: list[PlannedSearch],
+        *,
+        params: IndexParams,
+        layout: ViewLayout,
+        floor: float,
+        widen: Widen | None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def finite_neighbor_pairs(
-    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout = SINGLE, *, widen: Widen | None = None
+    embeddings: np.ndarray,
+    params: IndexParams,
+    layout: ViewLayout = SINGLE,
+    *,
+    widen: Widen | None = None,
+    tasks: SearchTasks | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``neighbor_pairs`` among the finite rows only (indices refer to the full embedding array)."""
     mask = finite_rows(embeddings)
     if mask.all():  # the usual case: no copy of the corpus's largest array
-        return neighbor_pairs(embeddings, params, layout, widen=widen)
+        return neighbor_pairs(embeddings, params, layout, widen=widen, tasks=tasks)
     finite = np.flatnonzero(mask)
     widened = Widen(widen.rows[finite], widen.floor) if widen is not None else None
-    pairs, sims = neighbor_pairs(embeddings[finite], params, layout, widen=widened)
+    pairs, sims = neighbor_pairs(embeddings[finite], params, layout, widen=widened, tasks=tasks)
     return finite[pairs] if len(pairs) else pairs, sims
 
 
@@ -273,38 +332,73 @@ def planned_searches(embeddings: np.ndarray, layout: ViewLayout) -> list[Planned
     return out
 
 
-def _multi_view_pairs(
-    embeddings: np.ndarray, params: IndexParams, layout: ViewLayout, *, widen: Widen | None
+@dataclass(frozen=True)
+class QueryBlocks:
+    """One planned search's queries from ``lo`` to ``hi`` (positions among its query rows), and what a
+    found pair must reach to be kept."""
+
+    query_view: int
+    queries: np.ndarray | None  # the query rows, None: every row
+    lo: int
+    hi: int
+    k: int  # neighbours asked of each query (its own row comes back too)
+    floor: float
+    widen: Widen | None
+
+
+def found_codes(
+    embeddings: np.ndarray, search: Search, indexed: np.ndarray | None, *, layout: ViewLayout, blocks: QueryBlocks
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One index per indexed view (and gate: only the rows whose gate is open), searched only by the views
-    compared with it, from the rows that need it (``ViewPair.search_unless_equal``) — the robust layout:
-    the base view's index by five query views, the trim and grey views searched only from images with
-    something to trim or some colour. Each pair found is rescored by its best allowed view pair."""
+    """(pair codes, similarities as found) of one planned search's queries ``blocks.lo:blocks.hi``, a
+    ``QUERY_BLOCK`` at a time (``lo`` a multiple of it: the blocks, and so the results, are those of a
+    search of every query in one process); each block's codes unique, first finds kept."""
+    n, k = len(embeddings), blocks.k
+    codes, values = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    for start in range(blocks.lo, blocks.hi, QUERY_BLOCK):
+        stop = min(start + QUERY_BLOCK, blocks.hi)
+        if blocks.queries is None:  # a slice of the (memory-mapped) rows, no copy
+            rows_q = np.arange(start, stop)
+            sims, idx = search(view(embeddings[start:stop], layout, blocks.query_view), k)
+        else:
+            rows_q = blocks.queries[start:stop]
+            sims, idx = search(view(embeddings, layout, blocks.query_view)[rows_q], k)
+        found = idx.ravel()
+        cols = found if indexed is None else np.where(found >= 0, indexed[np.maximum(found, 0)], -1)
+        rows = np.repeat(rows_q, idx.shape[1])
+        vals = sims.ravel()
+        keep = (cols >= 0) & (cols != rows) & _kept(blocks.widen, vals, rows=rows, cols=cols, min_sim=blocks.floor)
+        unique, first = np.unique(pair_codes(rows[keep], cols[keep], n), return_index=True)
+        codes.append(unique)
+        values.append(vals[keep][first])
+        release(embeddings)
+    return np.concatenate(codes), np.concatenate(values)
+
+
+def _found_in_process(
+    embeddings: np.ndarray,
+    plans: list[PlannedSearch],
+    *,
+    params: IndexParams,
+    layout: ViewLayout,
+    floor: float,
+    widen: Widen | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every planned search in this process: one index per indexed view (and gate: only the rows whose
+    gate is open), searched only by the views compared with it, from the rows that need it
+    (``ViewPair.search_unless_equal``) — the robust layout: the base view's index by five query views,
+    the trim and grey views searched only from images with something to trim or some colour."""
     n = len(embeddings)
-    # A layout that refines pairs (robust: alignment) may lift a pair found below min_sim above it.
-    floor = min(params.min_sim, layout.refine_floor) if layout.refine else params.min_sim
-    codes = [np.zeros(0, np.int64)]
+    codes, values = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
     built: tuple[int, tuple[int, int] | None] | None = None
-    for b, gate, indexed, a, queries in planned_searches(embeddings, layout):
-        if (b, gate) != built:  # consecutive searches of one index share it
+    search: SearchIndex | None = None
+    for b, gate, indexed, a, queries in plans:
+        if (b, gate) != built or search is None:  # consecutive searches of one index share it
             held = view(embeddings, layout, b) if indexed is None else view(embeddings, layout, b)[indexed]
             search, built = searcher(np.ascontiguousarray(held, np.float32), params), (b, gate)
-            k = min(params.k + 1, len(held))  # a sample's own row comes back too
         total = n if queries is None else len(queries)
-        for start in range(0, total, QUERY_BLOCK):
-            if queries is None:  # a slice of the (memory-mapped) rows, no copy
-                rows_q = np.arange(start, min(start + QUERY_BLOCK, n))
-                sims, idx = search(view(embeddings[start : start + QUERY_BLOCK], layout, a), k)
-            else:
-                rows_q = queries[start : start + QUERY_BLOCK]
-                sims, idx = search(view(embeddings, layout, a)[rows_q], k)
-            found = idx.ravel()
-            cols = found if indexed is None else np.where(found >= 0, indexed[np.maximum(found, 0)], -1)
-            rows = np.repeat(rows_q, idx.shape[1])
-            keep = (cols >= 0) & (cols != rows) & _kept(widen, sims.ravel(), rows=rows, cols=cols, min_sim=floor)
-            codes.append(np.unique(pair_codes(rows[keep], cols[keep], n)))
-            release(embeddings)
-    pairs = code_pairs(np.unique(np.concatenate(codes)), n)
-    sims = pair_cosines(embeddings, pairs[:, 0], pairs[:, 1], layout=layout)
-    keep = _kept(widen, sims, rows=pairs[:, 0], cols=pairs[:, 1], min_sim=params.min_sim)  # a gated pair (grey) found may not count
-    return pairs[keep], sims[keep]
+        k = min(params.k + 1, n if indexed is None else len(indexed))  # a sample's own row comes back too
+        blocks = QueryBlocks(a, queries, 0, total, k, floor, widen)
+        found, vals = found_codes(embeddings, search, indexed, layout=layout, blocks=blocks)
+        codes.append(found)
+        values.append(vals)
+    return np.concatenate(codes), np.concatenate(values)

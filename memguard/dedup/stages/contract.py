@@ -7,6 +7,7 @@ parameters (``memguard.common.cache.entry_key``), and per-part work goes to ``ru
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +39,19 @@ class StageRun:
         self, step: str, key: str, *, names: tuple[str, ...], compute: Callable[[], tuple[np.ndarray, ...]]
     ) -> list[np.ndarray]:
         """A cached step whose outputs are named arrays: computed and saved on a miss, loaded either way."""
+        return self.cached_arrays_with_scratch(step, key, names=names, compute=lambda _: compute())
+
+    def cached_arrays_with_scratch(
+        self, step: str, key: str, *, names: tuple[str, ...], compute: Callable[[Path], tuple[np.ndarray, ...]]
+    ) -> list[np.ndarray]:
+        """``cached_arrays`` whose computation gets a scratch folder inside the entry being built (the
+        files its tasks share; seen by every worker that sees the cache, gone once the entry is complete)."""
 
         def build(folder: Path) -> None:
-            for name, value in zip(names, compute(), strict=True):
+            scratch = folder / "scratch"
+            values = compute(scratch)
+            shutil.rmtree(scratch, ignore_errors=True)
+            for name, value in zip(names, values, strict=True):
                 np.save(folder / f"{name}.npy", value, allow_pickle=False)
 
         folder = self.cached(step, key, build)

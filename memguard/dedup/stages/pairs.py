@@ -4,10 +4,12 @@ keyed by the map's key and its own parameters, so a threshold sweep reruns none 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from memguard.common.cache import entry_key
+from memguard.dedup.executor import run_parts
 from memguard.dedup.params import DedupParams
 from memguard.dedup.signals.caption_embed import embed_captions
 from memguard.dedup.signals.embed import view_layout
@@ -15,6 +17,7 @@ from memguard.dedup.signals.local import Verifier
 from memguard.dedup.signals.local_candidates import vote_pairs
 from memguard.dedup.signals.lsh import caption_pairs
 from memguard.dedup.signals.minhash import MIN_CAPTION_CHARS, long_enough
+from memguard.dedup.signals.neighbor_tasks import NeighborTasks
 from memguard.dedup.signals.neighbors import Widen, finite_neighbor_pairs
 from memguard.dedup.signals.pairs import pair_codes, pair_cosines
 from memguard.dedup.stages.contract import StageRun
@@ -68,9 +71,10 @@ def _image_pairs(mapped: Mapped, params: DedupParams, run: StageRun) -> tuple[np
     local = params.local
     widen = Widen(mapped.feature_rows >= 0, local.candidate_floor) if local.enabled else None
     search_key = entry_key("image_neighbors", mapped.key, params.index, local.candidate_floor if widen else None)
-    pairs, sims = run.cached_arrays(
+    pairs, sims = run.cached_arrays_with_scratch(
         "image_neighbors", search_key, names=("pairs", "sims"),
-        compute=lambda: finite_neighbor_pairs(mapped.embeddings, params.index, views, widen=widen),
+        compute=lambda scratch: finite_neighbor_pairs(mapped.embeddings, params.index, views, widen=widen,
+                                                      tasks=_tasks(run, scratch)),
     )  # fmt: skip
     if not local.enabled:
         return pairs, sims
@@ -81,6 +85,11 @@ def _image_pairs(mapped: Mapped, params: DedupParams, run: StageRun) -> tuple[np
         compute=lambda: (Verifier(mapped.features, local, rows=mapped.feature_rows).combined(sims, pairs[:, 0], pairs[:, 1]),),
     )  # fmt: skip
     return pairs, combined
+
+
+def _tasks(run: StageRun, scratch: Path) -> NeighborTasks:
+    """A large search's blocks of queries as tasks on the run's executor, sharing files in ``scratch``."""
+    return NeighborTasks(lambda function, jobs: run_parts(function, jobs, run.executor), scratch)
 
 
 def _with_voted_pairs(
