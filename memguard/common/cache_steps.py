@@ -61,7 +61,7 @@ STEPS: dict[str, Step] = {
         ),
     ),
     "joined": Step(4, ("memguard.dedup.stages.map", "memguard.common.mapped")),
-    "caption_pairs": Step(2, ("memguard.dedup.signals.lsh", "memguard.dedup.signals.pairs")),
+    "caption_pairs": Step(2, ("memguard.dedup.signals.lsh", "memguard.dedup.signals.lsh_tasks", "memguard.dedup.signals.pairs")),
     "image_neighbors": Step(6, _NEIGHBOURS),
     # The verified image similarity of each neighbour pair (keyed by the map and the search).
     "verified_pairs": Step(

@@ -45,3 +45,16 @@ def write_npy(fh: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], *, blocks: 
         written += len(block)
     if written != shape[0]:
         raise ValueError(f"wrote {written} rows of an array declared with {shape[0]}")
+
+
+def file_backed(array: np.ndarray, *, spare: Path) -> Path:
+    """The ``.npy`` file ``array`` is memory-mapped from (the whole of it), else ``spare`` with a copy of
+    it written there: what a task in another process, or on another node, opens instead of receiving the
+    array."""
+    if isinstance(array, np.memmap) and array.filename is not None:
+        whole = load_mapped(Path(array.filename))
+        if isinstance(whole, np.memmap) and whole.shape == array.shape and whole.offset == array.offset:
+            return Path(array.filename)
+    spare.parent.mkdir(parents=True, exist_ok=True)
+    np.save(spare, np.ascontiguousarray(array), allow_pickle=False)
+    return spare

@@ -8,6 +8,7 @@ optimiser so the false-positive/false-negative trade-off is the one datasketch d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from datasketch import MinHashLSH
@@ -62,17 +63,23 @@ def _band_keys(block: np.ndarray) -> np.ndarray:
 
 
 def candidate_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParams) -> np.ndarray:
-    """Pairs (i, j), i < j, that share at least one band, sorted; rows with ``usable`` False never pair.
+    """Pairs (i, j), i < j, that share at least one band, sorted; rows with ``usable`` False never pair."""
+    bands, _ = bands_rows(params, signatures.shape[1])
+    return code_pairs(candidate_codes(signatures, usable, params, bands=range(bands)), len(signatures))
+
+
+def candidate_codes(signatures: np.ndarray, usable: np.ndarray, params: LshParams, *, bands: range) -> np.ndarray:
+    """The sorted distinct codes of the pairs that share one of ``bands`` (a task owns a range of them).
 
     Each pair is collected as one int64 code ``i * n + j`` (8 bytes, deduplicated by one 1-D sort), and
     the codes are compacted whenever the pending ones outnumber the distinct ones twice, so memory follows
     the distinct candidates, not their sum over the bands."""
-    bands, rows = bands_rows(params, signatures.shape[1])
+    _, rows = bands_rows(params, signatures.shape[1])
     index = np.flatnonzero(usable)
     n = len(signatures)
     codes = np.zeros(0, np.int64)
     pending: list[np.ndarray] = []
-    for band in range(bands):
+    for band in bands:
         keys = _band_keys(signatures[index, band * rows : (band + 1) * rows])
         release(signatures)
         order = np.argsort(keys, kind="stable")
@@ -92,8 +99,7 @@ def candidate_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParam
         pending += found
         if sum(len(c) for c in pending) > 2 * max(len(codes), 1 << 20):
             codes, pending = _distinct(np.concatenate([codes, *pending])), []
-    codes = _distinct(np.concatenate([codes, *pending]))
-    return code_pairs(codes, len(signatures))
+    return _distinct(np.concatenate([codes, *pending]))
 
 
 def _distinct(codes: np.ndarray) -> np.ndarray:
@@ -105,9 +111,38 @@ def _distinct(codes: np.ndarray) -> np.ndarray:
     return codes[keep]
 
 
-def caption_pairs(signatures: np.ndarray, usable: np.ndarray, params: LshParams) -> tuple[np.ndarray, np.ndarray]:
-    """LSH candidates verified by estimated Jaccard ≥ threshold: (pairs [M, 2], jaccard [M])."""
-    pairs = candidate_pairs(signatures, usable, params)
+def caption_pairs(
+    signatures: np.ndarray, usable: np.ndarray, params: LshParams, *, tasks: BandTasks | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """LSH candidates verified by estimated Jaccard ≥ threshold: (pairs [M, 2], jaccard [M]), sorted.
+    With ``tasks``, a large corpus's bands are searched and verified as tasks (``lsh_tasks.py``); the
+    pairs are the same either way."""
+    n = len(signatures)
+    if tasks is not None and tasks.worth_it(int(np.count_nonzero(usable))):
+        codes, jaccard = tasks.verified(signatures, usable, params)
+        return code_pairs(codes, n), jaccard
+    bands, _ = bands_rows(params, signatures.shape[1])
+    codes, jaccard = verified_codes(signatures, usable, params, bands=range(bands))
+    return code_pairs(codes, n), jaccard
+
+
+def verified_codes(
+    signatures: np.ndarray, usable: np.ndarray, params: LshParams, *, bands: range
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted codes of ``bands``' candidate pairs whose estimated Jaccard reaches the threshold, and
+    that Jaccard (a pair's own: the same whichever band found it)."""
+    codes = candidate_codes(signatures, usable, params, bands=bands)
+    pairs = code_pairs(codes, len(signatures))
     jaccard = pair_agreement(signatures, pairs[:, 0], pairs[:, 1])
     keep = jaccard >= params.threshold
-    return pairs[keep], jaccard[keep]
+    return codes[keep], jaccard[keep]
+
+
+class BandTasks(Protocol):
+    """How the bands run as tasks (``memguard/dedup/signals/lsh_tasks.py``)."""
+
+    def worth_it(self, usable: int) -> bool: ...
+
+    def verified(
+        self, signatures: np.ndarray, usable: np.ndarray, params: LshParams
+    ) -> tuple[np.ndarray, np.ndarray]: ...

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memguard.common.mapped import load_mapped
+from memguard.common.mapped import file_backed, load_mapped
 from memguard.dedup.signals.neighbors import (
     QUERY_BLOCK,
     IndexParams,
@@ -99,7 +99,8 @@ class NeighborTasks:
         widen: Widen | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         self.folder.mkdir(parents=True, exist_ok=True)
-        source = self._file_backed(embeddings)
+        # The finite rows of a corpus with non-finite ones are an array in memory: the tasks read a copy.
+        source = str(file_backed(embeddings, spare=self.folder / "embeddings.npy"))
         widen_file = self._rows("widen", widen.rows) if widen is not None else None
         tasks: list[tuple[SearchTask]] = []
         built: dict[tuple[int, tuple[int, int] | None], tuple[str, str | None]] = {}
@@ -128,12 +129,3 @@ class NeighborTasks:
         path = self.folder / f"{name}.npy"
         np.save(path, rows, allow_pickle=False)
         return str(path)
-
-    def _file_backed(self, embeddings: np.ndarray) -> str:
-        """The file the embeddings are memory-mapped from, or a copy of them in the folder (the finite rows
-        of a corpus with non-finite ones are an array in memory)."""
-        if isinstance(embeddings, np.memmap) and embeddings.filename is not None:
-            whole = load_mapped(Path(embeddings.filename))
-            if isinstance(whole, np.memmap) and whole.shape == embeddings.shape and whole.offset == embeddings.offset:
-                return str(embeddings.filename)
-        return self._rows("embeddings", np.ascontiguousarray(embeddings, np.float32))

@@ -3,8 +3,9 @@ keyed by the map's key and its own parameters, so a threshold sweep reruns none 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from memguard.dedup.signals.embed import view_layout
 from memguard.dedup.signals.local import Verifier
 from memguard.dedup.signals.local_candidates import vote_pairs
 from memguard.dedup.signals.lsh import caption_pairs
+from memguard.dedup.signals.lsh_tasks import LshTasks
 from memguard.dedup.signals.minhash import MIN_CAPTION_CHARS, long_enough
 from memguard.dedup.signals.neighbor_tasks import NeighborTasks
 from memguard.dedup.signals.neighbors import Widen, finite_neighbor_pairs
@@ -46,11 +48,11 @@ def find_candidates(mapped: Mapped, params: DedupParams, run: StageRun) -> Candi
     n = len(mapped.valid_rows)
     if params.caption_enabled:
         signatures, usable = mapped.signatures, mapped.usable
-        cap_pairs, cap_jaccard = run.cached_arrays(
+        cap_pairs, cap_jaccard = run.cached_arrays_with_scratch(
             "caption_pairs",
             entry_key("caption_pairs", mapped.key, params.lsh),
             names=("pairs", "jaccard"),
-            compute=lambda: caption_pairs(signatures, usable, params.lsh),
+            compute=lambda scratch: caption_pairs(signatures, usable, params.lsh, tasks=LshTasks(_runner(run), scratch)),
         )
     else:  # image-only: no caption signal at all (a caption a corpus happens to carry is not compared)
         signatures = np.zeros((n, params.minhash.num_perm), np.uint32)
@@ -74,7 +76,7 @@ def _image_pairs(mapped: Mapped, params: DedupParams, run: StageRun) -> tuple[np
     pairs, sims = run.cached_arrays_with_scratch(
         "image_neighbors", search_key, names=("pairs", "sims"),
         compute=lambda scratch: finite_neighbor_pairs(mapped.embeddings, params.index, views, widen=widen,
-                                                      tasks=_tasks(run, scratch)),
+                                                      tasks=NeighborTasks(_runner(run), scratch)),
     )  # fmt: skip
     if not local.enabled:
         return pairs, sims
@@ -87,9 +89,9 @@ def _image_pairs(mapped: Mapped, params: DedupParams, run: StageRun) -> tuple[np
     return pairs, combined
 
 
-def _tasks(run: StageRun, scratch: Path) -> NeighborTasks:
-    """A large search's blocks of queries as tasks on the run's executor, sharing files in ``scratch``."""
-    return NeighborTasks(lambda function, jobs: run_parts(function, jobs, run.executor), scratch)
+def _runner(run: StageRun) -> Callable[[Callable[..., str], list[Any]], list[str]]:
+    """The run's executor as a global step's tasks use it (files in, file names out)."""
+    return lambda function, jobs: run_parts(function, jobs, run.executor)
 
 
 def _with_voted_pairs(

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+import memguard.dedup.signals.lsh_tasks as lsh_tasks
 import memguard.dedup.signals.neighbor_tasks as neighbor_tasks
 import memguard.dedup.signals.neighbors as neighbors
 from bench.edits import edit
@@ -105,7 +106,7 @@ def test_tasks_in_worker_processes_equal_one_process(
     assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
 
 
-def test_a_dedup_run_with_its_search_as_tasks_is_unchanged(
+def test_a_dedup_run_with_its_searches_as_tasks_is_unchanged(
     cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus = open_corpus(CorpusSpec(twemoji=TINY_TWEMOJI), cache_dir)
@@ -115,6 +116,7 @@ def test_a_dedup_run_with_its_search_as_tasks_is_unchanged(
     monkeypatch.setattr(neighbors, "QUERY_BLOCK", 64)
     monkeypatch.setattr(neighbor_tasks, "TASK_QUERIES", 128)
     monkeypatch.setattr(neighbor_tasks, "DISTRIBUTE_FROM", 0)
+    monkeypatch.setattr(lsh_tasks, "DISTRIBUTE_FROM", 0)  # the caption bands as tasks too
     ran: list[str] = []
 
     def counted(task: neighbor_tasks.SearchTask) -> str:
