@@ -11,6 +11,9 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import add_member, build_tiny_clip, encode, random_rgb
@@ -75,12 +78,24 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, s3_env: dict[str, str]) -> 
     for part in range(2):
         fs.put_file(str(root / "shards" / f"part-{part}.tar"), f"bucket/laion/{part:05d}.tar")
     build_tiny_clip(root / "clip")
+    # The embedding layout: the shards' samples' vectors (two of them near-duplicates) and their metadata.
+    (root / "emb" / "img_emb").mkdir(parents=True)
+    (root / "emb" / "metadata").mkdir()
+    keys = [f"p{part}s{i}" for part in range(2) for i in range(6)]
+    vectors = np.random.default_rng(0).standard_normal((len(keys), 8)).astype(np.float32)
+    vectors[1] = vectors[0] + 0.01
+    np.save(root / "emb" / "img_emb" / "img_emb_0.npy", vectors, allow_pickle=False)
+    metadata = {"key": keys, "url": [f"https://example.org/{k}.png" for k in keys], "caption": ["a picture"] * 12}
+    pq.write_table(pa.table(metadata), root / "emb" / "metadata" / "metadata_0.parquet")
     return root
 
 
 def _as_run_here(command: str, root: Path, n: int) -> str:
     shards = f"'{root}/shards/part-{{0..1}}.tar'"
     swaps = {
+        "/data/laion-emb": f"{root}/emb",
+        "/data/laion-dedup": f"{root}/out{n}",
+        "corpus.path=/data/laion ": f"corpus.path={root}/shards ",
         "'/data/laion/{00000..00099}.tar'": shards,
         "'s3://bucket/laion/{00000..00099}.tar'": "'s3://bucket/laion/{00000..00001}.tar'",
         "/data/hf-imagefolder": f"{root}/hf",

@@ -44,6 +44,7 @@ STEPS: dict[str, Step] = {
             "memguard.dedup.stages.map",
             "memguard.dedup.stages.map_embeddings",
             "memguard.dedup.stages.units",
+            "memguard.dedup.signals.precomputed",
             "memguard.corpus.embeddings",
             "memguard.dedup.signals.local_features",
             "memguard.dedup.signals.local_params",
@@ -60,6 +61,8 @@ STEPS: dict[str, Step] = {
             *_READ,
         ),
     ),
+    # The curator's own vectors for an image corpus, by key (dedup.image.embeddings).
+    "embedding_lookup": Step(1, ("memguard.dedup.signals.precomputed", "memguard.corpus.embeddings")),
     "joined": Step(4, ("memguard.dedup.stages.map", "memguard.common.mapped")),
     "caption_pairs": Step(2, ("memguard.dedup.signals.lsh", "memguard.dedup.signals.lsh_tasks", "memguard.dedup.signals.pairs")),
     "image_neighbors": Step(6, _NEIGHBOURS),

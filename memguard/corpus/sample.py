@@ -60,6 +60,7 @@ class Reason(StrEnum):
     UNREADABLE = "unreadable"  # a file or folder the reader may not open (permissions, I/O error)
     READ_ERROR = "read_error"  # anything else that went wrong reading one unit (the exception in detail)
     NON_FINITE_EMBEDDING = "non_finite_embedding"  # an embedder returned NaN/Inf
+    NO_EMBEDDING = "no_embedding"  # dedup.image.embeddings has no vector for the key, or more than one
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def dedup_values(params: DedupParams) -> dict[str, Any]:
     clause) and ``semantic.*`` (the optional MiniLM signal, its ``threshold`` and cached ``floor``).
     image.*: the embedder, ``threshold`` (cosine alone), ``loose_threshold`` (with a caption match),
     ``assign_margin`` (similarities this close to a removed sample's best keeper are ties, decided by keeper
-    priority), ``index.*`` (faiss) and ``local.*`` (local features with geometric verification). ``exact``: identical pixels always match. ``policy``: remove | reweight | keep |
+    priority), ``index.*`` (faiss), ``local.*`` (local features with geometric verification) and
+    ``embeddings``/``embeddings_id`` (the curator's own vectors for an image corpus). ``exact``: identical pixels always match. ``policy``: remove | reweight | keep |
     semdedup."""
     rule = params.rule
     semantic_threshold = rule.caption_semantic_threshold
@@ -65,6 +66,8 @@ def dedup_values(params: DedupParams) -> dict[str, Any]:
             "assign_margin": rule.assign_margin,
             "index": asdict(params.index),
             "local": asdict(params.local),
+            "embeddings": params.embeddings,
+            "embeddings_id": params.embeddings_id,
         },
         "exact": rule.use_exact,
         "policy": params.policy,
@@ -127,6 +130,7 @@ def dedup_params(values: dict[str, Any]) -> DedupParams:
             else None
         ),
     )
+    embeddings = {name: image.pop(name, None) for name in ("embeddings", "embeddings_id")}
     index = build(IndexParams, image.pop("index"), "dedup.image.index")
     local = build(LocalParams, image.pop("local", None), "dedup.image.local")
     embedder = build(EmbedderParams, image, "dedup.image")
@@ -145,6 +149,7 @@ def dedup_params(values: dict[str, Any]) -> DedupParams:
             "rule": rule,
             "semdedup": semdedup,
             "caption_enabled": caption_enabled,
+            **embeddings,
             **v,
         },
         "dedup",

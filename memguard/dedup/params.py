@@ -21,7 +21,10 @@ class DedupParams:
     """Everything the dedup stage needs besides the corpus. policy: remove | reweight | keep | semdedup.
     caption_enabled: false → image-only dedup (identical pixels and image cosine); captions are neither
     required nor compared. local: the image signal's second stage, local features with geometric
-    verification (``local.enabled=false``: the global descriptor alone)."""
+    verification (``local.enabled=false``: the global descriptor alone). embeddings: for an image corpus,
+    a folder (local or remote) of the clip-retrieval / img2dataset embedding layout whose vectors stand in
+    for the embedder's, joined to the samples by key (``embeddings_id``: the metadata column holding it;
+    null → ``key``, else ``image_path``); a sample it has no single vector for is a ``no_embedding`` row."""
 
     minhash: MinHashParams = field(default_factory=MinHashParams)
     lsh: LshParams = field(default_factory=LshParams)
@@ -36,9 +39,13 @@ class DedupParams:
     write_shards: bool = True
     sheet_clusters: int = 12
     caption_enabled: bool = True
+    embeddings: str | None = None
+    embeddings_id: str | None = None
 
     def __post_init__(self) -> None:
         one_of("dedup.policy", self.policy, POLICIES)
+        if self.embeddings_id is not None and self.embeddings is None:
+            raise ConfigError("dedup.image.embeddings_id names a column of dedup.image.embeddings, which is not set")
         if not self.caption_enabled and self.caption_semantic.enabled:
             raise ConfigError("dedup.caption.semantic.enabled=true needs dedup.caption.enabled=true")
         if self.write_shards:

@@ -14,6 +14,7 @@ import numpy as np
 from memguard.common import storage
 from memguard.common.atomic import committed_run, write_json
 from memguard.common.cache import Cache, entry_key
+from memguard.common.config import ConfigError
 from memguard.common.storage import committed_remote_run
 from memguard.corpus.spec import Corpus
 from memguard.dedup.decide.decision import Decision
@@ -21,6 +22,7 @@ from memguard.dedup.decide.evaluate import evaluate
 from memguard.dedup.executor import ExecutorConfig
 from memguard.dedup.params import DedupParams
 from memguard.dedup.parts import corpus_parts
+from memguard.dedup.signals.precomputed import cached_lookup
 from memguard.dedup.stages.apply import write_outputs
 from memguard.dedup.stages.contract import StageRun
 from memguard.dedup.stages.decide import decide
@@ -59,7 +61,8 @@ def run_dedup(
 
     with run.timer.step("map") as record:  # one read and one decode of every unit, per part, cached per part
         map_params = MapParams(corpus.limits, corpus.captions, params.minhash, params.embedder, params.local.features if params.local.enabled else None)
-        mapped = map_corpus(corpus, map_params, cache=cache, executor=run.executor)
+        lookup = cached_lookup(cache, params.embeddings, params.embeddings_id) if params.embeddings else None
+        mapped = map_corpus(corpus, map_params, cache=cache, executor=run.executor, lookup=lookup)
         record.update(cached=mapped.computed == 0, parts=mapped.parts, parts_computed=mapped.computed)
     candidates = find_candidates(mapped, params, run)
     with run.timer.step("cluster"):
@@ -80,9 +83,14 @@ def run_dedup(
 def params_for_corpus(corpus: Corpus, params: DedupParams) -> DedupParams:
     """``params`` as they apply to ``corpus``: an embedding corpus's image signal is its own vectors
     (``precomputed``, single-view, whatever ``dedup.image.kind`` says), and it has no pixels to verify
-    locally, to write as shards or to show on a contact sheet."""
+    locally, to write as shards or to show on a contact sheet; an image corpus with
+    ``dedup.image.embeddings`` compares the curator's vectors (``precomputed``) instead of embedding."""
     if corpus.kind != "embeddings":
-        return params
+        if params.embeddings is None:
+            return params
+        return replace(params, embedder=replace(params.embedder, kind="precomputed", weights=None))
+    if params.embeddings is not None:
+        raise ConfigError("dedup.image.embeddings is for image corpora: corpus=embeddings compares its own vectors")
     return replace(
         params,
         embedder=replace(params.embedder, kind="precomputed", weights=None),

@@ -174,3 +174,36 @@ def test_python_m_dedup_runs_an_embedding_corpus(planted: Path, tmp_path: Path) 
     removals = pq.read_table(tmp_path / "out" / "removals.parquet")
     assert removals.column_names[0] == "url" and removals.num_rows == stats["status"]["duplicate"]
     assert all(url.startswith("https://images.invalid/") for url in removals.column("url").to_pylist())
+
+
+def test_an_image_corpus_with_the_curator_s_vectors(cache_dir: Path, tmp_path: Path) -> None:
+    """``dedup.image.embeddings``: the shards' vectors come from an embedding folder, joined by key (in
+    another order than the shards, across two parts); a key it lacks, and one it holds twice, are
+    ``no_embedding`` rows; the decisions are those of the same embedder run by us."""
+    from memguard.corpus.validate import decode_image
+    from memguard.dedup.signals.embed import EmbedderParams, make_embedder
+    from tests.dedup.layouts import tiny_pairs, write_tars
+
+    pairs = tiny_pairs(cache_dir)
+    write_tars(tmp_path / "shards", pairs, shards=3)
+    vectors = make_embedder(EmbedderParams(kind="pixels")).embed([decode_image(p.image) for p in pairs])
+    order = np.random.default_rng(0).permutation(len(pairs))
+    missing, twice = pairs[order[0]].key, pairs[order[1]].key
+    keys = [pairs[i].key for i in order[1:]] + [twice]
+    rows = np.concatenate([vectors[order[1:]], vectors[order[1:2]]])
+    half = len(keys) // 2
+    for n, part in enumerate((slice(0, half), slice(half, None))):
+        _write_part(tmp_path / "emb", n, rows[part], {"key": keys[part], "caption": ["unused"] * len(keys[part])})
+
+    corpus = open_corpus(CorpusSpec(kind="shards", path=str(tmp_path / "shards")), cache_dir)
+    given = DedupParams(embeddings=str(tmp_path / "emb"), write_shards=False, sheet_clusters=0)
+    ours = DedupParams(embedder=EmbedderParams(kind="pixels"), write_shards=False, sheet_clusters=0)
+    run = {name: run_dedup(corpus, p, out_dir=tmp_path / name, cache=Cache(tmp_path / "cache"), executor=ONE_WORKER)
+           for name, p in (("given", given), ("ours", ours))}  # fmt: skip
+    assert run["given"].stats["params"]["embedder"]["kind"] == "precomputed"
+    manifest = {r["key"]: r for r in pq.read_table(run["given"].manifest).to_pylist()}
+    theirs = {r["key"]: r for r in pq.read_table(run["ours"].manifest).to_pylist()}
+    assert manifest[missing]["reason"] == manifest[twice]["reason"] == "no_embedding"
+    differ = [k for k in theirs if k not in (missing, twice) and theirs[k]["status"] != manifest[k]["status"]]
+    assert len(differ) <= 2  # at most the clusters the two left out were in
+    assert sum(r["status"] == "duplicate" for r in manifest.values()) >= 10

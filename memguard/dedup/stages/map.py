@@ -42,6 +42,7 @@ from memguard.dedup.signals.local_params import FeatureParams
 from memguard.dedup.signals.minhash import MinHashParams, caption_signatures
 from memguard.dedup.signals.normalize import normalize_caption
 from memguard.dedup.signals.pixels import pixel_hash
+from memguard.dedup.signals.precomputed import BuiltLookup, Lookup
 from memguard.dedup.stages.map_embeddings import map_embedding_part
 from memguard.dedup.stages.units import UNIT_COLUMNS, UNIT_SCHEMA
 
@@ -88,19 +89,23 @@ class Mapped:
         return self.units.select(columns).take(pa.array(self.valid_rows))
 
 
-def map_part(kind: str, part: str, params: MapParams, *, folder: Path) -> None:
-    """Read and decode one part once; write its units, signatures, usable mask and embeddings."""
+def map_part(kind: str, part: str, params: MapParams, *, folder: Path, lookup: str | None = None) -> None:
+    """Read and decode one part once; write its units, signatures, usable mask and embeddings. With
+    ``lookup`` (a built ``signals.precomputed`` lookup) the vectors are the curator's, found by key."""
     columns: dict[str, list[object]] = {name: [] for name in UNIT_COLUMNS}
-    embedder = make_embedder(params.embedder)
+    given = Lookup(Path(lookup)) if lookup is not None else None
+    embedder = make_embedder(params.embedder) if given is None else None
     vectors: list[np.ndarray] = []
     features: list[np.ndarray] = []
     batch: list[np.ndarray] = []
+    places: list[tuple[int, int]] = []  # with ``lookup``: the batch's vectors' (part, row)
 
     def flush() -> None:
-        vectors.append(embedder.embed(batch))
+        vectors.append(embedder.embed(batch) if embedder is not None else given.vectors(places))  # type: ignore[union-attr]
         local = params.local
         features.append(local_features(batch, local) if local is not None else np.zeros((len(batch), 0), np.uint8))
         batch.clear()
+        places.clear()
 
     def add(**row: object) -> None:
         for name, values in columns.items():
@@ -112,6 +117,12 @@ def map_part(kind: str, part: str, params: MapParams, *, folder: Path) -> None:
             add(key=item.key, source=item.source, offset=item.offset, status="rejected", reason=str(item.reason),
                 detail=item.detail[:500], read_as_sample=False)  # fmt: skip
             continue
+        place = given.where(item.key) if given is not None else None
+        if given is not None and place is None:
+            add(key=item.key, source=item.source, offset=item.offset, status="rejected", reason=str(Reason.NO_EMBEDDING),
+                detail="dedup.image.embeddings has no single vector for this key", caption=item.caption,
+                read_as_sample=True)  # fmt: skip
+            continue
         try:
             rgb = decode_image(item.image, params.limits)
         except Invalid as err:
@@ -122,6 +133,8 @@ def map_part(kind: str, part: str, params: MapParams, *, folder: Path) -> None:
             caption_norm=normalize_caption(item.caption), image_ext=item.image_ext, width=rgb.shape[1],
             height=rgb.shape[0], pixel_hash=pixel_hash(rgb), read_as_sample=True)  # fmt: skip
         batch.append(rgb)
+        if place is not None:
+            places.append(place)
         if len(batch) >= params.embedder.batch_size:
             flush()
     if batch:
@@ -153,6 +166,7 @@ class MapJob:
     cache_root: str
     key: str
     id_column: str | None = None  # an embedding corpus's id column (None: the first of the usual ones)
+    lookup: str | None = None  # the curator's vectors for an image corpus (a built signals.precomputed lookup)
 
 
 def _map_into_cache(job: MapJob) -> bool:
@@ -164,7 +178,7 @@ def _map_into_cache(job: MapJob) -> bool:
         if job.kind == "embeddings":
             map_embedding_part(job.part, job.params, id_column=job.id_column, folder=folder)
         else:
-            map_part(job.kind, job.part, job.params, folder=folder)
+            map_part(job.kind, job.part, job.params, folder=folder, lookup=job.lookup)
         check_unchanged(job.kind, job.part, job.identity)
 
     cache = Cache(Path(job.cache_root))
@@ -173,26 +187,31 @@ def _map_into_cache(job: MapJob) -> bool:
 
 
 def _part_jobs(
-    corpus: Corpus, params: MapParams, cache: Cache
+    corpus: Corpus, params: MapParams, cache: Cache, *, lookup: BuiltLookup | None = None
 ) -> tuple[list[str], list[object], list[tuple[MapJob]]]:
     """The corpus's parts, their identities, and for each part the job of ``_map_into_cache``."""
     kind, parts, identities = corpus_parts(corpus)
-    # An embedding part's units depend on which column is its id; an image part's never do.
-    id_column = (corpus.id_column,) if kind == "embeddings" else ()
-    keys = [entry_key("map", identity, asdict(params), *id_column) for identity in identities]
+    # An embedding part's units depend on which column is its id; an image part's never do. The curator's
+    # vectors, where given, are part of every part's output.
+    extra = [corpus.id_column] if kind == "embeddings" else []
+    extra += [lookup.key] if lookup is not None else []
+    keys = [entry_key("map", identity, asdict(params), *extra) for identity in identities]
     root = str(cache.root)
     jobs = [
-        (MapJob(kind, p, params, i, root, k, id_column=corpus.id_column),)
+        (MapJob(kind, p, params, i, root, k, id_column=corpus.id_column, lookup=lookup.folder if lookup else None),)
         for p, i, k in zip(parts, identities, keys, strict=True)
     ]
     return parts, identities, jobs
 
 
-def map_corpus(corpus: Corpus, params: MapParams, *, cache: Cache, executor: ExecutorConfig) -> Mapped:
+def map_corpus(
+    corpus: Corpus, params: MapParams, *, cache: Cache, executor: ExecutorConfig, lookup: BuiltLookup | None = None
+) -> Mapped:
     """Map every part of ``corpus`` (cached per part; in parallel as ``executor`` says) and join them
     (cached too: ``joined/<key>``). The two largest arrays, signatures and embeddings, come back
-    memory-mapped from the joined entry (``memguard.common.mapped``)."""
-    parts, identities, jobs = _part_jobs(corpus, params, cache)
+    memory-mapped from the joined entry (``memguard.common.mapped``). ``lookup``: the curator's vectors
+    stand in for the embedder's (``signals.precomputed``)."""
+    parts, identities, jobs = _part_jobs(corpus, params, cache, lookup=lookup)
     kind = jobs[0][0].kind if jobs else "shards"
     # A shard's size, or an embedding part's vector file's (the first stat of its identity).
     sizes = [int(identity[0][1]) for identity in identities] if kind != "folder" else None  # type: ignore[index]
