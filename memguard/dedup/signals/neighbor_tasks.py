@@ -3,7 +3,7 @@
 The driver plans: for each planned search (``neighbors.planned_searches``: an indexed view and gate, a
 query view and rows) it builds the index once — trained on a sample, the vectors added a block at a time
 from the memory-mapped embeddings — and saves it beside the tasks with the row lists they need; then one
-task per ``TASK_QUERIES`` queries loads the index (its lists memory-mapped), searches its block against
+task per ``TASK_QUERIES`` queries loads the index (read whole), searches its block against
 the memory-mapped embeddings and writes the pairs it found to a file of its own. The driver reads the
 files back in task order. Task boundaries are multiples of ``QUERY_BLOCK``, so every faiss call sees the
 batch it would see in one process: the pairs are exactly those of the in-process search (tested), for

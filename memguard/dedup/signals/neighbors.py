@@ -129,16 +129,23 @@ def _projected(pca: faiss.VectorTransform, a: np.ndarray, block: int = 65_536) -
     return y
 
 
+RELEASE_EVERY = 16  # blocks of exact rescoring between two releases of the mapped rows they gathered
+
+
 def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, *, block: int = 1024) -> np.ndarray:
-    """``queries[i] · x[idx[i, j]]`` (NaN-free; -inf where idx is -1), a block of queries at a time."""
+    """``queries[i] · x[idx[i, j]]`` (NaN-free; -inf where idx is -1), a block of queries at a time. The
+    pages of a memory-mapped ``x`` are given back every ``RELEASE_EVERY`` blocks (every block: faulting
+    the same rows in again each block cost time in a 10^6-vector search; bench/RESULTS.md)."""
     sims = np.full(idx.shape, -np.inf, np.float32)
-    for start in range(0, len(idx), block):
+    for n, start in enumerate(range(0, len(idx), block)):
         rows = idx[start : start + block]
         found = rows >= 0
         vectors = x[np.where(found, rows, 0)]
         dots = np.einsum("bd,bkd->bk", queries[start : start + block], vectors)
         sims[start : start + block] = np.where(found, dots, -np.inf)
-        release(x, queries)
+        if n % RELEASE_EVERY == RELEASE_EVERY - 1:
+            release(x, queries)
+    release(x, queries)
     return sims
 
 
@@ -153,7 +160,7 @@ class SearchIndex:
     (block, k), most similar first, -1 where fewer than k exist. Similarities are exact cosines whatever
     the index kind: an index of a PCA projection (``pca``) only proposes candidates, rescored against
     ``vectors`` (which may be memory-mapped, or a view of memory-mapped rows). Saved once and loaded by
-    each task of a distributed search (``save``, ``load``: the index's lists memory-mapped)."""
+    each task of a distributed search (``save``, ``load``)."""
 
     index: faiss.Index
     pca: faiss.VectorTransform | None
@@ -177,7 +184,8 @@ class SearchIndex:
 
     @classmethod
     def load(cls, stem: str, vectors: np.ndarray) -> SearchIndex:
-        index = faiss.read_index(f"{stem}.faiss", faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        # Read whole, not memory-mapped: searching mapped inverted lists took 30% more CPU (bench/RESULTS.md).
+        index = faiss.read_index(f"{stem}.faiss")
         pca = faiss.read_VectorTransform(f"{stem}.pca") if Path(f"{stem}.pca").exists() else None
         return cls(index, pca, vectors)
 
