@@ -14,25 +14,9 @@ from memguard.dedup.executor import ExecutorConfig, run_parts
 from memguard.dedup.signals.lsh import LshParams, caption_pairs
 from memguard.dedup.signals.lsh_tasks import LshTasks
 from memguard.dedup.signals.minhash import MinHashParams, caption_signatures
+from tests.tools import load_bench
 
-WORDS = [
-    "red",
-    "blue",
-    "green",
-    "small",
-    "large",
-    "old",
-    "new",
-    "city",
-    "river",
-    "mountain",
-    "portrait",
-    "street",
-    "dog",
-    "cat",
-    "house",
-    "tree",
-]
+WORDS = load_bench("embedding_corpus").WORDS
 
 
 @pytest.fixture(scope="module")
