@@ -23,6 +23,7 @@ _READ = ("memguard.corpus.readers", "memguard.corpus.validate", "memguard.corpus
 _NEIGHBOURS = (
     "memguard.dedup.signals.neighbors",
     "memguard.dedup.signals.neighbor_tasks",
+    "memguard.dedup.signals.neighbor_index",
     "memguard.dedup.signals.pairs",
     "memguard.dedup.signals.views",
 )

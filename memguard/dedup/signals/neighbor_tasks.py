@@ -25,10 +25,10 @@ import numpy as np
 from memguard.common.mapped import file_backed, load_mapped
 from memguard.dedup.signals.neighbors import (
     QUERY_BLOCK,
-    IndexParams,
     PlannedSearch,
     QueryBlocks,
     SearchIndex,
+    SearchSpec,
     Widen,
     found_codes,
     searcher,
@@ -89,15 +89,9 @@ class NeighborTasks:
         return sum(n if queries is None else len(queries) for *_, queries in plans) >= DISTRIBUTE_FROM
 
     def found(
-        self,
-        embeddings: np.ndarray,
-        plans: list[PlannedSearch],
-        *,
-        params: IndexParams,
-        layout: ViewLayout,
-        floor: float,
-        widen: Widen | None,
+        self, embeddings: np.ndarray, plans: list[PlannedSearch], spec: SearchSpec
     ) -> tuple[np.ndarray, np.ndarray]:
+        params, layout, floor, widen = spec.params, spec.layout, spec.floor, spec.widen
         self.folder.mkdir(parents=True, exist_ok=True)
         # The finite rows of a corpus with non-finite ones are an array in memory: the tasks read a copy.
         source = str(file_backed(embeddings, spare=self.folder / "embeddings.npy"))

@@ -1,208 +1,28 @@
-"""Nearest neighbours of image embeddings with faiss → candidate duplicate pairs with cosine similarity.
-
-Exact (``IndexFlatIP``) for small corpora, IVF or HNSW above ``exact_below`` vectors; on the GPU when
-faiss sees one. The approximate kinds search in a PCA projection (``reduce_dim``; faiss's ``PCAMatrix``)
-and only propose candidates: every returned similarity is the exact cosine of the full vectors. IVF's
-k-means is trained on a random sample (``train_per_list`` vectors per list). Embeddings must be finite:
-faiss silently ignores NaN rows on add, so callers reject them first (``finite_rows``).
+"""Nearest neighbours of image embeddings with faiss → candidate duplicate pairs with cosine similarity:
+the planned searches of a view layout, run in this process or as tasks (``neighbor_tasks.py``), over the
+index and search of ``neighbor_index.py`` (whose names this module also serves, as callers import them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
-import faiss
 import numpy as np
 
-from memguard.common.config import in_range, one_of
 from memguard.common.mapped import release
+from memguard.dedup.signals.neighbor_index import IndexParams as IndexParams
+from memguard.dedup.signals.neighbor_index import SearchIndex as SearchIndex
+from memguard.dedup.signals.neighbor_index import build_index as build_index
+from memguard.dedup.signals.neighbor_index import finite_rows as finite_rows
+from memguard.dedup.signals.neighbor_index import row_mask, searcher
 from memguard.dedup.signals.pairs import code_pairs, pair_codes, pair_cosines
 from memguard.dedup.signals.views import SINGLE, ViewLayout, view, views_equal
-
-INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
-
-
-@dataclass(frozen=True)
-class IndexParams:
-    """kind: auto | flat | ivf | hnsw. ``k`` neighbours per vector; pairs below ``min_sim`` are dropped
-    (the floor: cluster thresholds at or above it reuse the cached search). ivf / hnsw: candidates are
-    searched in a PCA projection to ``reduce_dim`` dimensions (0: the full vectors) and rescored exactly;
-    ivf's k-means trains on ``train_per_list`` × nlist sampled vectors (seeded)."""
-
-    kind: str = "auto"
-    k: int = 16
-    min_sim: float = 0.75
-    exact_below: int = 50_000
-    nlist: int | None = None
-    nprobe: int = 16
-    hnsw_m: int = 32
-    ef_search: int = 128
-    use_gpu: bool = True
-    reduce_dim: int = 64
-    train_per_list: int = 64
-
-    def __post_init__(self) -> None:
-        one_of("dedup.image.index.kind", self.kind, INDEX_KINDS)
-        in_range("dedup.image.index.k", self.k, lo=1)
-        in_range("dedup.image.index.min_sim", self.min_sim, lo=-1.0, hi=1.0)
-        in_range("dedup.image.index.exact_below", self.exact_below, lo=0)
-        in_range("dedup.image.index.reduce_dim", self.reduce_dim, lo=0)
-        in_range("dedup.image.index.train_per_list", self.train_per_list, lo=39)  # faiss warns below 39
-        if self.nlist is not None:
-            in_range("dedup.image.index.nlist", self.nlist, lo=1)
-        for name in ("nprobe", "hnsw_m", "ef_search"):
-            in_range(f"dedup.image.index.{name}", getattr(self, name), lo=1)
-
-
-def row_mask(rows: np.ndarray, test: Callable[[np.ndarray], np.ndarray], block: int = 65_536) -> np.ndarray:
-    """``test`` (a block of rows → one bool per row) over every row, a block at a time: a whole-array
-    temporary would be as large as a float32 copy of ``rows``, whose mapped pages are given back after
-    each block."""
-    out = np.empty(len(rows), bool)
-    for start in range(0, len(rows), block):
-        out[start : start + block] = test(rows[start : start + block])
-        release(rows)
-    return out
-
-
-def finite_rows(embeddings: np.ndarray, block: int = 65_536) -> np.ndarray:
-    """Rows without NaN/Inf."""
-    return row_mask(embeddings, lambda rows: np.isfinite(rows).all(axis=1), block)
-
-
-def index_kind(n: int, params: IndexParams) -> str:
-    if params.kind == "auto":
-        return "flat" if n < params.exact_below else "ivf"
-    return params.kind
-
-
-def build_index(embeddings: np.ndarray, params: IndexParams) -> faiss.Index:
-    """An inner-product index over unit vectors (inner product = cosine), of the full vectors."""
-    n, dim = embeddings.shape
-    kind = index_kind(n, params)
-    if kind == "flat":
-        index: faiss.Index = faiss.IndexFlatIP(dim)
-    elif kind == "ivf":
-        nlist = params.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
-        quantizer = faiss.IndexFlatIP(dim)
-        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.train(_sample(embeddings, params.train_per_list * nlist))
-        ivf.nprobe = min(params.nprobe, nlist)
-        index = ivf
-    elif kind == "hnsw":
-        hnsw = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efSearch = params.ef_search
-        index = hnsw
-    else:
-        raise ValueError(f"unknown index kind {params.kind!r}: auto, flat, ivf, hnsw")
-    if params.use_gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0 and kind != "hnsw":
-        index = faiss.index_cpu_to_all_gpus(index)  # pragma: no cover - needs faiss-gpu and a GPU
-    index.add(embeddings)
-    return index
-
-
-def _sample(x: np.ndarray, size: int) -> np.ndarray:
-    if size >= len(x):
-        return x
-    sample = x[np.sort(np.random.default_rng(0).choice(len(x), size, replace=False))]
-    release(x)
-    return sample
-
-
-def _pca(x: np.ndarray, dim: int) -> faiss.PCAMatrix:
-    pca = faiss.PCAMatrix(x.shape[1], dim)
-    pca.train(np.ascontiguousarray(_sample(x, max(50_000, 4 * dim)), dtype=np.float32))
-    return pca
-
-
-def _projected(pca: faiss.VectorTransform, a: np.ndarray, block: int = 65_536) -> np.ndarray:
-    """``a`` in the PCA projection, rows renormalised (inner product is a cosine again), a block of rows
-    at a time (``a`` may be memory-mapped: its pages are given back after each block)."""
-    y = np.empty((len(a), pca.d_out), np.float32)
-    for start in range(0, len(a), block):
-        y[start : start + block] = pca.apply(np.ascontiguousarray(a[start : start + block], dtype=np.float32))
-        release(a)
-    y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-    return y
-
-
-RELEASE_EVERY = 16  # blocks of exact rescoring between two releases of the mapped rows they gathered
-
-
-def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, *, block: int = 1024) -> np.ndarray:
-    """``queries[i] · x[idx[i, j]]`` (NaN-free; -inf where idx is -1), a block of queries at a time. The
-    pages of a memory-mapped ``x`` are given back every ``RELEASE_EVERY`` blocks (every block: faulting
-    the same rows in again each block cost time in a 10^6-vector search; bench/RESULTS.md)."""
-    sims = np.full(idx.shape, -np.inf, np.float32)
-    for n, start in enumerate(range(0, len(idx), block)):
-        rows = idx[start : start + block]
-        found = rows >= 0
-        vectors = x[np.where(found, rows, 0)]
-        dots = np.einsum("bd,bkd->bk", queries[start : start + block], vectors)
-        sims[start : start + block] = np.where(found, dots, -np.inf)
-        if n % RELEASE_EVERY == RELEASE_EVERY - 1:
-            release(x, queries)
-    release(x, queries)
-    return sims
-
 
 QUERY_BLOCK = 65_536  # a multiple of faiss's own query block (4,096): results do not depend on it
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-
-
-@dataclass
-class SearchIndex:
-    """An index over ``vectors`` and its search: a block of queries and k → (similarities, indices), each
-    (block, k), most similar first, -1 where fewer than k exist. Similarities are exact cosines whatever
-    the index kind: an index of a PCA projection (``pca``) only proposes candidates, rescored against
-    ``vectors`` (which may be memory-mapped, or a view of memory-mapped rows). Saved once and loaded by
-    each task of a distributed search (``save``, ``load``)."""
-
-    index: faiss.Index
-    pca: faiss.VectorTransform | None
-    vectors: np.ndarray
-
-    def __call__(self, block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = np.ascontiguousarray(block, dtype=np.float32)
-        if self.pca is None:
-            return self.index.search(queries, k)
-        _, idx = self.index.search(_projected(self.pca, block), k)
-        sims = exact_cosines(self.vectors, queries, idx)
-        order = np.argsort(-sims, axis=1, kind="stable")
-        return np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
-
-    def save(self, stem: str) -> None:
-        """``<stem>.faiss`` (and ``<stem>.pca``): what ``load`` needs besides the vectors."""
-        on_gpu = hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(self.index).__name__
-        faiss.write_index(faiss.index_gpu_to_cpu(self.index) if on_gpu else self.index, f"{stem}.faiss")
-        if self.pca is not None:
-            faiss.write_VectorTransform(self.pca, f"{stem}.pca")
-
-    @classmethod
-    def load(cls, stem: str, vectors: np.ndarray) -> SearchIndex:
-        # Read whole, not memory-mapped: searching mapped inverted lists took 30% more CPU (bench/RESULTS.md).
-        index = faiss.read_index(f"{stem}.faiss")
-        pca = faiss.read_VectorTransform(f"{stem}.pca") if Path(f"{stem}.pca").exists() else None
-        return cls(index, pca, vectors)
-
-
-def searcher(embeddings: np.ndarray, params: IndexParams) -> SearchIndex:
-    """An index over ``embeddings`` (finite rows: checked) and its search (``SearchIndex``). Above
-    ``exact_below`` the index holds a PCA projection; ``embeddings`` may then be memory-mapped: the
-    projection is computed a block at a time, and the search rescores against it in place."""
-    if not finite_rows(embeddings).all():
-        raise ValueError("embeddings contain NaN/Inf rows: reject them before indexing")
-    reduce = index_kind(len(embeddings), params) != "flat" and 0 < params.reduce_dim < embeddings.shape[1]
-    if not reduce or len(embeddings) <= params.reduce_dim:  # a PCA needs more rows than it keeps dimensions
-        return SearchIndex(build_index(np.ascontiguousarray(embeddings, np.float32), params), None, embeddings)
-    # Why by hand: faiss's IndexRefineFlat would rescore too, but it keeps a second full copy of every
-    # vector (the corpus's largest array) inside the index.
-    pca = _pca(embeddings, params.reduce_dim)
-    return SearchIndex(build_index(_projected(pca, embeddings), params), pca, embeddings)
 
 
 def knn_blocks(
@@ -266,10 +86,9 @@ def neighbor_pairs(
     # A layout that refines pairs (robust: alignment) may lift a pair found below min_sim above it.
     floor = min(params.min_sim, layout.refine_floor) if layout.refine else params.min_sim
     plans = planned_searches(embeddings, layout)
-    if tasks is not None and tasks.worth_it(plans, n):
-        codes, values = tasks.found(embeddings, plans, params=params, layout=layout, floor=floor, widen=widen)
-    else:
-        codes, values = _found_in_process(embeddings, plans, params=params, layout=layout, floor=floor, widen=widen)
+    spec = SearchSpec(params, layout, floor, widen)
+    found_by = tasks.found if tasks is not None and tasks.worth_it(plans, n) else _found_in_process
+    codes, values = found_by(embeddings, plans, spec)
     found, first = np.unique(codes, return_index=True)
     pairs = code_pairs(found, n)
     if layout.single:  # the similarity the search found the pair with
@@ -279,20 +98,24 @@ def neighbor_pairs(
     return pairs[keep], sims[keep]
 
 
+@dataclass(frozen=True)
+class SearchSpec:
+    """What every planned search of one neighbour search shares: the index parameters, the view layout,
+    the similarity a found pair must reach, and the rows kept down to a lower floor."""
+
+    params: IndexParams
+    layout: ViewLayout
+    floor: float
+    widen: Widen | None
+
+
 class SearchTasks(Protocol):
     """How a search runs as tasks (``memguard/dedup/signals/neighbor_tasks.py``)."""
 
     def worth_it(self, plans: list[PlannedSearch], n: int) -> bool: ...
 
     def found(
-        self,
-        embeddings: np.ndarray,
-        plans: list[PlannedSearch],
-        *,
-        params: IndexParams,
-        layout: ViewLayout,
-        floor: float,
-        widen: Widen | None,
+        self, embeddings: np.ndarray, plans: list[PlannedSearch], spec: SearchSpec
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -383,13 +206,7 @@ def found_codes(
 
 
 def _found_in_process(
-    embeddings: np.ndarray,
-    plans: list[PlannedSearch],
-    *,
-    params: IndexParams,
-    layout: ViewLayout,
-    floor: float,
-    widen: Widen | None,
+    embeddings: np.ndarray, plans: list[PlannedSearch], spec: SearchSpec
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every planned search in this process: one index per indexed view (and gate: only the rows whose
     gate is open), searched only by the views compared with it, from the rows that need it
@@ -401,12 +218,12 @@ def _found_in_process(
     search: SearchIndex | None = None
     for b, gate, indexed, a, queries in plans:
         if (b, gate) != built or search is None:  # consecutive searches of one index share it
-            held = view(embeddings, layout, b) if indexed is None else view(embeddings, layout, b)[indexed]
-            search, built = searcher(np.ascontiguousarray(held, np.float32), params), (b, gate)
+            held = view(embeddings, spec.layout, b) if indexed is None else view(embeddings, spec.layout, b)[indexed]
+            search, built = searcher(np.ascontiguousarray(held, np.float32), spec.params), (b, gate)
         total = n if queries is None else len(queries)
-        k = min(params.k + 1, n if indexed is None else len(indexed))  # a sample's own row comes back too
-        blocks = QueryBlocks(a, queries, 0, total, k, floor, widen)
-        found, vals = found_codes(embeddings, search, indexed, layout=layout, blocks=blocks)
+        k = min(spec.params.k + 1, n if indexed is None else len(indexed))  # a sample's own row comes back too
+        blocks = QueryBlocks(a, queries, 0, total, k, spec.floor, spec.widen)
+        found, vals = found_codes(embeddings, search, indexed, layout=spec.layout, blocks=blocks)
         codes.append(found)
         values.append(vals)
     return np.concatenate(codes), np.concatenate(values)
