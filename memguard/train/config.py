@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
+import torch
+
 from memguard.common.config import ConfigError, in_range, one_of
 
 
@@ -28,7 +30,16 @@ class TrainConfig:
     any size; ``shuffle_buffer`` samples, ``loader_workers`` DataLoader processes) | auto (stream when the
     shards hold more than ``memmap_max_gib``); random_crop (stream only) / random_flip: augmentations;
     max_bad_steps: non-finite steps skipped in all (not only in a row) before the run halts.
-    channels_last, compile, fused_adam: GPU speed switches.
+    Speed switches, each ``auto`` (on with CUDA, off on the CPU, where they gain nothing or change the
+    numbers the CPU profile's results were measured with), ``on``/``true`` or ``off``/``false``:
+    channels_last; compile (``torch.compile`` of the unet, ``compile_mode`` as torch names it);
+    fused_adam (one fused AdamW kernel); device_rng (noise, timesteps and caption dropout drawn on the
+    device from a generator seeded per micro-batch, not on the host: resume stays exact without its state);
+    deferred_checks (the non-finite check, loss and skip count stay on the device and are read every
+    ``log_every`` steps, at checkpoints and at the end: a non-finite step is still skipped, by the fused
+    AdamW's ``found_inf`` and a masked EMA update, and the run halts at the first read past
+    ``max_bad_steps``; needs fused_adam and no fp16 loss scaling); pin_memory (batches copied to the GPU
+    from page-locked memory without waiting; CUDA only).
     """
 
     steps: int = 2000
@@ -60,9 +71,13 @@ class TrainConfig:
     loader_workers: int = 0
     random_crop: bool = False
     random_flip: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    fused_adam: bool = False
+    channels_last: bool | str = "auto"
+    compile: bool | str = "auto"
+    compile_mode: str = "default"
+    fused_adam: bool | str = "auto"
+    device_rng: bool | str = "auto"
+    deferred_checks: bool | str = "auto"
+    pin_memory: bool | str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "sample_count", "sample_steps", "log_every", "max_bad_steps"):
@@ -86,7 +101,36 @@ class TrainConfig:
             raise ConfigError("train.random_crop needs train.data=stream (the memmap holds centre crops)")
         if self.log_with == "wandb" and importlib.util.find_spec("wandb") is None:
             raise ConfigError("train.log_with=wandb needs the wandb package (pip install wandb)")
+        for name in SWITCHES:
+            one_of(f"train.{name}", getattr(self, name), SWITCH_VALUES)
+        one_of("train.compile_mode", self.compile_mode, ("default", "reduce-overhead", "max-autotune",
+                                                         "max-autotune-no-cudagraphs"))  # fmt: skip
+        if switch_value(self.deferred_checks) is True and switch_value(self.fused_adam) is False:
+            raise ConfigError("train.deferred_checks=on needs train.fused_adam (its found_inf skips a step on the device)")
+        if switch_value(self.deferred_checks) is True and self.mixed_precision == "fp16":
+            raise ConfigError("train.deferred_checks=on cannot run with fp16 (its loss scaler owns the skip decision)")
         if self.batch_size % self.grad_accum:
             raise ConfigError(
                 f"train.batch_size {self.batch_size} is not divisible by train.grad_accum {self.grad_accum}"
             )
+
+    def enabled(self, name: str, device: torch.device) -> bool:
+        """Whether speed switch ``name`` is on for a run on ``device``: ``auto`` means on with CUDA, and
+        deferred_checks' ``auto`` also needs fused AdamW on and no fp16."""
+        value = switch_value(getattr(self, name))
+        if value is not None:
+            return value and (name != "pin_memory" or device.type == "cuda")
+        if name == "deferred_checks":
+            return self.enabled("fused_adam", device) and self.mixed_precision != "fp16" and device.type == "cuda"
+        return device.type == "cuda"
+
+
+SWITCHES = ("channels_last", "compile", "fused_adam", "device_rng", "deferred_checks", "pin_memory")
+SWITCH_VALUES = (True, False, "auto", "on", "off", "true", "false")
+
+
+def switch_value(value: bool | str) -> bool | None:
+    """True, False, or None for ``auto``."""
+    if value == "auto":
+        return None
+    return value in (True, "on", "true")

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
@@ -49,6 +48,7 @@ from memguard.train.checkpoint import (
 )
 from memguard.train.config import TrainConfig
 from memguard.train.data import Batch, MemmapData, TrainingData
+from memguard.train.device_steps import DeferredChecks, MicroBatchDraws, device_draws, host_draws
 from memguard.train.mitigations import (
     MitigationConfig,
     gaussian_noise_injection,
@@ -92,7 +92,10 @@ class _Run:
     optimizer: torch.optim.Optimizer
     ema: EMAModel
     params: list[torch.nn.Parameter]
-    generator: torch.Generator
+    generator: torch.Generator  # the host generator: every draw on the CPU profile, resumed from checkpoints
+    device_generator: torch.Generator | None  # reseeded per micro-batch (train.device_rng)
+    deferred: DeferredChecks | None  # train.deferred_checks
+    pin_memory: bool
     source: TrainingData
     vocab: list[str]
     micro: int  # micro-batch size (all processes together)
@@ -112,7 +115,7 @@ class _Meter:
     skipped: int = 0
     last_loss: float = math.nan
     images: int = 0
-    wen_dropped: int = 0  # samples Wen's filter left out of the loss (this process's share)
+    wen_dropped: torch.Tensor | int = 0  # samples Wen's filter left out of the loss (this process's share)
     started: float = field(default_factory=time.perf_counter)
     warm_time: float = 0.0
     warm_images: int = 0
@@ -147,7 +150,7 @@ def train_model(
             group["lr"] = lr
         step_loss = torch.zeros((), device=accelerator.device)
         for m in range(cfg.grad_accum):
-            loss, n, dropped = _micro_batch_loss(run, next(batches))  # batch step * grad_accum + m
+            loss, n, dropped = _micro_batch_loss(run, next(batches), step * cfg.grad_accum + m)
             with accelerator.no_sync(run.unet) if m < cfg.grad_accum - 1 else nullcontext():
                 accelerator.backward(loss)
             step_loss += loss.detach()
@@ -155,22 +158,29 @@ def train_model(
             meter.wen_dropped += dropped
         # The clipped-gradient norm is computed anyway; a NaN/Inf anywhere in the gradients shows up in it.
         grad_norm = accelerator.clip_grad_norm_(run.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        if not (bool(torch.isfinite(step_loss)) and bool(torch.isfinite(grad_norm))):
-            _skip_step(run, meter, step)
-            continue
-        run.optimizer.step()
-        run.optimizer.zero_grad(set_to_none=True)
-        run.ema.step(run.params)
-        meter.last_loss = float(step_loss)
+        if run.deferred is not None:
+            run.deferred.update(run.optimizer, step_loss, grad_norm)
+        else:
+            if not (bool(torch.isfinite(step_loss)) and bool(torch.isfinite(grad_norm))):
+                _skip_step(run, meter, step)
+                continue
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.ema.step(run.params)
+            meter.last_loss = float(step_loss)
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        sample = cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps)
+        checkpoint = cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps
+        # Deferred checks are read (and logged) also before a sample grid or checkpoint uses the EMA.
+        if done % cfg.log_every == 0 or done == cfg.steps or (run.deferred is not None and (sample or checkpoint)):
+            grad_norm_value = _read_checks(run, meter, done) if run.deferred is not None else float(grad_norm)
             rate = meter.images / max(1e-9, time.perf_counter() - meter.started)
-            accelerator.log({"loss": meter.last_loss, "lr": lr, "grad_norm": float(grad_norm), "images_per_s": rate},
+            accelerator.log({"loss": meter.last_loss, "lr": lr, "grad_norm": grad_norm_value, "images_per_s": rate},
                             step=done)  # fmt: skip
             bar.set_postfix(loss=f"{meter.last_loss:.4f}", img_s=f"{rate:.0f}")
-        if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps) and accelerator.is_main_process:
+        if sample and accelerator.is_main_process:
             _sample_grid(run, run.out_dir / "samples" / f"{done:08d}.png")
-        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+        if checkpoint:
             _checkpoint(run, done)
     return _finish(run, meter)
 
@@ -189,14 +199,14 @@ def _prepare(
     device = accelerator.device
     torch.manual_seed(cfg.seed)
     unet = model.unet.to(device)
-    if cfg.channels_last:
+    if cfg.enabled("channels_last", device):
         unet = unet.to(memory_format=torch.channels_last)
     if model.vae is not None:
         model.vae.to(device)
     params = trainable_parameters(model)
-    fused = cfg.fused_adam and device.type == "cuda"
+    fused = cfg.enabled("fused_adam", device)
     # Multi-tensor updates (one op over all parameters, not one per tensor) also on the CPU, where torch
-    # does not pick them by default; the fused kernel replaces them on the GPU.
+    # does not pick them by default; the fused kernel replaces them where asked (by default on the GPU).
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay,
                                   fused=fused, foreach=not fused)  # fmt: skip
     ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75, foreach=True)
@@ -212,6 +222,8 @@ def _prepare(
     if latest is not None and (latest / ACCELERATE_STATE).is_dir():
         accelerator.load_state(str(latest / ACCELERATE_STATE))
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    # Under FSDP/DeepSpeed the optimizer and EMA are theirs to step: the host-side check stays.
+    deferred = cfg.enabled("deferred_checks", device) and fused and not sharded
     accelerator.init_trackers("train", config={k: str(v) for k, v in asdict(cfg).items()})
     micro = cfg.batch_size // cfg.grad_accum
     if micro * cfg.grad_accum != cfg.batch_size or micro % accelerator.num_processes:
@@ -225,11 +237,14 @@ def _prepare(
         accelerator=accelerator,
         model=model,
         unet=unet,
-        forward=torch.compile(unet) if cfg.compile else unet,
+        forward=torch.compile(unet, mode=cfg.compile_mode) if cfg.enabled("compile", device) else unet,
         optimizer=optimizer,
         ema=ema,
         params=params,
         generator=generator,
+        device_generator=torch.Generator(device=device) if cfg.enabled("device_rng", device) else None,
+        deferred=DeferredChecks(ema, params, device) if deferred else None,
+        pin_memory=cfg.enabled("pin_memory", device),
         source=source,
         vocab=vocab,
         micro=micro,
@@ -239,29 +254,35 @@ def _prepare(
     return run, start_step
 
 
-def _micro_batch_loss(run: _Run, batch: Batch) -> tuple[torch.Tensor, int, int]:
+def _micro_batch_loss(run: _Run, batch: Batch, batch_number: int) -> tuple[torch.Tensor, int, torch.Tensor]:
     """(loss, samples, samples Wen's filter dropped) of this process's share of one micro-batch. Every
     process draws the whole micro-batch's randomness, then keeps its slice: the draws (and so the result)
     do not depend on the number of processes."""
-    model, accelerator, generator, micro = run.model, run.accelerator, run.generator, run.micro
+    model, accelerator, micro = run.model, run.accelerator, run.micro
     device = accelerator.device
-    noise = torch.randn((micro, *model.latent_shape), generator=generator)
-    t = torch.randint(0, model.scheduler.config.num_train_timesteps, (micro,), generator=generator)
-    drop = torch.rand(micro, generator=generator) < run.cfg.caption_dropout
-    caption_rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    shape, timesteps = model.latent_shape, model.scheduler.config.num_train_timesteps
+    if run.device_generator is not None:
+        draws = device_draws(run.device_generator, run.cfg.seed, batch_number, micro=micro, latent_shape=shape,
+                             timesteps=timesteps, caption_dropout=run.cfg.caption_dropout)  # fmt: skip
+    else:
+        draws = host_draws(run.generator, micro=micro, latent_shape=shape, timesteps=timesteps,
+                           caption_dropout=run.cfg.caption_dropout)  # fmt: skip
     mine = slice(accelerator.process_index, None, accelerator.num_processes)
-    noise, t, drop = noise[mine].to(device), t[mine].to(device), drop[mine].to(device)
-    x0 = model.to_latents(torch.from_numpy(batch.pixels).to(device))
+    noise, t, drop = draws.noise[mine].to(device), draws.timesteps[mine].to(device), draws.drop[mine].to(device)
+    pixels = torch.from_numpy(batch.pixels)
+    if run.pin_memory:  # page-locked, so the copy is queued and the host goes on
+        pixels = pixels.pin_memory()
+    x0 = model.to_latents(pixels.to(device, non_blocking=run.pin_memory))
     x_t = model.scheduler.add_noise(x0, noise, t)
     n = len(batch.captions)
     cond, keep = None, torch.ones(n, dtype=torch.bool, device=device)
     if model.conditional:
-        cond, keep = _condition(run, batch, noisy=(x_t, t), drop=drop, caption_rng=caption_rng)
+        cond, keep = _condition(run, batch, noisy=(x_t, t), drop=drop, draws=draws)
     with accelerator.autocast():
         eps = model.eps(x_t, t, cond, unet=run.forward)
         per_sample = ((eps.float() - model.target(x0, noise, t).float()) ** 2).flatten(1).mean(1)
         loss = (per_sample * keep).sum() / max(1, n) / run.cfg.grad_accum
-    return loss, n, int((~keep).sum())
+    return loss, n, (~keep).sum()
 
 
 def _condition(
@@ -270,20 +291,20 @@ def _condition(
     *,
     noisy: tuple[torch.Tensor, torch.Tensor],
     drop: torch.Tensor,
-    caption_rng: np.random.Generator,
+    draws: MicroBatchDraws,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The caption condition with the training-time mitigations applied (caption transforms, Gaussian
     noise on the embedding, Wen's filter), and which samples stay in the loss."""
     model, mitigation, device = run.model, run.mitigation, run.accelerator.device
     captions = [
-        transform_caption(caption, alts, config=mitigation, rng=caption_rng, vocab=run.vocab)
+        transform_caption(caption, alts, config=mitigation, rng=draws.caption_rng, vocab=run.vocab)
         for caption, alts in zip(batch.captions, batch.alt_captions, strict=True)
     ]
     n = len(captions)
     encoded = model.encode_captions(captions, device)
     null = model.null_condition(n, device)
     assert encoded is not None and null is not None
-    cond = gaussian_noise_injection(encoded, mitigation, run.generator)
+    cond = gaussian_noise_injection(encoded, mitigation, draws.generator)
     keep = torch.ones(n, dtype=torch.bool, device=device)
     if "wen" in mitigation.kinds:
         x_t, t = noisy
@@ -301,6 +322,21 @@ def _skip_step(run: _Run, meter: _Meter, step: int) -> None:
     log.warning("non-finite loss at step %d (%d skipped so far)", step, meter.skipped)
     if meter.skipped > run.cfg.max_bad_steps:
         raise TrainingDiverged(f"{meter.skipped} steps with a non-finite loss (limit {run.cfg.max_bad_steps})")
+
+
+def _read_checks(run: _Run, meter: _Meter, done: int) -> float:
+    """Read the device-side checks (train.deferred_checks): the loss, the steps skipped since the last read
+    (warned, and the run halted past ``max_bad_steps``); the gradient norm returned."""
+    assert run.deferred is not None
+    reading = run.deferred.read()
+    meter.last_loss = reading.last_loss
+    new = reading.skipped - meter.skipped
+    meter.skipped = reading.skipped
+    if new:
+        log.warning("%d step(s) with a non-finite loss skipped before step %d (%d so far)", new, done, meter.skipped)
+    if meter.skipped > run.cfg.max_bad_steps:
+        raise TrainingDiverged(f"{meter.skipped} steps with a non-finite loss (limit {run.cfg.max_bad_steps})")
+    return reading.grad_norm
 
 
 def _checkpoint(run: _Run, done: int) -> None:
@@ -325,6 +361,8 @@ def _checkpoint(run: _Run, done: int) -> None:
 def _finish(run: _Run, meter: _Meter) -> TrainResult:
     """Save the EMA model and ``train_result.json`` (main process), drop the checkpoints unless kept."""
     accelerator, cfg = run.accelerator, run.cfg
+    if run.deferred is not None:
+        _read_checks(run, meter, cfg.steps)
     seconds = time.perf_counter() - meter.started
     throughput = (meter.images - meter.warm_images) / max(time.perf_counter() - meter.warm_time, 1e-9)
     # Not accelerator.end_training(): it also destroys the process group, and an experiment trains several
@@ -340,7 +378,9 @@ def _finish(run: _Run, meter: _Meter) -> TrainResult:
         skipped_steps=meter.skipped,
         final_loss=meter.last_loss,
         # The main process's share of its own samples (under several processes, each sees a slice).
-        wen_dropped_share=round(meter.wen_dropped * accelerator.num_processes / max(1, meter.images), 6) if wen else None,
+        wen_dropped_share=round(int(meter.wen_dropped) * accelerator.num_processes / max(1, meter.images), 6)
+        if wen
+        else None,
         config=json.loads(json.dumps(asdict(cfg), default=str)),  # as train_result.json holds it
     )
     if accelerator.is_main_process:

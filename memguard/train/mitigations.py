@@ -74,8 +74,8 @@ def gaussian_noise_injection(cond: torch.Tensor, config: MitigationConfig, gener
     """GNI: cond + λ·N(0, I) for a random subset (probability p) of the batch."""
     if "gni" not in config.kinds:
         return cond
-    fire = torch.rand(cond.shape[0], generator=generator) < config.p
-    noise = torch.randn(cond.shape, generator=generator) * config.gni_scale
+    fire = torch.rand(cond.shape[0], generator=generator, device=generator.device) < config.p
+    noise = torch.randn(cond.shape, generator=generator, device=generator.device) * config.gni_scale
     return cond + noise.to(cond) * fire.to(cond).view(-1, *([1] * (cond.dim() - 1)))
 
 

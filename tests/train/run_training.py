@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=2)
     parser.add_argument("--stream", type=int, default=-1, help="stream from the shards with this many workers")
     parser.add_argument("--format", default="memguard", help="train.checkpoint_format")
+    parser.add_argument("--device-path", action="store_true", help="fused AdamW, device_rng and deferred_checks on")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -79,6 +80,7 @@ def main() -> None:
         keep_checkpoints=args.keep,
         checkpoint_format=args.format,
         log_every=4,
+        **({"fused_adam": "on", "device_rng": "on", "deferred_checks": "on"} if args.device_path else {}),
     )
     train_model(model, data, cfg, out_dir=out)
 

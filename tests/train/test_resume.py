@@ -58,17 +58,30 @@ def reference(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return shards, out
 
 
+@pytest.fixture(scope="module")
+def reference_device_path(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    shards = build_twemoji(TINY_TWEMOJI, cache_dir / "corpus").train
+    out = tmp_path_factory.mktemp("resume") / "uninterrupted_device_path"
+    proc = _run(shards, cache_dir, out, "--device-path")
+    assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    return shards, out
+
+
 @pytest.mark.parametrize(
-    ("seed", "fmt"), [(0, "memguard"), (3, "accelerate"), pytest.param(1, "memguard", marks=pytest.mark.slow)]
-)
+    ("seed", "fmt", "device_path"),
+    [(0, "memguard", False), (3, "accelerate", False), (5, "memguard", True),
+     pytest.param(1, "memguard", False, marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_kill_at_random_step_then_resume(
-    reference: tuple[Path, Path], cache_dir: Path, tmp_path: Path, seed: int, fmt: str
+    request: pytest.FixtureRequest, cache_dir: Path, tmp_path: Path, seed: int, fmt: str, device_path: bool
 ) -> None:
     """Both checkpoint formats: ours, and accelerate's save_state / load_state (what FSDP and DeepSpeed
-    runs use) plus our EMA and generator."""
-    shards, uninterrupted = reference
+    runs use) plus our EMA and generator; and the GPU's sync-free step path (per-micro-batch draws, the
+    skip and the EMA's step count kept on the device) run on the CPU."""
+    shards, uninterrupted = request.getfixturevalue("reference_device_path" if device_path else "reference")
+    extra = ("--format", fmt, *(("--device-path",) if device_path else ()))
     out = tmp_path / "killed"
-    proc = _run(shards, cache_dir, out, "--format", fmt)
+    proc = _run(shards, cache_dir, out, *extra)
     rng = np.random.default_rng(seed)  # seeded: a failure names the moment that broke resume
     deadline = time.time() + 300
     target = int(rng.integers(1, 5))  # die after 1..4 complete checkpoints, at a random moment
@@ -79,7 +92,7 @@ def test_kill_at_random_step_then_resume(
     proc.wait()
     if fmt == "accelerate":
         assert all((c / "accelerate" / "model.safetensors").exists() for c in (out / "checkpoints").glob("step-*"))
-    resumed = _run(shards, cache_dir, out, "--format", fmt)
+    resumed = _run(shards, cache_dir, out, *extra)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:] if resumed.stderr else ""
     a, b = _weights(uninterrupted), _weights(out)
     assert a.keys() == b.keys()
