@@ -47,6 +47,17 @@ def in_range(name: str, value: float, *, lo: float | None = None, hi: float | No
         raise ConfigError(f"{name} must be in {bounds}, got {value}")
 
 
+# A speed switch: on, off, or auto (the code decides from the device; each switch documents how).
+SWITCH_VALUES = (True, False, "auto", "on", "off", "true", "false")
+
+
+def switch_value(value: bool | str) -> bool | None:
+    """True, False, or None for ``auto``."""
+    if value == "auto":
+        return None
+    return value in (True, "on", "true")
+
+
 def one_of(name: str, value: object, allowed: tuple[object, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")

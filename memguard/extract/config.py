@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from memguard.common.config import in_range
+from memguard.common.config import SWITCH_VALUES, in_range, one_of, switch_value
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ class AuditConfig:
     copy_thresholds: tuple[float, ...] = (0.5, 0.4)
     batch_size: int = 250
     device: str | None = None
+    # The audit's generations on a GPU: bfloat16 autocast and torch.compile of the unet; auto: on with CUDA
+    # (on the CPU they would change the CPU profile's recorded images, or gain nothing).
+    bf16: bool | str = "auto"
+    compile: bool | str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("generations", "sample_steps", "n_nearest", "per_prompt", "min_clique", "tile_grid", "batch_size"):
@@ -62,6 +66,13 @@ class AuditConfig:
         in_range("extract.tau", self.tau, lo=0.0)
         in_range("extract.verify_l2", self.verify_l2, lo=0.0)
         in_range("extract.guidance", self.guidance, lo=0.0)
+        for name in ("bf16", "compile"):
+            one_of(f"extract.{name}", getattr(self, name), SWITCH_VALUES)
+
+    def enabled(self, name: str) -> bool:
+        """Whether switch ``bf16`` or ``compile`` is on for this audit's device."""
+        value = switch_value(getattr(self, name))
+        return device_of(self) == "cuda" if value is None else value
 
 
 def device_of(cfg: AuditConfig) -> str:

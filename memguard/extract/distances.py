@@ -30,17 +30,20 @@ def _flat(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return x / 255.0 - 0.5
 
 
+def _l2_block(at: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
+    """ℓ2 between flat rows ``at`` and ``bt`` (``b_sq``: bt's squared norms), float32, on their device."""
+    d2 = ((at**2).sum(1, keepdim=True) + b_sq[None, :] - 2.0 * at @ bt.T).clamp_min(0) / bt.shape[1]
+    return d2.sqrt().float()
+
+
 def pairwise_l2(a: np.ndarray, b: np.ndarray, *, chunk: int = 1024, device: str | None = None) -> np.ndarray:
     """ℓ2 between every image of ``a`` and every image of ``b`` (uint8 NHWC, same shape): (len(a), len(b))."""
     dev = _device(device)
     bt = _flat(b, dev)
     b_sq = (bt**2).sum(1)
-    dim = bt.shape[1]
     out = np.empty((len(a), len(b)), dtype=np.float32)
     for lo in range(0, len(a), chunk):
-        at = _flat(a[lo : lo + chunk], dev)
-        d2 = ((at**2).sum(1, keepdim=True) + b_sq[None, :] - 2.0 * at @ bt.T).clamp_min(0) / dim
-        out[lo : lo + chunk] = d2.sqrt().float().cpu().numpy()
+        out[lo : lo + chunk] = _l2_block(_flat(a[lo : lo + chunk], dev), bt, b_sq).cpu().numpy()
     return out
 
 
@@ -62,23 +65,27 @@ def normalized_l2(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(score, nearest training index — or group id with ``groups`` —, ℓ2 to it) per generation;
     score = ℓ2_min / (α · mean of the n smallest)."""
-    group_ids = torch.from_numpy(np.asarray(groups, dtype=np.int64)) if groups is not None else None
+    dev = _device(device)
+    group_ids = torch.from_numpy(np.asarray(groups, dtype=np.int64)).to(dev) if groups is not None else None
     if group_ids is not None and len(group_ids) != len(training):
         raise ValueError(f"{len(group_ids)} group ids for {len(training)} training images")
     n_groups = int(group_ids.max()) + 1 if group_ids is not None and len(group_ids) else len(training)
     k = min(n, n_groups)
-    scores = np.empty(len(generated), np.float32)
-    nearest = np.empty(len(generated), np.int64)
-    dmin = np.empty(len(generated), np.float32)
+    # The training set is flattened once and every chunk's distances stay on the device: only the k
+    # smallest per generation come back (on a GPU the full distance rows would cross the bus each chunk).
+    bt = _flat(training, dev)
+    b_sq = (bt**2).sum(1)
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for lo in range(0, len(generated), chunk):
-        d = torch.from_numpy(pairwise_l2(generated[lo : lo + chunk], training, device=device))
+        d = _l2_block(_flat(generated[lo : lo + chunk], dev), bt, b_sq)
         if group_ids is not None:
-            per_group = torch.full((len(d), n_groups), float("inf"), dtype=d.dtype)
+            per_group = torch.full((len(d), n_groups), float("inf"), dtype=d.dtype, device=dev)
             d = per_group.scatter_reduce(1, group_ids.expand(len(d), -1), d, reduce="amin")
         small, idx = d.topk(k, dim=1, largest=False)
-        dmin[lo : lo + chunk] = small[:, 0].numpy()
-        nearest[lo : lo + chunk] = idx[:, 0].numpy()
-        scores[lo : lo + chunk] = (small[:, 0] / (alpha * small.mean(1)).clamp_min(1e-12)).numpy()
+        parts.append((small[:, 0] / (alpha * small.mean(1)).clamp_min(1e-12), idx[:, 0], small[:, 0]))
+    if not parts:
+        return np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.float32)
+    scores, nearest, dmin = (torch.cat(column).cpu().numpy() for column in zip(*parts, strict=True))
     return scores, nearest, dmin
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from memguard.common.config import ConfigError, in_range, one_of
+from memguard.common.config import SWITCH_VALUES, ConfigError, in_range, one_of, switch_value
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,8 @@ class TrainConfig:
     micro-batches). lr warms up linearly over ``warmup_steps``, then follows ``lr_schedule``; AdamW with
     ``weight_decay`` and ``adam_betas``; gradients clipped to norm ``grad_clip``; an EMA of the weights
     with ``ema_decay`` (with warm-up) is what gets saved. caption_dropout: share of captions replaced by the
-    null condition (classifier-free guidance). mixed_precision: no | bf16 | fp16 (GPU). seed: every random
+    null condition (classifier-free guidance). mixed_precision: auto (bf16 on a CUDA device that has it, else
+    no) | no | bf16 | fp16 (GPU). seed: every random
     draw. checkpoint_every / keep_checkpoints: resumable checkpoints and how many stay; checkpoint_format:
     memguard (safetensors + JSON, no pickle: one process or DDP) | accelerate (``accelerator.save_state``,
     loaded with ``torch.load(weights_only=True)``; what FSDP and DeepSpeed need, chosen for them
@@ -53,7 +54,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"
     seed: int = 0
     checkpoint_every: int = 500
     checkpoint_format: str = "memguard"
@@ -90,7 +91,7 @@ class TrainConfig:
         in_range("train.ema_decay", self.ema_decay, lo=0.0, hi=1.0)
         in_range("train.caption_dropout", self.caption_dropout, lo=0.0, hi=1.0)
         one_of("train.lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        one_of("train.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        one_of("train.mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
         one_of("train.log_with", self.log_with, ("tensorboard", "wandb", "none"))
         one_of("train.data", self.data, ("auto", "memmap", "stream"))
         one_of("train.checkpoint_format", self.checkpoint_format, ("memguard", "accelerate"))
@@ -114,6 +115,12 @@ class TrainConfig:
                 f"train.batch_size {self.batch_size} is not divisible by train.grad_accum {self.grad_accum}"
             )
 
+    def precision(self, device: torch.device) -> str:
+        """The mixed precision accelerate runs with on ``device`` (``auto`` resolved)."""
+        if self.mixed_precision != "auto":
+            return self.mixed_precision
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+
     def enabled(self, name: str, device: torch.device) -> bool:
         """Whether speed switch ``name`` is on for a run on ``device``: ``auto`` means on with CUDA, and
         deferred_checks' ``auto`` also needs fused AdamW on and no fp16."""
@@ -121,16 +128,8 @@ class TrainConfig:
         if value is not None:
             return value and (name != "pin_memory" or device.type == "cuda")
         if name == "deferred_checks":
-            return self.enabled("fused_adam", device) and self.mixed_precision != "fp16" and device.type == "cuda"
+            return self.enabled("fused_adam", device) and self.precision(device) != "fp16" and device.type == "cuda"
         return device.type == "cuda"
 
 
 SWITCHES = ("channels_last", "compile", "fused_adam", "device_rng", "deferred_checks", "pin_memory")
-SWITCH_VALUES = (True, False, "auto", "on", "off", "true", "false")
-
-
-def switch_value(value: bool | str) -> bool | None:
-    """True, False, or None for ``auto``."""
-    if value == "auto":
-        return None
-    return value in (True, "on", "true")

@@ -190,11 +190,13 @@ def _prepare(
 ) -> tuple[_Run, int]:
     """The accelerator, optimizer, EMA and generator, restored from the latest checkpoint if any; and the
     step to start at."""
+    # The same device choice as the experiment's PartialState; auto settings are resolved for it.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision,
+        mixed_precision=cfg.precision(device),
         log_with=None if cfg.log_with == "none" else cfg.log_with,
         project_dir=str(out_dir),
-        cpu=not torch.cuda.is_available(),  # the same choice as the experiment's PartialState
+        cpu=device.type == "cpu",
     )
     device = accelerator.device
     torch.manual_seed(cfg.seed)
