@@ -47,7 +47,7 @@ else
   T32=(--resolution 32 --channels 64,128,256 --batch 256 --steps 150 --repeats 1)
   T64=(--resolution 64 --channels 64,128,256 --batch 128 --steps 100 --repeats 1)
   GEN=(--resolution 32 --samples 4000 --batch 2000 --steps 25 --training 20000)
-  EXP=()
+  EXP=(${GPU_GENERATIONS:+extract.generations=$GPU_GENERATIONS})
   STEPS=${GPU_STEPS:-8000}
   export PYTHONPATH=/tmp/site:$PWD
 fi
