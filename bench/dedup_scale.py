@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -171,16 +172,76 @@ def map_profile(shard: Path, repeats: int = 5) -> dict[str, float]:
     return steps
 
 
-# ``python -m dedup`` that reports its own peak RSS and its largest map worker's when it exits.
-WRAPPER = """
-import atexit, resource, runpy, sys
-def report():
-    print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
-atexit.register(report)
-sys.argv = ["dedup", *sys.argv[1:]]
-runpy.run_module("dedup", run_name="__main__")
-"""
+def _status_kib(pid: int) -> dict[str, int]:
+    """VmRSS, RssAnon and RssFile of a process (kiB); empty once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines) if k in ("VmRSS", "RssAnon", "RssFile")}
+
+
+def _descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        found += [int(c) for c in children]
+        frontier += [int(c) for c in children]
+    return found
+
+
+class MemoryPoll:
+    """Peak memory of a process and of each of its descendants (pool or Ray workers), polled from /proc
+    every ``interval`` s. RSS counts the pages of memory-mapped files too, which the kernel can drop at
+    will; RssAnon is what the process really holds — both are kept, and a timeline of the driver's."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.pid, self.interval = pid, interval
+        self.driver: dict[str, int] = {}
+        self.workers: dict[int, dict[str, int]] = {}
+        self.timeline: list[tuple[float, int, int]] = []  # (s, driver RssAnon MB, driver RssFile MB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemoryPoll:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        while not self._stop.wait(self.interval):
+            now = _status_kib(self.pid)
+            for key, value in now.items():
+                self.driver[key] = max(self.driver.get(key, 0), value)
+            if now:
+                self.timeline.append((round(time.perf_counter() - start, 2), now.get("RssAnon", 0) >> 10,
+                                      now.get("RssFile", 0) >> 10))  # fmt: skip
+            for child in _descendants(self.pid):
+                peaks = self.workers.setdefault(child, {})
+                for key, value in _status_kib(child).items():
+                    peaks[key] = max(peaks.get(key, 0), value)
+
+    def report(self) -> dict[str, object]:
+        def mb(peaks: dict[str, int], key: str) -> int:
+            return round(peaks.get(key, 0) / 1024)
+
+        biggest = max(self.workers.values(), key=lambda p: p.get("VmRSS", 0), default={})
+        return {
+            "peak_rss_mb": mb(self.driver, "VmRSS"),
+            "peak_anon_mb": mb(self.driver, "RssAnon"),
+            "peak_file_mb": mb(self.driver, "RssFile"),
+            "largest_worker_rss_mb": mb(biggest, "VmRSS"),
+            "largest_worker_anon_mb": max((mb(p, "RssAnon") for p in self.workers.values()), default=0),
+            "worker_processes": len(self.workers),
+        }
 
 
 def _size(folder: Path) -> int:
@@ -195,18 +256,16 @@ def run_dedup_cli(folder: Path, setting: str, *, corpus: str = "shards") -> dict
         args = [f"corpus.path={folder}", f"output={tmp}/out", f"cache_dir={tmp}/cache", f"executor={executor}",
                 f"executor.workers={workers}", *truth, *overrides]  # fmt: skip
         start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", WRAPPER, f"corpus={corpus}", *args],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "WDS_SECURE": "1", "RAY_AUTH_MODE": "disabled"},
-        )
-        wall = time.perf_counter() - start
-        if proc.returncode:
-            raise SystemExit(proc.stderr[-3000:])
-        rss = next(line.split()[1:] for line in proc.stderr.splitlines() if line.startswith("RSS "))
+        with open(Path(tmp) / "stderr.log", "w+") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "dedup", f"corpus={corpus}", *args], cwd=tmp,
+                                    stdout=subprocess.DEVNULL, stderr=err,
+                                    env={**os.environ, "WDS_SECURE": "1", "RAY_AUTH_MODE": "disabled"})  # fmt: skip
+            with MemoryPoll(proc.pid) as memory:
+                returncode = proc.wait()
+            wall = time.perf_counter() - start
+            if returncode:
+                err.seek(0)
+                raise SystemExit(err.read()[-3000:])
         stats = json.loads((Path(tmp) / "out" / "stats.json").read_text())
         disk = {kind.name: _size(kind) for kind in sorted((Path(tmp) / "cache").iterdir()) if kind.is_dir()}
         disk["output"] = _size(Path(tmp) / "out")
@@ -222,12 +281,12 @@ def run_dedup_cli(folder: Path, setting: str, *, corpus: str = "shards") -> dict
         "overrides": overrides,
         "wall_s": round(wall, 1),
         "samples_per_s": round(stats["input_units"] / wall),
-        "peak_rss_mb": round(int(rss[0]) / 1024),
-        "largest_worker_rss_mb": round(int(rss[1]) / 1024),
+        **memory.report(),
         "steps_s": steps,
         "steps_peak_rss_mb": {k: v.get("peak_rss_mb") for k, v in stats["steps"].items()},
         "disk_bytes_per_sample": {k: round(v / stats["input_units"]) for k, v in disk.items()},
         **quality,
+        "driver_memory_timeline": memory.timeline[:: max(1, len(memory.timeline) // 400)],
     }
 
 
