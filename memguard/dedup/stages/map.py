@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from memguard.common.atomic import write_table
+from memguard.common.atomic import atomic_path, write_table
 from memguard.common.cache import Cache, entry_key
 from memguard.common.mapped import load_mapped, write_npy
 from memguard.corpus.metadata import CaptionSource
@@ -222,7 +222,7 @@ def map_corpus(
     folders = [cache.path("map", k) for k in keys]
     joined = cache.get("joined", key, lambda out: _join(folders, out))
     return Mapped(
-        units=pq.read_table(joined / "units.parquet"),
+        units=pq.read_table(joined / "units.parquet", columns=DRIVER_COLUMNS),
         signatures=load_mapped(joined / "signatures.npy"),
         usable=np.load(joined / "usable.npy", allow_pickle=False),
         embeddings=load_mapped(joined / "embeddings.npy"),
@@ -235,47 +235,89 @@ def map_corpus(
     )
 
 
-def _join(folders: list[Path], out: Path) -> None:
-    """One table of every unit and one array of each per-sample output, written into ``out``."""
-    tables = [pq.read_table(f / "units.parquet") for f in folders]
-    units = pa.concat_tables(tables) if tables else UNIT_SCHEMA.empty_table()
+# The joined units.parquet: each unit's row in corpus order, its map columns, its sample row (-1: none).
+JOINED_SCHEMA = pa.schema([("unit", pa.int64()), *[f for f in UNIT_SCHEMA if f.name != "read_as_sample"],
+                           ("sample_index", pa.int64())])  # fmt: skip
+# What the driver reads of it: the decisions' and the manifest's columns (the raw captions, 10^2 bytes a
+# unit, stay on disk).
+DRIVER_COLUMNS = ["key", "source", "offset", "reason", "detail", "caption_norm", "pixel_hash", "width", "height",
+                  "sample_index"]  # fmt: skip
+
+
+def _cross_part_repeats(folders: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Keys read as samples in more than one part: the first part's sample stays, later ones become
+    duplicate_key (a repeat inside one part was already one in its map). Per unit: whether it is such a
+    later repeat, and the source of the key's first sample; per unit, whether it was valid; rows per part.
+    Only the key, source, status and read_as_sample columns are read (arrow arrays: a few bytes a unit)."""
+    columns = ["key", "source", "status", "read_as_sample"]
+    tables = [pq.read_table(f / "units.parquet", columns=columns) for f in folders]
+    rows = [t.num_rows for t in tables]
+    units = pa.concat_tables(tables) if tables else UNIT_SCHEMA.empty_table().select(columns)
     valid = pc.equal(units.column("status"), "valid").to_numpy(zero_copy_only=False)
-    status = units.column("status").to_numpy(zero_copy_only=False).astype(object)
-    reason = units.column("reason").to_numpy(zero_copy_only=False).astype(object)
-    detail = units.column("detail").to_numpy(zero_copy_only=False).astype(object)
-    keys = units.column("key").to_numpy(zero_copy_only=False)
-    sources = units.column("source").to_numpy(zero_copy_only=False)
-    as_sample = units.column("read_as_sample").to_numpy(zero_copy_only=False)
-    part_of = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
-    # Keys repeated across parts: the first part's sample stays, later ones are duplicate_key (a repeat
-    # inside one part was already one in its map).
-    first: dict[str, tuple[int, str]] = {}
-    cross = np.zeros(len(keys), bool)
-    for row in np.flatnonzero(as_sample):
-        seen = first.setdefault(keys[row], (int(part_of[row]), str(sources[row])))
-        if seen[0] != part_of[row]:
-            cross[row] = True
-            status[row], reason[row], detail[row] = "rejected", str(Reason.DUPLICATE_KEY), f"first seen in {seen[1]}"
+    part_of = np.repeat(np.arange(len(tables)), rows)
+    as_sample = np.flatnonzero(units.column("read_as_sample").to_numpy(zero_copy_only=False))
+    cross = np.zeros(units.num_rows, bool)
+    first_source = np.full(units.num_rows, None, dtype=object)
+    if len(as_sample):
+        keys = units.column("key").take(pa.array(as_sample))
+        # Each sample's key as a group id, and the first (lowest) unit row of each group: pyarrow's hash
+        # grouping, not a dict of 10^6+ Python strings.
+        groups = pc.index_in(keys, value_set=pc.unique(keys)).to_numpy()
+        first_row = np.full(int(groups.max()) + 1, len(cross), np.int64)
+        np.minimum.at(first_row, groups, as_sample)
+        first = first_row[groups]
+        repeat = part_of[first] != part_of[as_sample]
+        cross[as_sample[repeat]] = True
+        sources = units.column("source").take(pa.array(first[repeat])).to_numpy(zero_copy_only=False)
+        first_source[as_sample[repeat]] = sources
+    return cross, first_source, valid, rows
+
+
+def _join(folders: list[Path], out: Path) -> None:
+    """One table of every unit and one array of each per-sample output, written into ``out`` a part at a
+    time (one part's units in memory, not the corpus's)."""
+    cross, first_source, valid, rows = _cross_part_repeats(folders)
     kept_valid = valid & ~cross
     sample_index = np.where(kept_valid, np.cumsum(kept_valid) - 1, -1)
     keep_rows = kept_valid[valid]  # per valid row of the maps: still a sample after joining
-    blank = pa.nulls(len(keys))
-    columns = {name: units.column(name) for name in units.column_names if name != "read_as_sample"}
-    columns.update(status=pa.array(status, pa.string()), reason=pa.array(reason, pa.string()),
-                   detail=pa.array(detail, pa.string()))  # fmt: skip
-    if cross.any():
-        for name in ("caption", "caption_norm", "image_ext", "pixel_hash", "width", "height"):
-            columns[name] = pc.if_else(pa.array(cross), blank.cast(columns[name].type), columns[name])
-    table = pa.table({"unit": np.arange(len(keys)), **columns, "sample_index": sample_index})
-    write_table(
-        out / "units.parquet",
-        table.select(["unit", *[c for c in UNIT_COLUMNS if c != "read_as_sample"], "sample_index"]),
-    )
-    np.save(out / "rows.npy", np.array([t.num_rows for t in tables], np.int64), allow_pickle=False)
+    bounds = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+    with atomic_path(out / "units.parquet") as tmp:
+        writer: pq.ParquetWriter | None = None
+        for folder, lo, hi in zip(folders, bounds[:-1], bounds[1:], strict=True):
+            part = _joined_part(pq.read_table(folder / "units.parquet"), cross[lo:hi], first_source[lo:hi])
+            columns = {"unit": pa.array(np.arange(lo, hi)), "sample_index": pa.array(sample_index[lo:hi])}
+            arrays = [columns[f.name] if f.name in columns else part.column(f.name) for f in JOINED_SCHEMA]
+            table = pa.Table.from_arrays(arrays, schema=JOINED_SCHEMA)
+            writer = writer or pq.ParquetWriter(tmp, JOINED_SCHEMA)
+            writer.write_table(table)
+        if writer is None:
+            pq.write_table(JOINED_SCHEMA.empty_table(), tmp)
+        else:
+            writer.close()
+    np.save(out / "rows.npy", np.array(rows, np.int64), allow_pickle=False)
+    part_of = np.repeat(np.arange(len(folders)), rows)
     valid_per_part = np.bincount(part_of[valid], minlength=len(folders))
     for name in MAPPED_ARRAYS:
         _join_array(folders, name, valid_per_part, keep=keep_rows, path=out / f"{name}.npy")
     _join_features(folders, valid_per_part, keep=keep_rows, out=out)
+
+
+def _joined_part(units: pa.Table, cross: np.ndarray, first_source: np.ndarray) -> pa.Table:
+    """One part's units with its cross-part key repeats rejected (duplicate_key, their sample columns null)."""
+    if not cross.any():
+        return units.drop_columns(["read_as_sample"])
+    status = units.column("status").to_numpy(zero_copy_only=False).astype(object)
+    reason = units.column("reason").to_numpy(zero_copy_only=False).astype(object)
+    detail = units.column("detail").to_numpy(zero_copy_only=False).astype(object)
+    status[cross], reason[cross] = "rejected", str(Reason.DUPLICATE_KEY)
+    detail[cross] = [f"first seen in {source}" for source in first_source[cross]]
+    columns = {name: units.column(name) for name in units.column_names if name != "read_as_sample"}
+    columns.update(status=pa.array(status, pa.string()), reason=pa.array(reason, pa.string()),
+                   detail=pa.array(detail, pa.string()))  # fmt: skip
+    mask, blank = pa.array(cross), pa.nulls(len(cross))
+    for name in ("caption", "caption_norm", "image_ext", "pixel_hash", "width", "height"):
+        columns[name] = pc.if_else(mask, blank.cast(columns[name].type), columns[name])
+    return pa.table(columns)
 
 
 def _join_features(folders: list[Path], rows: np.ndarray, *, keep: np.ndarray, out: Path) -> None:
