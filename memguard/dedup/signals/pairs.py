@@ -67,6 +67,10 @@ def over_pairs(
 ) -> np.ndarray:
     """``score(left[block], right[block])`` for consecutive blocks of the pairs, as one float32 array;
     ``source`` (the array ``score`` reads) gives its mapped pages back after each block."""
+    if isinstance(source, np.memmap):
+        # Each row read maps its neighbours too (the kernel's fault-around and readahead: ~64 KiB), so a
+        # block of 65,536 random pairs mapped all 2 GB of 10^6 embeddings before its release.
+        block = min(block, MAPPED_BLOCK)
     out = np.empty(len(left), np.float32)
     for start in range(0, len(left), block):
         out[start : start + block] = score(left[start : start + block], right[start : start + block])
@@ -74,6 +78,7 @@ def over_pairs(
     return out
 
 
+MAPPED_BLOCK = 2048  # pairs per block over a memory-mapped source: ≤ ~256 MiB of it resident at once
 BLOCK_BYTES = 64 << 20  # rows gathered per side and block of pairs (64 MiB: 65,536 rows of 1 KiB)
 
 
