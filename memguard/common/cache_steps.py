@@ -109,6 +109,9 @@ STEPS: dict[str, Step] = {
         5,
         (
             "memguard.train.loop",
+            "memguard.train.micro_batch",
+            "memguard.train.run_state",
+            "memguard.train.device_steps",
             "memguard.train.data",
             "memguard.train.stream",
             "memguard.train.mitigations",

@@ -1,13 +1,16 @@
 """The training loop: one readable function (edm / nanoGPT style) under accelerate.
 
 Exact resume: the sample order is a pure function of (seed, batch number) and every random draw comes
-from one seeded generator whose state is checkpointed, so a run killed at any step — even inside a
-checkpoint save — and resumed ends with bit-identical weights on the CPU.
+from a seeded generator — the run's host generator, whose state is checkpointed, or a device generator
+reseeded per micro-batch (``train.device_rng``) — so a run killed at any step — even inside a checkpoint
+save — and resumed ends with bit-identical weights on the CPU.
 
 ``train_model`` is the flat loop; its helpers are named for what they do: ``_prepare`` (accelerator,
-optimizer, EMA, resume), ``_micro_batch_loss`` and ``_condition`` (the mitigation hooks), ``_checkpoint``,
-``_finish``. The resume state (generator, EMA, optimizer) is packed and restored by
-``train.checkpoint.training_state`` and ``restore_training_state``; the sampler position is the step.
+optimizer, EMA, resume), ``train.micro_batch.micro_batch_loss`` (the loss with the mitigation hooks),
+``_skip_step`` / ``_read_checks`` (non-finite steps, on the host or read from the device),
+``_checkpoint``, ``_finish``. What the steps share is ``train.run_state.TrainingRun``. The resume state
+(generator, EMA, optimizer) is packed and restored by ``train.checkpoint.training_state`` and
+``restore_training_state``; the sampler position is the step.
 """
 
 from __future__ import annotations
@@ -17,11 +20,9 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -47,16 +48,15 @@ from memguard.train.checkpoint import (
     training_state,
 )
 from memguard.train.config import TrainConfig
-from memguard.train.data import Batch, MemmapData, TrainingData
-from memguard.train.device_steps import DeferredChecks, MicroBatchDraws, device_draws, host_draws
+from memguard.train.data import MemmapData, TrainingData
+from memguard.train.device_steps import DeferredChecks
+from memguard.train.micro_batch import micro_batch_loss
 from memguard.train.mitigations import (
     MitigationConfig,
-    gaussian_noise_injection,
-    transform_caption,
     vocabulary,
-    wen_keep_mask,
 )
 from memguard.train.result import TrainResult, write_train_result
+from memguard.train.run_state import StepMeter, TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -79,51 +79,6 @@ MODEL_FOLDER = "model"  # the trained model (a diffusers folder) inside ``out_di
 WARMUP_STEPS = 10  # throughput is reported from this step on
 
 
-@dataclass
-class _Run:
-    """What every step of one training run touches (prepared by ``_prepare``)."""
-
-    cfg: TrainConfig
-    mitigation: MitigationConfig
-    accelerator: Accelerator
-    model: DiffusionModel
-    unet: torch.nn.Module  # prepared by accelerate
-    forward: Callable[..., Any]  # the unet, compiled if asked
-    optimizer: torch.optim.Optimizer
-    ema: EMAModel
-    params: list[torch.nn.Parameter]
-    generator: torch.Generator  # the host generator: every draw on the CPU profile, resumed from checkpoints
-    device_generator: torch.Generator | None  # reseeded per micro-batch (train.device_rng)
-    deferred: DeferredChecks | None  # train.deferred_checks
-    pin_memory: bool
-    source: TrainingData
-    vocab: list[str]
-    micro: int  # micro-batch size (all processes together)
-    out_dir: Path
-    use_accelerate_state: bool
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.out_dir / "checkpoints"
-
-
-@dataclass
-class _Meter:
-    """Counts across steps: skipped steps, the last loss, images seen, timing and Wen's dropped samples."""
-
-    start_step: int
-    skipped: int = 0
-    last_loss: float = math.nan
-    images: int = 0
-    wen_dropped: torch.Tensor | int = 0  # samples Wen's filter left out of the loss (this process's share)
-    started: float = field(default_factory=time.perf_counter)
-    warm_time: float = 0.0
-    warm_images: int = 0
-
-    def __post_init__(self) -> None:
-        self.warm_time = self.started
-
-
 def train_model(
     model: DiffusionModel,
     data: ImageSet | TrainingData,
@@ -139,7 +94,7 @@ def train_model(
     batches = run.source.batches(
         start_step * cfg.grad_accum, run.micro, rank=accelerator.process_index, world=accelerator.num_processes
     )
-    meter = _Meter(start_step)
+    meter = StepMeter(start_step)
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc=progress_label("train"),
                unit="step", disable=not accelerator.is_main_process, mininterval=1.0)  # fmt: skip
     for step in bar:
@@ -150,7 +105,7 @@ def train_model(
             group["lr"] = lr
         step_loss = torch.zeros((), device=accelerator.device)
         for m in range(cfg.grad_accum):
-            loss, n, dropped = _micro_batch_loss(run, next(batches), step * cfg.grad_accum + m)
+            loss, n, dropped = micro_batch_loss(run, next(batches), step * cfg.grad_accum + m)
             with accelerator.no_sync(run.unet) if m < cfg.grad_accum - 1 else nullcontext():
                 accelerator.backward(loss)
             step_loss += loss.detach()
@@ -187,7 +142,7 @@ def train_model(
 
 def _prepare(
     model: DiffusionModel, data: ImageSet | TrainingData, cfg: TrainConfig, *, out_dir: Path, mitigation: MitigationConfig
-) -> tuple[_Run, int]:
+) -> tuple[TrainingRun, int]:
     """The accelerator, optimizer, EMA and generator, restored from the latest checkpoint if any; and the
     step to start at."""
     # The same device choice as the experiment's PartialState; auto settings are resolved for it.
@@ -233,7 +188,7 @@ def _prepare(
             f"batch_size {cfg.batch_size} must split into {cfg.grad_accum} micro-batches "
             f"divisible by {accelerator.num_processes} processes"
         )
-    run = _Run(
+    run = TrainingRun(
         cfg=cfg,
         mitigation=mitigation,
         accelerator=accelerator,
@@ -256,68 +211,7 @@ def _prepare(
     return run, start_step
 
 
-def _micro_batch_loss(run: _Run, batch: Batch, batch_number: int) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """(loss, samples, samples Wen's filter dropped) of this process's share of one micro-batch. Every
-    process draws the whole micro-batch's randomness, then keeps its slice: the draws (and so the result)
-    do not depend on the number of processes."""
-    model, accelerator, micro = run.model, run.accelerator, run.micro
-    device = accelerator.device
-    shape, timesteps = model.latent_shape, model.scheduler.config.num_train_timesteps
-    if run.device_generator is not None:
-        draws = device_draws(run.device_generator, run.cfg.seed, batch_number, micro=micro, latent_shape=shape,
-                             timesteps=timesteps, caption_dropout=run.cfg.caption_dropout)  # fmt: skip
-    else:
-        draws = host_draws(run.generator, micro=micro, latent_shape=shape, timesteps=timesteps,
-                           caption_dropout=run.cfg.caption_dropout)  # fmt: skip
-    mine = slice(accelerator.process_index, None, accelerator.num_processes)
-    noise, t, drop = draws.noise[mine].to(device), draws.timesteps[mine].to(device), draws.drop[mine].to(device)
-    pixels = torch.from_numpy(batch.pixels)
-    if run.pin_memory:  # page-locked, so the copy is queued and the host goes on
-        pixels = pixels.pin_memory()
-    x0 = model.to_latents(pixels.to(device, non_blocking=run.pin_memory))
-    x_t = model.scheduler.add_noise(x0, noise, t)
-    n = len(batch.captions)
-    cond, keep = None, torch.ones(n, dtype=torch.bool, device=device)
-    if model.conditional:
-        cond, keep = _condition(run, batch, noisy=(x_t, t), drop=drop, draws=draws)
-    with accelerator.autocast():
-        eps = model.eps(x_t, t, cond, unet=run.forward)
-        per_sample = ((eps.float() - model.target(x0, noise, t).float()) ** 2).flatten(1).mean(1)
-        loss = (per_sample * keep).sum() / max(1, n) / run.cfg.grad_accum
-    return loss, n, (~keep).sum()
-
-
-def _condition(
-    run: _Run,
-    batch: Batch,
-    *,
-    noisy: tuple[torch.Tensor, torch.Tensor],
-    drop: torch.Tensor,
-    draws: MicroBatchDraws,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The caption condition with the training-time mitigations applied (caption transforms, Gaussian
-    noise on the embedding, Wen's filter), and which samples stay in the loss."""
-    model, mitigation, device = run.model, run.mitigation, run.accelerator.device
-    captions = [
-        transform_caption(caption, alts, config=mitigation, rng=draws.caption_rng, vocab=run.vocab)
-        for caption, alts in zip(batch.captions, batch.alt_captions, strict=True)
-    ]
-    n = len(captions)
-    encoded = model.encode_captions(captions, device)
-    null = model.null_condition(n, device)
-    assert encoded is not None and null is not None
-    cond = gaussian_noise_injection(encoded, mitigation, draws.generator)
-    keep = torch.ones(n, dtype=torch.bool, device=device)
-    if "wen" in mitigation.kinds:
-        x_t, t = noisy
-        with torch.no_grad():
-            both = model.eps(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null]), unet=run.forward)
-        eps_cond, eps_null = both.chunk(2)
-        keep = wen_keep_mask(eps_cond, eps_null, mitigation.wen_tau)
-    return torch.where(drop.view(-1, 1, 1), null, cond), keep
-
-
-def _skip_step(run: _Run, meter: _Meter, step: int) -> None:
+def _skip_step(run: TrainingRun, meter: StepMeter, step: int) -> None:
     """Drop a step whose loss or gradients are not finite; too many in all and the run stops."""
     run.optimizer.zero_grad(set_to_none=True)
     meter.skipped += 1
@@ -326,7 +220,7 @@ def _skip_step(run: _Run, meter: _Meter, step: int) -> None:
         raise TrainingDiverged(f"{meter.skipped} steps with a non-finite loss (limit {run.cfg.max_bad_steps})")
 
 
-def _read_checks(run: _Run, meter: _Meter, done: int) -> float:
+def _read_checks(run: TrainingRun, meter: StepMeter, done: int) -> float:
     """Read the device-side checks (train.deferred_checks): the loss, the steps skipped since the last read
     (warned, and the run halted past ``max_bad_steps``); the gradient norm returned."""
     assert run.deferred is not None
@@ -341,7 +235,7 @@ def _read_checks(run: _Run, meter: _Meter, done: int) -> float:
     return reading.grad_norm
 
 
-def _checkpoint(run: _Run, done: int) -> None:
+def _checkpoint(run: TrainingRun, done: int) -> None:
     """A checkpoint after step ``done``: in accelerate's format (every process writes its shard of the
     state, then one commits) or ours (the main process writes everything)."""
     accelerator, cfg, root = run.accelerator, run.cfg, run.checkpoints
@@ -360,7 +254,7 @@ def _checkpoint(run: _Run, done: int) -> None:
     accelerator.wait_for_everyone()
 
 
-def _finish(run: _Run, meter: _Meter) -> TrainResult:
+def _finish(run: TrainingRun, meter: StepMeter) -> TrainResult:
     """Save the EMA model and ``train_result.json`` (main process), drop the checkpoints unless kept."""
     accelerator, cfg = run.accelerator, run.cfg
     if run.deferred is not None:
@@ -397,7 +291,7 @@ def _finish(run: _Run, meter: _Meter) -> TrainResult:
     return result
 
 
-def _sample_grid(run: _Run, path: Path) -> None:
+def _sample_grid(run: TrainingRun, path: Path) -> None:
     model, cfg = run.model, run.cfg
     unet = run.accelerator.unwrap_model(run.unet)
     captions = run.source.prompts(cfg.sample_count) if model.conditional else None
