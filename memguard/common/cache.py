@@ -106,6 +106,24 @@ class Cache:
                 raise _disk_full_hint(err, self.root) from err
         return final
 
+    @contextmanager
+    def scratch(self, name: str) -> Iterator[Path]:
+        """A fresh folder under ``<root>/scratch/`` for the files one run's tasks share (every worker that
+        sees the cache sees it), held under its lock while the block runs (``prune`` leaves it alone) and
+        removed after."""
+        key = f"{name}-{os.getpid()}-{os.urandom(4).hex()}"
+        folder = self.path("scratch", key).with_name(key + PARTIAL)
+        lock = folder.parent / f".{key}.lock"
+        try:
+            with _locked(lock):
+                folder.mkdir(parents=True)
+                try:
+                    yield folder
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            lock.unlink(missing_ok=True)
+
     def work_folder(self, kind: str, key: str, *, resumable: bool) -> Path:
         """The partial folder an entry is built in (emptied first unless the build resumes)."""
         work = self.path(kind, key).with_name(key + PARTIAL)

@@ -97,6 +97,7 @@ STEPS: dict[str, Step] = {
             "memguard.dedup.outputs.clusters",
             "memguard.dedup.outputs.contact_sheet",
             "memguard.dedup.outputs.manifest",
+            "memguard.dedup.outputs.manifest_tasks",
             "memguard.dedup.outputs.removals",
             "memguard.dedup.outputs.shards",
             "memguard.dedup.outputs.stats",

@@ -2,8 +2,9 @@
 
 ``local``: a process pool over the corpus's parts on this machine. ``ray``: one Ray task per part, on a
 local Ray instance or a cluster (``executor.address=auto``). Of the global steps between the two stages,
-a large image-neighbour search runs as tasks on the executor too (``signals/neighbor_tasks.py``); the
-others run in the calling process. The result does not depend on the executor or the number of workers:
+a large image-neighbour search and caption LSH run as tasks on the executor too
+(``signals/neighbor_tasks.py``, ``signals/lsh_tasks.py``), and so does writing a large manifest
+(``outputs/manifest_tasks.py``); pair scoring and clustering run in the calling process. The result does not depend on the executor or the number of workers:
 each part's output is a function of the part alone, and results are gathered in part order.
 """
 

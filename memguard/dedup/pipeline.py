@@ -73,7 +73,7 @@ def run_dedup(
     with commit as staging:
         with run.timer.step("apply"):
             stats = write_outputs(
-                corpus, mapped, decision, candidates=candidates, params=params, out_dir=staging, executor=run.executor
+                corpus, mapped, decision, candidates=candidates, params=params, out_dir=staging, run=run
             )
         stats.update(_run_record(corpus, mapped, decision, params=params, run=run))
         write_json(staging / "stats.json", stats)

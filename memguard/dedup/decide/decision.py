@@ -26,8 +26,9 @@ class Decision:
     signal: np.ndarray
     finite: np.ndarray
     edges: Edges | None = None
+    first: int = 0  # the sample index of the first entry (a slice of a run's decision: ``rows``)
 
     @property
     def removable(self) -> np.ndarray:
         """Samples that are not their cluster's keeper (duplicates under ``remove``)."""
-        return (self.keeper != np.arange(len(self.keeper))) & self.finite
+        return (self.keeper != np.arange(self.first, self.first + len(self.keeper))) & self.finite

@@ -31,15 +31,23 @@ def ranked_clusters(decision: Decision) -> list[np.ndarray]:
     return [groups[r] for r in rank]
 
 
-def build_clusters(keys: np.ndarray, decision: Decision, ranked: list[np.ndarray]) -> pa.Table:
-    """One row per ranked cluster; ``keys`` per valid sample."""
+def build_clusters(
+    keys: pa.ChunkedArray, valid_rows: np.ndarray, decision: Decision, *, ranked: list[np.ndarray]
+) -> pa.Table:
+    """One row per ranked cluster; ``keys`` per unit, ``valid_rows`` each valid sample's unit row (the keys
+    stay Arrow strings: taken, never turned into Python objects)."""
+    firsts = np.array([m[0] for m in ranked], np.int64)
+    sizes = np.array([len(m) for m in ranked], np.int64)
+    members = np.concatenate(ranked) if ranked else np.zeros(0, np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]), pa.int32())
+    member_keys = keys.take(pa.array(valid_rows[members])).combine_chunks()
     signals = [sorted({str(s) for s in decision.signal[m]} - {"", "keeper"}) for m in ranked]
     return pa.table(
         {
-            "cluster_id": [int(decision.labels[m[0]]) for m in ranked],
-            "size": [len(m) for m in ranked],
-            "keeper": [str(keys[decision.keeper[m[0]]]) for m in ranked],
-            "members": [keys[m].tolist() for m in ranked],
+            "cluster_id": decision.labels[firsts].astype(np.int64),
+            "size": sizes,
+            "keeper": keys.take(pa.array(valid_rows[decision.keeper[firsts]])),
+            "members": pa.ListArray.from_arrays(offsets, member_keys),
             "signals": signals,
         },
         schema=CLUSTERS_SCHEMA,

@@ -1,4 +1,5 @@
-"""``manifest.parquet``: exactly one row per input unit, in input order, built column by column."""
+"""``manifest.parquet``: exactly one row per input unit, in input order, built column by column (a range of
+units at a time: ``memguard.dedup.outputs.manifest_tasks``)."""
 
 from __future__ import annotations
 
@@ -51,11 +52,13 @@ def build_manifest(
     *,
     caption_jaccard: np.ndarray,
     image_sim: np.ndarray,
+    keeper_key: np.ndarray,
     policy: str,
 ) -> pa.Table:
     """Rows of units the readers or the decoder refused keep their reason; valid samples get their cluster,
-    keeper, signal, similarities to the keeper and weight; ``caption_jaccard`` and ``image_sim`` are per
-    valid sample (with its keeper)."""
+    keeper, signal, similarities to the keeper and weight. ``decision`` (a slice of a run's: its ``first``),
+    ``caption_jaccard``, ``image_sim`` and ``keeper_key`` (the keeper's key for a removable sample, ""
+    otherwise) are per valid sample, aligned with ``valid_rows``, the valid samples' rows of ``units``."""
     n_units = units.num_rows
     column = {name: units.column(name).to_numpy(zero_copy_only=False) for name in ("key", "reason", "detail")}
     status = np.full(n_units, "rejected", dtype=object)
@@ -73,14 +76,13 @@ def build_manifest(
     finite = decision.finite
     rows = valid_rows[finite]  # unit rows of the samples that are clustered
     multi = decision.size[finite] > 1
-    keys = column["key"][valid_rows]
     status[valid_rows] = valid_status
     reason[valid_rows] = np.where(finite, "", str(Reason.NON_FINITE_EMBEDDING))
     detail[valid_rows] = ""
     cluster_id[rows] = decision.labels[finite]
     cluster_size[rows] = decision.size[finite]
     # Under every policy a non-keeper names its keeper (under reweight and keep it stays, as "kept").
-    duplicate_of[rows] = np.where(decision.removable[finite], keys[decision.keeper[finite]], "")
+    duplicate_of[rows] = np.where(decision.removable[finite], keeper_key[finite], "")
     signal[rows] = np.where(multi, decision.signal[finite].astype(str), "")
     jaccard[rows] = np.where(multi, caption_jaccard[finite], np.nan)
     sim[rows] = np.where(multi, image_sim[finite], np.nan)

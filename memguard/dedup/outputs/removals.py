@@ -18,13 +18,13 @@ import pyarrow.compute as pc
 REMOVALS_FILE = "removals.parquet"
 
 
+def removals_schema(id_column: str) -> pa.Schema:
+    return pa.schema(
+        [(id_column, pa.string()), ("duplicate_of", pa.string()), ("cluster_id", pa.int64()), ("signal", pa.string())]
+    )
+
+
 def build_removals(manifest: pa.Table, *, id_column: str) -> pa.Table:
     removed = manifest.filter(pc.equal(manifest.column("status"), "duplicate"))
-    return pa.table(
-        {
-            id_column: removed.column("key"),
-            "duplicate_of": removed.column("duplicate_of"),
-            "cluster_id": removed.column("cluster_id"),
-            "signal": removed.column("signal"),
-        }
-    )
+    columns = [removed.column(name) for name in ("key", "duplicate_of", "cluster_id", "signal")]
+    return pa.Table.from_arrays(columns, schema=removals_schema(id_column))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from memguard.common.atomic import write_table
 from memguard.corpus.spec import Corpus
@@ -14,14 +15,15 @@ from memguard.dedup.decide.decision import Decision
 from memguard.dedup.executor import ExecutorConfig
 from memguard.dedup.outputs.clusters import build_clusters, ranked_clusters
 from memguard.dedup.outputs.contact_sheet import contact_sheet
-from memguard.dedup.outputs.manifest import build_manifest, sample_status
-from memguard.dedup.outputs.removals import REMOVALS_FILE, build_removals
+from memguard.dedup.outputs.manifest import sample_status
+from memguard.dedup.outputs.manifest_tasks import unit_ranges, write_manifest
 from memguard.dedup.outputs.shards import write_kept_shards
 from memguard.dedup.outputs.stats import build_stats
 from memguard.dedup.params import DedupParams
 from memguard.dedup.signals.embed import view_layout
 from memguard.dedup.signals.local import Verifier, scored_as_candidates
 from memguard.dedup.signals.pairs import PairTable, pair_agreement, pair_cosines
+from memguard.dedup.stages.contract import StageRun
 from memguard.dedup.stages.decide import finite_embeddings
 from memguard.dedup.stages.map import Mapped
 from memguard.dedup.stages.pairs import Candidates
@@ -37,45 +39,65 @@ def write_outputs(
     candidates: Candidates,
     params: DedupParams,
     out_dir: Path,
-    executor: ExecutorConfig,
+    run: StageRun,
 ) -> dict[str, object]:
     """Write manifest.parquet, clusters.parquet, removals.parquet, shards/ (unless ``params.write_shards``
-    is false) and contact_sheet.png (images only) under ``out_dir``; return the counts for stats.json."""
-    units, valid_rows, policy = mapped.units, mapped.valid_rows, params.policy
+    is false) and contact_sheet.png (images only) under ``out_dir``; return the counts for stats.json. The
+    manifest and the removals are written by tasks over ranges of units (``outputs/manifest_tasks.py``)."""
+    valid_rows, policy = mapped.valid_rows, params.policy
     n = len(valid_rows)
     keeper = decision.keeper
-    everyone = np.arange(n)
-    views = view_layout(params.embedder.kind)
-    image_sim = pair_cosines(finite_embeddings(mapped.embeddings, decision.finite), everyone, keeper, layout=views)
-    if params.local.enabled:  # the similarity the rule saw: as the candidates scored the pair, else verified
-        known = PairTable.of(candidates.image_pairs, candidates.image_sims, n)
-        verifier = Verifier(mapped.features, params.local, rows=mapped.feature_rows)
-        image_sim = scored_as_candidates(image_sim, everyone, keeper, known=known, verifier=verifier)
-    signatures, usable = candidates.signatures, candidates.usable
-    jaccard = pair_agreement(signatures, everyone, keeper).astype(np.float64)
-    jaccard = np.where(usable & usable[keeper], jaccard, np.nan)
-    manifest = build_manifest(
-        units, valid_rows, decision, caption_jaccard=jaccard, image_sim=image_sim.astype(np.float64), policy=policy
-    )
-    keys = units.column("key").to_numpy(zero_copy_only=False)[valid_rows]
+    jaccard, image_sim = _similarities_to_keepers(mapped, decision, candidates=candidates, params=params)
+    keys = mapped.units.column("key")
+    with run.cache.scratch("manifest") as scratch:
+        counts = write_manifest(
+            run.cache.path("joined", mapped.key) / "units.parquet",
+            unit_ranges(mapped.layout.rows),
+            decision,
+            caption_jaccard=jaccard,
+            image_sim=image_sim,
+            keeper_keys=lambda samples: keys.take(pa.array(valid_rows[samples])),
+            policy=policy,
+            id_column=corpus.id_column or "key",
+            scratch=scratch,
+            out_dir=out_dir,
+            run=run.run_tasks,
+        )
     ranked = ranked_clusters(decision)
-    write_table(out_dir / "clusters.parquet", build_clusters(keys, decision, ranked))
+    write_table(out_dir / "clusters.parquet", build_clusters(keys, valid_rows, decision, ranked=ranked))
 
     shards_written = 0
     if mapped.layout.kind != "embeddings":
         shards_written = _write_images(corpus, mapped, decision, ranked=ranked, params=params, out_dir=out_dir,
-                                       executor=executor)  # fmt: skip
-    write_table(out_dir / REMOVALS_FILE, build_removals(manifest, id_column=corpus.id_column or "key"))
-    write_table(out_dir / "manifest.parquet", manifest)
+                                       executor=run.executor)  # fmt: skip
     is_keeper = decision.finite & (keeper == np.arange(n))
     return build_stats(
-        manifest,
+        counts,
         valid_samples=n,
         cluster_sizes=decision.size[is_keeper].astype(int).tolist(),
         clusters_with_duplicates=len(ranked),
         policy=policy,
         shards_written=shards_written,
     )
+
+
+def _similarities_to_keepers(
+    mapped: Mapped, decision: Decision, *, candidates: Candidates, params: DedupParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each valid sample's caption Jaccard (NaN where either caption is unusable) and image similarity
+    with its keeper, the latter as the rule saw it: as the candidates scored the pair, else verified."""
+    n = len(mapped.valid_rows)
+    everyone, keeper = np.arange(n), decision.keeper
+    views = view_layout(params.embedder.kind)
+    image_sim = pair_cosines(finite_embeddings(mapped.embeddings, decision.finite), everyone, keeper, layout=views)
+    if params.local.enabled:
+        known = PairTable.of(candidates.image_pairs, candidates.image_sims, n)
+        verifier = Verifier(mapped.features, params.local, rows=mapped.feature_rows)
+        image_sim = scored_as_candidates(image_sim, everyone, keeper, known=known, verifier=verifier)
+    signatures, usable = candidates.signatures, candidates.usable
+    jaccard = pair_agreement(signatures, everyone, keeper).astype(np.float64)
+    jaccard = np.where(usable & usable[keeper], jaccard, np.nan)
+    return jaccard, image_sim.astype(np.float64)
 
 
 def _write_images(

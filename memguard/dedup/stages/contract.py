@@ -8,15 +8,18 @@ parameters (``memguard.common.cache.entry_key``), and per-part work goes to ``ru
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from memguard.common.cache import Cache
 from memguard.common.timing import StepTimer
-from memguard.dedup.executor import ExecutorConfig
+from memguard.dedup.executor import ExecutorConfig, run_parts
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,10 @@ class StageRun:
     cache: Cache
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     timer: StepTimer = field(default_factory=StepTimer)
+
+    def run_tasks(self, function: Callable[..., T], jobs: Sequence[tuple[Any, ...]]) -> list[T]:
+        """A global step's tasks (files in, files and small records out) on the run's executor, in order."""
+        return run_parts(function, jobs, self.executor)
 
     def cached(self, step: str, key: str, compute: Callable[[Path], object]) -> Path:
         """The folder of ``step``'s entry ``key``, built by ``compute`` on a miss; timed as ``step``."""

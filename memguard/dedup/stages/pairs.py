@@ -3,14 +3,11 @@ keyed by the map's key and its own parameters, so a threshold sweep reruns none 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
 from memguard.common.cache import entry_key
-from memguard.dedup.executor import run_parts
 from memguard.dedup.params import DedupParams
 from memguard.dedup.signals.caption_embed import embed_captions
 from memguard.dedup.signals.embed import view_layout
@@ -52,7 +49,7 @@ def find_candidates(mapped: Mapped, params: DedupParams, run: StageRun) -> Candi
             "caption_pairs",
             entry_key("caption_pairs", mapped.key, params.lsh),
             names=("pairs", "jaccard"),
-            compute=lambda scratch: caption_pairs(signatures, usable, params.lsh, tasks=LshTasks(_runner(run), scratch)),
+            compute=lambda scratch: caption_pairs(signatures, usable, params.lsh, tasks=LshTasks(run.run_tasks, scratch)),
         )
     else:  # image-only: no caption signal at all (a caption a corpus happens to carry is not compared)
         signatures = np.zeros((n, params.minhash.num_perm), np.uint32)
@@ -76,7 +73,7 @@ def _image_pairs(mapped: Mapped, params: DedupParams, run: StageRun) -> tuple[np
     pairs, sims = run.cached_arrays_with_scratch(
         "image_neighbors", search_key, names=("pairs", "sims"),
         compute=lambda scratch: finite_neighbor_pairs(mapped.embeddings, params.index, views, widen=widen,
-                                                      tasks=NeighborTasks(_runner(run), scratch)),
+                                                      tasks=NeighborTasks(run.run_tasks, scratch)),
     )  # fmt: skip
     if not local.enabled:
         return pairs, sims
@@ -87,11 +84,6 @@ def _image_pairs(mapped: Mapped, params: DedupParams, run: StageRun) -> tuple[np
         compute=lambda: (Verifier(mapped.features, local, rows=mapped.feature_rows).combined(sims, pairs[:, 0], pairs[:, 1]),),
     )  # fmt: skip
     return pairs, combined
-
-
-def _runner(run: StageRun) -> Callable[[Callable[..., str], list[Any]], list[str]]:
-    """The run's executor as a global step's tasks use it (files in, file names out)."""
-    return lambda function, jobs: run_parts(function, jobs, run.executor)
 
 
 def _with_voted_pairs(
