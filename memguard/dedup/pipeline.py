@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from memguard.common import storage
 from memguard.common.atomic import committed_run, write_json
@@ -130,9 +131,9 @@ def _run_record(
     """What stats.json says of the run besides the counts: evaluation, corpus, steps, cache, parameters."""
     record: dict[str, object] = {}
     if corpus.ground_truth is not None and corpus.ground_truth.exists():
-        keys = mapped.valid_units.column("key").to_numpy(zero_copy_only=False).astype(str)
         finite_idx = np.flatnonzero(decision.finite)
-        record["evaluation"] = evaluate(keys[finite_idx].tolist(), decision.labels[finite_idx], corpus.ground_truth)
+        keys = mapped.units.column("key").take(pa.array(mapped.valid_rows[finite_idx]))
+        record["evaluation"] = evaluate(keys, decision.labels[finite_idx], corpus.ground_truth)
     record["corpus"] = {
         "kind": corpus.kind,
         "location": storage.redact(corpus.location),

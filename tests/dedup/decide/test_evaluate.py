@@ -49,3 +49,31 @@ def test_perfect_clustering_scores_one(tmp_path: Path) -> None:
     )
     result = evaluate(["a", "b", "c"], np.array([0, 0, 1]), path)
     assert result["injected"]["precision"] == 1.0 and result["injected"]["recall"] == 1.0
+
+
+def test_counts_equal_a_pair_by_pair_count(tmp_path: Path) -> None:
+    """Random clusterings of 60 samples (some without ground truth): every figure as a loop over all
+    pairs counts it."""
+    rng = np.random.default_rng(3)
+    n = 60
+    origin = [f"o{v}" for v in rng.integers(0, 15, n)]
+    group = [f"g{int(o[1:]) // 3}" for o in origin]
+    path = tmp_path / "truth.parquet"
+    pq.write_table(pa.table({"key": [f"k{i}" for i in range(n)], "origin": origin, "natural_group": group}), path)
+    for trial in range(5):
+        clusters = rng.integers(0, 12 + trial, n + 3)
+        keys = [f"k{i}" for i in range(n)] + ["x", "y", "z"]
+        result = evaluate(keys, clusters, path)
+        same = [(i, j) for i in range(n) for j in range(i + 1, n) if clusters[i] == clusters[j]]
+        tp = sum(origin[i] == origin[j] for i, j in same)
+        neutral = sum(origin[i] != origin[j] and group[i] == group[j] for i, j in same)
+        true_pairs = sum(origin[i] == origin[j] for i in range(n) for j in range(i + 1, n))
+        assert result["injected"]["found_pairs"] == tp and result["injected"]["true_pairs"] == true_pairs
+        assert result["injected"]["false_pairs"] == len(same) - tp - neutral
+        assert result["natural_groups"]["found_pairs"] == neutral
+        members: dict[int, list[str]] = {}
+        for i in range(n):
+            members.setdefault(int(clusters[i]), []).append(origin[i])
+        big = [m for m in members.values() if len(m) >= 2]
+        purity = sum(max(m.count(o) for o in m) for m in big) / sum(len(m) for m in big)
+        assert result["cluster_purity"] == round(purity, 4) and result["samples_evaluated"] == n
