@@ -5,14 +5,14 @@ Thresholds live here only, so a sweep over them reuses the cached signatures, em
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from memguard.common.config import in_range
-from memguard.common.mapped import release
+from memguard.common.mapped import rows_of
 from memguard.dedup.decide.decision import Decision
 from memguard.dedup.decide.edges import Edges
 from memguard.dedup.signals.local import Verifier, scored_as_candidates
@@ -139,6 +139,18 @@ class PairScorer:
     # differ from the global descriptor's): a pair the candidates hold is scored as they do.
     known: PairTable | None = None
     verifier: Verifier | None = None  # local features: pairs the candidates do not hold, verified here
+    rows_held: np.ndarray | None = None  # the samples whose rows embeddings/signatures hold (None: all)
+
+    def gathered(self, members: np.ndarray) -> PairScorer:
+        """This scorer for ``members`` (ascending) only, their rows read into memory once: a component's
+        samples lie all over the mapped arrays, and the keeper pass scores each of them several times."""
+        return replace(self, embeddings=rows_of(self.embeddings, members), signatures=rows_of(self.signatures, members),
+                       rows_held=members)  # fmt: skip
+
+    def _rows(self, array: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        if self.rows_held is None:
+            return rows_of(array, samples)  # read from a mapped array's file, not through its mapping
+        return array[np.searchsorted(self.rows_held, samples)]
 
     def __call__(self, i: int, others: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every signal of sample ``i`` against each of ``others``: one row of ``block``."""
@@ -147,12 +159,12 @@ class PairScorer:
 
     def block(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every signal of every (row, col) pair: exact, image, caption Jaccard, caption cosine, (r, c)."""
-        sims = similarity_matrix(self.embeddings[rows], self.embeddings[cols], self.views)
+        sims = similarity_matrix(self._rows(self.embeddings, rows), self._rows(self.embeddings, cols), self.views)
         if self.known is not None or self.verifier is not None:
             left, right = np.repeat(rows, len(cols)), np.tile(cols, len(rows))
             flat = scored_as_candidates(sims.reshape(-1), left, right, known=self.known, verifier=self.verifier)
             sims = flat.reshape(sims.shape)
-        jac = (self.signatures[rows][:, None, :] == self.signatures[cols][None, :, :]).mean(axis=2)
+        jac = (self._rows(self.signatures, rows)[:, None, :] == self._rows(self.signatures, cols)[None, :, :]).mean(axis=2)
         jac = np.where(self.usable[rows][:, None] & self.usable[cols][None, :], jac, np.nan)
         exact = self.exact_groups[rows][:, None] == self.exact_groups[cols][None, :]
         cap = self.caption_embeddings
@@ -198,11 +210,7 @@ def _milli(sims: np.ndarray) -> np.ndarray:
 
 
 FULL_DEGREE_LIMIT = 512  # larger components order by candidate-edge degree, not an O(m²) count
-# Members scored between two releases of the scorer's memory-mapped pages: the components' rows lie all
-# over the embeddings and signatures, and each row read maps its neighbours too (the kernel's fault-around
-# and readahead), so without releases one pass leaves nearly all of both resident (2.6 GB of the driver's
-# RSS at 10^6 samples, bench/RESULTS.md).
-RELEASE_EVERY = 512
+GATHER_BYTES = 256 << 20  # a component's rows read into memory up to this size (larger: read per score)
 
 
 def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer: PairScorer) -> Decision:
@@ -239,25 +247,22 @@ def cluster(n: int, edges: Edges, *, rule: ClusterRule, rank: np.ndarray, scorer
     sizes = np.bincount(components) if n else np.zeros(0, np.int64)
     in_groups = np.flatnonzero(sizes[components] > 1) if n else np.zeros(0, np.int64)
     order = in_groups[np.lexsort((in_groups, components[in_groups]))]
-    scored = 0
+    row_bytes = scorer.embeddings[:1].nbytes + scorer.signatures[:1].nbytes
     for members in np.split(order, np.flatnonzero(np.diff(components[order])) + 1) if len(order) else []:
-        scored += len(members)
-        if scored >= RELEASE_EVERY:
-            release(scorer.embeddings, scorer.signatures)
-            scored = 0
+        component = scorer.gathered(members) if len(members) * row_bytes <= GATHER_BYTES else scorer
         if len(members) <= FULL_DEGREE_LIMIT:
-            degree, strength = scorer.degrees(members, rule)
+            degree, strength = component.degrees(members, rule)
         else:
             degree, strength = edge_degree[members], edge_strength[members]
         kept: list[int] = []
         removed: list[int] = []
         for i in members[np.lexsort((members, rank[members], -strength, -degree))]:
-            if kept and (_accept(scorer(int(i), np.asarray(kept)), rule) >= 0).any():
+            if kept and (_accept(component(int(i), np.asarray(kept)), rule) >= 0).any():
                 removed.append(int(i))
             else:
                 kept.append(int(i))
         if removed:
-            keepers, codes = _assign(np.asarray(removed), np.asarray(kept), scorer, rule=rule)
+            keepers, codes = _assign(np.asarray(removed), np.asarray(kept), component, rule=rule)
             keeper[removed] = keepers
             signal[removed] = np.asarray(SIGNALS, dtype=object)[codes]
     _, labels = np.unique(keeper, return_inverse=True)

@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from memguard.common.config import in_range, one_of
-from memguard.common.mapped import release
+from memguard.common.mapped import release, rows_of
 
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 
@@ -100,21 +100,12 @@ def build_index(embeddings: np.ndarray, params: IndexParams) -> faiss.Index:
     return index
 
 
-SAMPLE_BLOCK = 2048  # sampled rows gathered between two releases of a memory-mapped array's pages
-
-
 def _sample(x: np.ndarray, size: int) -> np.ndarray:
-    """``size`` rows of ``x`` drawn at random (seeded), in row order. Gathered ``SAMPLE_BLOCK`` rows at a
-    time with a release after each: 50,000 scattered rows of a mapped array map nearly all of it (each
-    read maps its neighbours too: fault-around, readahead), the 2 GB spike of a 10^6-vector search."""
+    """``size`` rows of ``x`` drawn at random (seeded), in row order; read from the file of a mapped
+    ``x`` (``rows_of``: through the mapping, 50,000 scattered rows mapped all of it)."""
     if size >= len(x):
         return x
-    rows = np.sort(np.random.default_rng(0).choice(len(x), size, replace=False))
-    sample = np.empty((size, *x.shape[1:]), x.dtype)
-    for start in range(0, size, SAMPLE_BLOCK):
-        sample[start : start + SAMPLE_BLOCK] = x[rows[start : start + SAMPLE_BLOCK]]
-        release(x)
-    return sample
+    return rows_of(x, np.sort(np.random.default_rng(0).choice(len(x), size, replace=False)))
 
 
 def _pca(x: np.ndarray, dim: int) -> faiss.PCAMatrix:
@@ -134,23 +125,17 @@ def _projected(pca: faiss.VectorTransform, a: np.ndarray, block: int = 65_536) -
     return y
 
 
-RELEASE_EVERY = 16  # blocks of exact rescoring between two releases of the mapped rows they gathered
-
-
 def exact_cosines(x: np.ndarray, queries: np.ndarray, idx: np.ndarray, *, block: int = 1024) -> np.ndarray:
     """``queries[i] · x[idx[i, j]]`` (NaN-free; -inf where idx is -1), a block of queries at a time. The
-    pages of a memory-mapped ``x`` are given back every ``RELEASE_EVERY`` blocks (every block: faulting
-    the same rows in again each block cost time in a 10^6-vector search; bench/RESULTS.md)."""
+    candidates' rows are read from the file of a memory-mapped ``x`` (``rows_of``): through the mapping,
+    the scattered rows of a few blocks mapped all of it."""
     sims = np.full(idx.shape, -np.inf, np.float32)
-    for n, start in enumerate(range(0, len(idx), block)):
+    for start in range(0, len(idx), block):
         rows = idx[start : start + block]
         found = rows >= 0
-        vectors = x[np.where(found, rows, 0)]
+        vectors = rows_of(x, np.where(found, rows, 0).reshape(-1)).reshape(*rows.shape, -1)
         dots = np.einsum("bd,bkd->bk", queries[start : start + block], vectors)
         sims[start : start + block] = np.where(found, dots, -np.inf)
-        if n % RELEASE_EVERY == RELEASE_EVERY - 1:
-            release(x, queries)
-    release(x, queries)
     return sims
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from memguard.common.mapped import release
+from memguard.common.mapped import release, rows_of
 from memguard.dedup.signals.views import SINGLE, ViewLayout, pair_similarity
 
 BLOCK = 65_536
@@ -62,23 +62,25 @@ def over_pairs(
     left: np.ndarray,
     right: np.ndarray,
     *,
-    source: np.ndarray,
+    source: np.ndarray | None,
     block: int = BLOCK,
 ) -> np.ndarray:
     """``score(left[block], right[block])`` for consecutive blocks of the pairs, as one float32 array;
-    ``source`` (the array ``score`` reads) gives its mapped pages back after each block."""
+    ``source`` (the array ``score`` reads through its mapping, if any) gives its mapped pages back after
+    each block."""
     if isinstance(source, np.memmap):
-        # Each row read maps its neighbours too (the kernel's fault-around and readahead: ~64 KiB), so a
-        # block of 65,536 random pairs mapped all 2 GB of 10^6 embeddings before its release.
+        # Each scattered row read through a mapping maps the page-cache folio around it (up to 2 MB),
+        # so a block of 65,536 random pairs mapped all 2 GB of 10^6 embeddings before its release.
         block = min(block, MAPPED_BLOCK)
     out = np.empty(len(left), np.float32)
     for start in range(0, len(left), block):
         out[start : start + block] = score(left[start : start + block], right[start : start + block])
-        release(source)
+        if source is not None:
+            release(source)
     return out
 
 
-MAPPED_BLOCK = 2048  # pairs per block over a memory-mapped source: ≤ ~256 MiB of it resident at once
+MAPPED_BLOCK = 2048  # pairs per block over a memory-mapped source between two releases
 BLOCK_BYTES = 64 << 20  # rows gathered per side and block of pairs (64 MiB: 65,536 rows of 1 KiB)
 
 
@@ -88,9 +90,11 @@ def pair_cosines(
     """``vectors[left[i]] · vectors[right[i]]`` (cosines of unit rows); for multi-view rows, the best
     allowed pair of views (memguard/dedup/signals/views.py)."""
     block = max(1024, BLOCK_BYTES // max(1, vectors.shape[1] * vectors.itemsize))  # wide multi-view rows: fewer
+    # rows_of: the rows are read from a mapped array's file, not through its mapping (nothing to release).
     return over_pairs(
-        lambda a, b: pair_similarity(vectors[a], vectors[b], layout), left, right, source=vectors, block=block
-    )
+        lambda a, b: pair_similarity(rows_of(vectors, a), rows_of(vectors, b), layout), left, right, source=None,
+        block=block,
+    )  # fmt: skip
 
 
 def pair_agreement(signatures: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -85,19 +85,23 @@ def _similarities_to_keepers(
     mapped: Mapped, decision: Decision, *, candidates: Candidates, params: DedupParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each valid sample's caption Jaccard (NaN where either caption is unusable) and image similarity
-    with its keeper, the latter as the rule saw it: as the candidates scored the pair, else verified."""
+    with its keeper, the latter as the rule saw it: as the candidates scored the pair, else verified.
+    NaN outside clusters of two or more, where the manifest shows none (not computed there)."""
     n = len(mapped.valid_rows)
-    everyone, keeper = np.arange(n), decision.keeper
+    jaccard, image_sim = np.full(n, np.nan), np.full(n, np.nan)
+    multi = np.flatnonzero(decision.size > 1)
+    keeper = decision.keeper[multi]
     views = view_layout(params.embedder.kind)
-    image_sim = pair_cosines(finite_embeddings(mapped.embeddings, decision.finite), everyone, keeper, layout=views)
+    sims = pair_cosines(finite_embeddings(mapped.embeddings, decision.finite), multi, keeper, layout=views)
     if params.local.enabled:
         known = PairTable.of(candidates.image_pairs, candidates.image_sims, n)
         verifier = Verifier(mapped.features, params.local, rows=mapped.feature_rows)
-        image_sim = scored_as_candidates(image_sim, everyone, keeper, known=known, verifier=verifier)
-    signatures, usable = candidates.signatures, candidates.usable
-    jaccard = pair_agreement(signatures, everyone, keeper).astype(np.float64)
-    jaccard = np.where(usable & usable[keeper], jaccard, np.nan)
-    return jaccard, image_sim.astype(np.float64)
+        sims = scored_as_candidates(sims, multi, keeper, known=known, verifier=verifier)
+    image_sim[multi] = sims
+    usable = candidates.usable
+    agreement = pair_agreement(candidates.signatures, multi, keeper)
+    jaccard[multi] = np.where(usable[multi] & usable[keeper], agreement, np.nan)
+    return jaccard, image_sim
 
 
 def _write_images(

@@ -1,5 +1,4 @@
-"""The neighbour index's training sample: the same rows whether gathered at once or in released blocks
-from a memory-mapped array."""
+"""The neighbour index's training sample: the seeded draw's rows, read from a memory-mapped array's file."""
 
 from __future__ import annotations
 
@@ -11,11 +10,11 @@ import memguard.dedup.signals.neighbor_index as neighbor_index
 from memguard.common.mapped import load_mapped
 
 
-def test_blockwise_sample_of_a_mapped_array_is_the_seeded_draw(tmp_path: Path) -> None:
+def test_sample_of_a_mapped_array_is_the_seeded_draw(tmp_path: Path) -> None:
     x = np.random.default_rng(1).standard_normal((10_000, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     mapped = load_mapped(tmp_path / "x.npy")
-    size = 3 * neighbor_index.SAMPLE_BLOCK + 17  # several blocks and a partial one
+    size = 6_161
     expected = x[np.sort(np.random.default_rng(0).choice(len(x), size, replace=False))]
     sample = neighbor_index._sample(mapped, size)
     assert not isinstance(sample, np.memmap)
