@@ -75,9 +75,19 @@ def index_kind(n: int, params: IndexParams) -> str:
     return params.kind
 
 
-def build_index(embeddings: np.ndarray, params: IndexParams) -> faiss.Index:
-    """An inner-product index over unit vectors (inner product = cosine), of the full vectors."""
-    n, dim = embeddings.shape
+ADD_BLOCK = 65_536  # vectors projected and added to the index at once
+
+
+def build_index(embeddings: np.ndarray, params: IndexParams, *, pca: faiss.VectorTransform | None = None) -> faiss.Index:
+    """An inner-product index over unit vectors (inner product = cosine): of ``embeddings``, or of their
+    PCA projection (``pca``), added a block at a time — ``embeddings`` may be memory-mapped, and no copy
+    of all of them (or of their projection: 256 MB at 10^6) is made besides the index's own."""
+    n = len(embeddings)
+    dim = pca.d_out if pca is not None else embeddings.shape[1]
+
+    def prepared(rows: np.ndarray) -> np.ndarray:
+        return _projected(pca, rows) if pca is not None else np.ascontiguousarray(rows, dtype=np.float32)
+
     kind = index_kind(n, params)
     if kind == "flat":
         index: faiss.Index = faiss.IndexFlatIP(dim)
@@ -85,7 +95,7 @@ def build_index(embeddings: np.ndarray, params: IndexParams) -> faiss.Index:
         nlist = params.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
         quantizer = faiss.IndexFlatIP(dim)
         ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.train(_sample(embeddings, params.train_per_list * nlist))
+        ivf.train(prepared(_sample(embeddings, params.train_per_list * nlist)))
         ivf.nprobe = min(params.nprobe, nlist)
         index = ivf
     elif kind == "hnsw":
@@ -96,7 +106,9 @@ def build_index(embeddings: np.ndarray, params: IndexParams) -> faiss.Index:
         raise ValueError(f"unknown index kind {params.kind!r}: auto, flat, ivf, hnsw")
     if params.use_gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0 and kind != "hnsw":
         index = faiss.index_cpu_to_all_gpus(index)  # pragma: no cover - needs faiss-gpu and a GPU
-    index.add(embeddings)
+    for start in range(0, n, ADD_BLOCK):
+        index.add(prepared(embeddings[start : start + ADD_BLOCK]))
+        release(embeddings)
     return index
 
 
@@ -183,8 +195,8 @@ def searcher(embeddings: np.ndarray, params: IndexParams) -> SearchIndex:
         raise ValueError("embeddings contain NaN/Inf rows: reject them before indexing")
     reduce = index_kind(len(embeddings), params) != "flat" and 0 < params.reduce_dim < embeddings.shape[1]
     if not reduce or len(embeddings) <= params.reduce_dim:  # a PCA needs more rows than it keeps dimensions
-        return SearchIndex(build_index(np.ascontiguousarray(embeddings, np.float32), params), None, embeddings)
+        return SearchIndex(build_index(embeddings, params), None, embeddings)
     # Why by hand: faiss's IndexRefineFlat would rescore too, but it keeps a second full copy of every
     # vector (the corpus's largest array) inside the index.
     pca = _pca(embeddings, params.reduce_dim)
-    return SearchIndex(build_index(_projected(pca, embeddings), params), pca, embeddings)
+    return SearchIndex(build_index(embeddings, params, pca=pca), pca, embeddings)

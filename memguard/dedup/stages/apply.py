@@ -51,7 +51,7 @@ def write_outputs(
     keys = mapped.units.column("key")
     with run.cache.scratch("manifest") as scratch:
         counts = write_manifest(
-            run.cache.path("joined", mapped.key) / "units.parquet",
+            mapped.units_file,
             unit_ranges(mapped.layout.rows),
             decision,
             caption_jaccard=jaccard,

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from memguard.common.atomic import atomic_path, write_table
 from memguard.common.cache import Cache, entry_key
-from memguard.common.mapped import load_mapped, write_npy
+from memguard.common.mapped import load_mapped, release, rows_of, write_npy
 from memguard.corpus.metadata import CaptionSource
 from memguard.corpus.sample import Reason, Rejection, printable
 from memguard.corpus.spec import Corpus, check_unchanged
@@ -60,12 +60,13 @@ class MapParams:
 
 @dataclass(frozen=True)
 class Mapped:
-    """The joined map outputs: ``units`` (one row per input unit, corpus order, with ``sample_index``)
-    and per valid sample ``signatures``, ``usable``, ``embeddings`` and ``feature_rows`` (its row of the
+    """The joined map outputs: ``units`` (one row per input unit, corpus order: the ``DRIVER_COLUMNS`` of
+    ``units_file``, the joined units.parquet, which tasks and the optional steps read) and per valid sample ``signatures``, ``usable``, ``embeddings`` and ``feature_rows`` (its row of the
     packed local ``features``, -1 without keypoints: small images, flat ones, verification off);
     ``key`` identifies all of it."""
 
     units: pa.Table
+    units_file: Path
     signatures: np.ndarray
     usable: np.ndarray
     embeddings: np.ndarray
@@ -85,8 +86,13 @@ class Mapped:
     def valid_units(self) -> pa.Table:
         """The valid samples' rows, only the columns the decisions read (the units table's other columns
         are large at 10^6+ samples)."""
-        columns = ["key", "caption_norm", "pixel_hash", "width", "height"]
+        columns = ["key", "pixel_hash", "width", "height"]
         return self.units.select(columns).take(pa.array(self.valid_rows))
+
+    def valid_column(self, name: str) -> pa.ChunkedArray:
+        """A column of ``units_file`` that the driver does not hold (``caption_norm``), valid samples only."""
+        table = pq.read_table(self.units_file, columns=[name, "sample_index"])
+        return table.filter(pc.greater_equal(table.column("sample_index"), 0)).column(name)
 
 
 def map_part(kind: str, part: str, params: MapParams, *, folder: Path, lookup: str | None = None) -> None:
@@ -223,6 +229,7 @@ def map_corpus(
     joined = cache.get("joined", key, lambda out: _join(folders, out))
     return Mapped(
         units=pq.read_table(joined / "units.parquet", columns=DRIVER_COLUMNS),
+        units_file=joined / "units.parquet",
         signatures=load_mapped(joined / "signatures.npy"),
         usable=np.load(joined / "usable.npy", allow_pickle=False),
         embeddings=load_mapped(joined / "embeddings.npy"),
@@ -238,10 +245,10 @@ def map_corpus(
 # The joined units.parquet: each unit's row in corpus order, its map columns, its sample row (-1: none).
 JOINED_SCHEMA = pa.schema([("unit", pa.int64()), *[f for f in UNIT_SCHEMA if f.name != "read_as_sample"],
                            ("sample_index", pa.int64())])  # fmt: skip
-# What the driver reads of it: the decisions' and the manifest's columns (the raw captions, 10^2 bytes a
-# unit, stay on disk).
-DRIVER_COLUMNS = ["key", "source", "offset", "reason", "detail", "caption_norm", "pixel_hash", "width", "height",
-                  "sample_index"]  # fmt: skip
+# What the driver reads of it: the decisions' columns. The manifest's (source, offset, reason, detail) are
+# read by its tasks, the normalised captions by the semantic caption signal when it is on: held for every
+# unit, they were ~450 of the driver's ~550 bytes a unit at 10^6 (bench/RESULTS.md).
+DRIVER_COLUMNS = ["key", "pixel_hash", "width", "height", "sample_index"]
 
 
 def _cross_part_repeats(folders: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
@@ -320,6 +327,13 @@ def _joined_part(units: pa.Table, cross: np.ndarray, first_source: np.ndarray) -
     return pa.table(columns)
 
 
+JOIN_BLOCK_BYTES = 64 << 20  # a part's rows copied at once (loaded whole, a part was two copies in memory)
+
+
+def _block_rows(array: np.ndarray) -> int:
+    return max(1, JOIN_BLOCK_BYTES // max(1, array[:1].nbytes))
+
+
 def _join_features(folders: list[Path], rows: np.ndarray, *, keep: np.ndarray, out: Path) -> None:
     """The parts' packed features of the kept samples that have them, one part at a time, and each kept
     sample's row among them (-1: none)."""
@@ -335,9 +349,15 @@ def _join_features(folders: list[Path], rows: np.ndarray, *, keep: np.ndarray, o
         offset += int(has.sum())
     np.save(out / "feature_rows.npy", np.concatenate(index) if index else np.zeros(0, np.int64), allow_pickle=False)
     probe = np.load(folders[0] / "features.npy", mmap_mode="r") if folders else np.zeros((0, 0), np.uint8)
+    def kept_features() -> Iterator[np.ndarray]:
+        for folder, take in taken:
+            features = load_mapped(folder / "features.npy")
+            step = _block_rows(features)
+            for start in range(0, len(take), step):
+                yield rows_of(features, take[start : start + step])
+
     with open(out / "features.npy", "wb") as fh:
-        blocks_out = (np.load(f / "features.npy", mmap_mode="r")[take] for f, take in taken)
-        write_npy(fh, probe.dtype, (offset, *probe.shape[1:]), blocks=blocks_out)
+        write_npy(fh, probe.dtype, (offset, *probe.shape[1:]), blocks=kept_features())
 
 
 def _join_array(folders: list[Path], name: str, rows: np.ndarray, *, keep: np.ndarray, path: Path) -> None:
@@ -349,8 +369,13 @@ def _join_array(folders: list[Path], name: str, rows: np.ndarray, *, keep: np.nd
 
     def kept_rows() -> Iterator[np.ndarray]:
         for folder, count, part_keep in zip(folders, rows, blocks, strict=True):
-            if count:  # a part without valid samples has (0, 1) embeddings whatever the embedder's width
-                yield np.load(folder / f"{name}.npy", allow_pickle=False)[part_keep]
+            if not count:  # a part without valid samples has (0, 1) embeddings whatever the embedder's width
+                continue
+            part = load_mapped(folder / f"{name}.npy")
+            step = _block_rows(part)
+            for start in range(0, count, step):
+                yield part[start : start + step][part_keep[start : start + step]]
+                release(part)
 
     with open(path, "wb") as fh:
         write_npy(fh, probe.dtype, (int(keep.sum()), *probe.shape[1:]), blocks=kept_rows())

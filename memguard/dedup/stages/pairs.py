@@ -111,7 +111,7 @@ def _caption_semantics(
     semantic = params.caption_semantic
     if not semantic.enabled:
         return None, None
-    captions: list[str] = mapped.valid_units.column("caption_norm").to_pylist()
+    captions: list[str] = mapped.valid_column("caption_norm").to_pylist()
     usable = long_enough(captions)
     k_emb = entry_key("caption_embeddings", mapped.key, semantic.weights, MIN_CAPTION_CHARS)
     (vectors,) = run.cached_arrays(
