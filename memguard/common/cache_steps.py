@@ -66,7 +66,7 @@ STEPS: dict[str, Step] = {
     "embedding_lookup": Step(1, ("memguard.dedup.signals.precomputed", "memguard.corpus.embeddings")),
     "joined": Step(4, ("memguard.dedup.stages.map", "memguard.common.mapped")),
     "caption_pairs": Step(2, ("memguard.dedup.signals.lsh", "memguard.dedup.signals.lsh_tasks", "memguard.dedup.signals.pairs")),
-    "image_neighbors": Step(6, _NEIGHBOURS),
+    "image_neighbors": Step(7, _NEIGHBOURS),
     # The verified image similarity of each neighbour pair (keyed by the map and the search).
     "verified_pairs": Step(
         5, ("memguard.dedup.signals.local", "memguard.dedup.signals.local_features", "memguard.dedup.signals.local_params")
@@ -76,7 +76,7 @@ STEPS: dict[str, Step] = {
         1, ("memguard.dedup.signals.local_candidates", "memguard.dedup.signals.local_features", "memguard.dedup.signals.local_params")
     ),
     "caption_embeddings": Step(2, ("memguard.dedup.signals.caption_embed", "memguard.common.minilm")),
-    "caption_neighbors": Step(2, _NEIGHBOURS),
+    "caption_neighbors": Step(3, _NEIGHBOURS),
     "dedup": Step(
         9,
         (

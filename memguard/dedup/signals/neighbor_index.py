@@ -26,7 +26,10 @@ class IndexParams:
     """kind: auto | flat | ivf | hnsw. ``k`` neighbours per vector; pairs below ``min_sim`` are dropped
     (the floor: cluster thresholds at or above it reuse the cached search). ivf / hnsw: candidates are
     searched in a PCA projection to ``reduce_dim`` dimensions (0: the full vectors) and rescored exactly;
-    ivf's k-means trains on ``train_per_list`` × nlist sampled vectors (seeded)."""
+    ivf's k-means trains on ``train_per_list`` × nlist sampled vectors (seeded); ivf's ``encoding``:
+    sq8 (the default: each component in 8 bits — a quarter of the index's memory, 2.4 GB → 610 MB for
+    10^7 vectors of 64-d, and the same candidates above the floor as float32 on 50,000 queries of 10^6:
+    bench/RESULTS.md) or flat (float32)."""
 
     kind: str = "auto"
     k: int = 16
@@ -39,9 +42,11 @@ class IndexParams:
     use_gpu: bool = True
     reduce_dim: int = 64
     train_per_list: int = 64
+    encoding: str = "sq8"
 
     def __post_init__(self) -> None:
         one_of("dedup.image.index.kind", self.kind, INDEX_KINDS)
+        one_of("dedup.image.index.encoding", self.encoding, ("sq8", "flat"))
         in_range("dedup.image.index.k", self.k, lo=1)
         in_range("dedup.image.index.min_sim", self.min_sim, lo=-1.0, hi=1.0)
         in_range("dedup.image.index.exact_below", self.exact_below, lo=0)
@@ -94,7 +99,13 @@ def build_index(embeddings: np.ndarray, params: IndexParams, *, pca: faiss.Vecto
     elif kind == "ivf":
         nlist = params.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
         quantizer = faiss.IndexFlatIP(dim)
-        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf: faiss.IndexIVF
+        if params.encoding == "sq8":
+            ivf = faiss.IndexIVFScalarQuantizer(
+                quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
+        else:
+            ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.train(prepared(_sample(embeddings, params.train_per_list * nlist)))
         ivf.nprobe = min(params.nprobe, nlist)
         index = ivf
