@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memguard.common import storage
+from memguard.dedup.decide.groups import sorted_group_ids
 
 DEFINITIONS = __doc__
 
@@ -32,11 +33,6 @@ def _pair_count(*codes: np.ndarray) -> int:
     return int((counts * (counts - 1) // 2).sum())
 
 
-def _codes(column: pa.ChunkedArray) -> np.ndarray:
-    """Each value's code (equal values, equal codes): Arrow's hash grouping, no Python objects."""
-    return pc.index_in(column, value_set=pc.unique(column)).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
 def evaluate(keys: pa.Array | pa.ChunkedArray | list[str], cluster_ids: np.ndarray, ground_truth: Path) -> dict[str, object]:
     """Scores of the clustering of ``keys`` (valid samples) against the ground-truth parquet. Counted on
     integer codes (Arrow joins the keys to the truth): 10^7 samples cost a few int64 arrays, not a dict
@@ -47,8 +43,8 @@ def evaluate(keys: pa.Array | pa.ChunkedArray | list[str], cluster_ids: np.ndarr
     found = pc.index_in(keys, value_set=truth.column("key").combine_chunks())  # null: no ground truth
     known = np.flatnonzero(pc.is_valid(found).to_numpy(zero_copy_only=False))
     rows = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)[known]
-    origins = _codes(truth.column("origin"))[rows]
-    groups = _codes(truth.column("natural_group"))[rows]
+    origins = sorted_group_ids(truth.column("origin"))[rows]
+    groups = sorted_group_ids(truth.column("natural_group"))[rows]
     clusters = np.asarray(cluster_ids, np.int64)[known]
 
     true_pairs = _pair_count(origins)
